@@ -1,0 +1,119 @@
+"""``translrec`` command line. Exit codes: 0 ok, 2 bad config or input, 1 other failures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from translrec_dist.errors import UserError
+
+log = logging.getLogger("translrec_dist")
+
+
+def setup_logging(debug: bool) -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    level = logging.DEBUG if debug else (logging.INFO if rank == 0 else logging.WARNING)
+    logging.basicConfig(level=level, format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("datasets", "transformers", "accelerate", "DeepSpeed", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not debug else logging.INFO)
+
+
+def cmd_train(args) -> int:
+    from translrec_dist.config import load_config
+    from translrec_dist.training.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from translrec_dist.config import load_config
+    from translrec_dist.scoring import evaluate_export
+
+    cfg = load_config(args.config, args.overrides)
+    model_dir = Path(args.model or Path(cfg.output_dir) / "final")
+    metrics = evaluate_export(cfg, model_dir, args.split)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from translrec_dist.scoring import predict_file
+
+    predict_file(args.model, args.input, args.output, args.batch_size)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from translrec_dist.config import SyntheticConfig
+    from translrec_dist.data.synthetic import generate_synthetic
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = SyntheticConfig(num_users=args.users, num_items=args.items, seed=args.seed)
+    inter, items = generate_synthetic(cfg)
+    inter.to_csv(out / "interactions.csv", index=False)
+    items.to_csv(out / "items.csv", index=False)
+    print(f"wrote {len(inter)} interactions and {len(items)} items to {out} "
+          f"(use: data.format=interactions data.path={out})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="translrec", description="Fine-tune pretrained encoders into recommenders.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train from a YAML config")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-5 data.max_length=64")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate an export on the config's data")
+    e.add_argument("config")
+    e.add_argument("overrides", nargs="*")
+    e.add_argument("--model", help="export directory (default: OUTPUT_DIR/final)")
+    e.add_argument("--split", default="test", choices=["valid", "test"])
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="score rows of a CSV/Parquet/JSONL file with an export")
+    pr.add_argument("--model", required=True, help="export directory (RUN/final)")
+    pr.add_argument("--input", required=True, help="rows with text[,text_pair] or user_id,item_id columns")
+    pr.add_argument("--output", help="JSONL output file (default: stdout)")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("synth", help="write the built-in synthetic dataset as files")
+    s.add_argument("--out", required=True)
+    s.add_argument("--users", type=int, default=600)
+    s.add_argument("--items", type=int, default=300)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_synth)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+    try:
+        return args.func(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"translrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("translrec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

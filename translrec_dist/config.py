@@ -1,0 +1,348 @@
+"""Run configuration: YAML -> typed dataclasses, dotted overrides, validation before any work.
+
+Every error names the key, the file it came from and what to do, e.g.
+``train.lr: expected a number, got 'fast' (configs/x.yaml). Fix the value or override it: train.lr=3e-5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from translrec_dist.errors import ConfigError
+
+
+@dataclass
+class TinyBertConfig:
+    """A randomly initialised BERT built from this inline config (no download)."""
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    intermediate_size: int = 128
+    max_position_embeddings: int = 256
+    vocab_size: int = 2000  # size of the WordPiece vocabulary trained on the data
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: Optional[str] = None  # hub id or local directory of a pretrained encoder
+    tiny: Optional[TinyBertConfig] = None  # or a tiny random-init BERT (CI, laptops)
+    init_from: Optional[str] = None  # a translrec export (RUN/final) to start from
+    pooling: Literal["cls", "mean"] = "cls"
+    head_dropout: float = 0.1
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SyntheticConfig:
+    num_users: int = 600
+    num_items: int = 300
+    num_categories: int = 8
+    interactions_per_user: int = 12
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    format: Literal["synthetic", "text_label", "interactions"] = "synthetic"
+    path: Optional[str] = None  # file (text_label) or directory (interactions)
+    max_length: int = 128
+    # Recommendation examples
+    history_length: int = 5  # most recent items shown to the model, newest first
+    history_template: str = "{text}"  # how one history item is rendered; {text} = item text
+    history_separator: str = " ; "
+    item_text: Optional[str] = None  # template over item columns, e.g. "{title}. Genres: {genres}"
+    max_field_chars: int = 200  # each item field is truncated to this many characters
+    min_history: int = 1  # interactions with fewer prior items make no training example
+    positive_threshold: Optional[float] = None  # rating >= threshold is a positive; None: all
+    negatives_per_positive: int = 4
+    eval_items_per_user: int = 1  # leave-k-out: last k -> test, the k before -> valid
+    # text_label
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    resample: Literal["none", "oversample", "undersample"] = "none"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    max_steps: Optional[int] = None  # optimizer steps; when unset, epochs decides
+    epochs: float = 1.0
+    micro_batch_size: int = 16  # per process
+    grad_accum: int = 1
+    global_batch_size: Optional[int] = None  # if set, must equal micro x accum x world size
+    lr: float = 5e-5
+    head_lr: Optional[float] = None  # defaults to lr
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: Optional[float] = 1.0
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    log_every: int = 10
+    checkpoint_every: Optional[int] = None  # steps; None: only at the end
+    keep_checkpoints: int = 2
+    resume_from: Optional[str] = None  # "auto", a checkpoint directory, or None
+    stop_after_steps: Optional[int] = None  # checkpoint and exit after this many steps in this run
+    report_to: list = field(default_factory=list)  # accelerate trackers: tensorboard, wandb
+    progress_bar: bool = True
+    collective_timeout_s: int = 600  # a dead rank ends the job after this long instead of hanging
+    deterministic: bool = True
+
+
+@dataclass
+class EvalConfig:
+    every_steps: Optional[int] = None  # validation every N steps; None: only at the end
+    micro_batch_size: int = 64
+    splits: list = field(default_factory=lambda: ["test"])  # written to eval.json at the end
+
+
+@dataclass
+class RunConfig:
+    task: Literal["ctr", "rating"] = "ctr"
+    output_dir: str = "runs/default"
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: Optional[str] = None  # where the config came from (set by the loader)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> RunConfig:
+    """Read YAML (or start from defaults), apply dotted overrides, build and validate."""
+    raw: dict = {}
+    where = str(path) if path else "<defaults>"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}. Pass the path of a YAML file, e.g. configs/tiny_cpu.yaml")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections (model, data, train, eval)")
+    for item in overrides:
+        apply_override(raw, item)
+    cfg = build_dataclass(RunConfig, raw, "", where)
+    cfg.source = where
+    validate(cfg)
+    return cfg
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """``train.lr=3e-5`` -> raw["train"]["lr"] = 3e-5 (the value is parsed as a YAML scalar)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not KEY=VALUE (example: train.lr=3e-5)")
+    key, value = item.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value != "" else None
+    except yaml.YAMLError:
+        parsed = value
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = parsed
+
+
+def build_dataclass(cls, raw: Any, prefix: str, where: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__} ({where})")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names - {"source"})
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        close = [n for n in names if n.startswith(unknown[0][:3])]
+        hint = f" Did you mean {prefix}{close[0]}?" if close else f" Known keys: {', '.join(sorted(names))}."
+        raise ConfigError(f"unknown key '{key}' ({where}).{hint}")
+    kwargs = {}
+    for name in names & set(raw):
+        kwargs[name] = convert(hints[name], raw[name], f"{prefix}{name}", where)
+    return cls(**kwargs)
+
+
+def convert(tp, value, key: str, where: str):
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return convert(args[0], value, key, where)
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, key + ".", where)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(
+                f"{key}: {value!r} is not one of {', '.join(map(str, choices))} ({where}). "
+                f"Set e.g. {key}={choices[0]}"
+            )
+        return value
+    bad = f"{key}: expected {_type_name(tp)}, got {value!r} ({where}). Fix the value or override it: {key}=..."
+    if value is None:
+        raise ConfigError(f"{key}: a value is required, got null ({where})")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(bad)
+        return value
+    if tp in (int, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-5 (no dot) as a string; users write it that way
+            value = float(value) if tp is float else int(value)
+        except ValueError:
+            raise ConfigError(bad) from None
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(bad)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(bad)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(bad)
+        return str(value)
+    if tp is list or origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(bad)
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(bad)
+        return value
+    return value
+
+
+def _type_name(tp) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(cfg: RunConfig) -> None:
+    where = cfg.source
+
+    def fail(key: str, msg: str):
+        raise ConfigError(f"{key}: {msg} ({where})")
+
+    m, d, t, e = cfg.model, cfg.data, cfg.train, cfg.eval
+    if (m.name_or_path is None) == (m.tiny is None) and m.init_from is None:
+        fail("model", "set exactly one of model.name_or_path (a pretrained encoder) or model.tiny "
+             "(a random-init BERT); to switch a tiny config to a checkpoint: model.tiny=null model.name_or_path=DIR")
+    if m.name_or_path is not None and m.tiny is not None:
+        fail("model", "both model.name_or_path and model.tiny are set; pass model.tiny=null to use the checkpoint")
+    if m.tiny is not None:
+        if m.tiny.hidden_size % m.tiny.num_attention_heads:
+            fail("model.tiny.hidden_size", f"{m.tiny.hidden_size} is not divisible by "
+                 f"num_attention_heads={m.tiny.num_attention_heads}")
+        if d.max_length > m.tiny.max_position_embeddings:
+            fail("data.max_length", f"{d.max_length} exceeds the encoder's max_position_embeddings="
+                 f"{m.tiny.max_position_embeddings}; lower data.max_length or raise model.tiny.max_position_embeddings")
+        if m.tiny.vocab_size < 100:
+            fail("model.tiny.vocab_size", "must be at least 100")
+    if not 0 <= m.head_dropout < 1:
+        fail("model.head_dropout", "must be in [0, 1)")
+
+    if d.format in ("text_label", "interactions") and not d.path:
+        fail("data.path", f"data.format={d.format} needs data.path (a "
+             f"{'CSV/Parquet file' if d.format == 'text_label' else 'directory with interactions and items files'})")
+    if d.format == "text_label" and cfg.task != "ctr":
+        fail("task", "data.format=text_label holds binary labels; use task=ctr")
+    if d.max_length < 8:
+        fail("data.max_length", "must be at least 8 tokens")
+    for key, value, low in [("data.history_length", d.history_length, 1),
+                            ("data.negatives_per_positive", d.negatives_per_positive, 0),
+                            ("data.eval_items_per_user", d.eval_items_per_user, 1),
+                            ("data.min_history", d.min_history, 0), ("data.max_field_chars", d.max_field_chars, 1),
+                            ("data.num_workers", d.num_workers, 0)]:
+        if value < low:
+            fail(key, f"must be >= {low}, got {value}")
+    if "{text}" not in d.history_template:
+        fail("data.history_template", "must contain {text} (the history item's text)")
+    if cfg.task == "ctr" and d.format != "text_label" and d.negatives_per_positive == 0 and d.positive_threshold is None:
+        fail("data.negatives_per_positive", "ctr with no negatives and no positive_threshold has only one class; "
+             "set data.negatives_per_positive>=1")
+    if not (0 <= d.valid_fraction < 1 and 0 <= d.test_fraction < 1 and d.valid_fraction + d.test_fraction < 1):
+        fail("data.valid_fraction", "valid_fraction and test_fraction must be in [0,1) and sum below 1")
+    s = d.synthetic
+    if min(s.num_users, s.num_items, s.num_categories) < 1 or s.interactions_per_user < 3:
+        fail("data.synthetic", "num_users, num_items, num_categories must be >= 1 and interactions_per_user >= 3")
+
+    if t.max_steps is not None and t.max_steps < 1:
+        fail("train.max_steps", "must be >= 1 (or null to train for train.epochs)")
+    if t.epochs <= 0:
+        fail("train.epochs", "must be > 0")
+    for key, value in [("train.micro_batch_size", t.micro_batch_size), ("train.grad_accum", t.grad_accum),
+                       ("train.log_every", t.log_every), ("train.keep_checkpoints", t.keep_checkpoints),
+                       ("eval.micro_batch_size", e.micro_batch_size)]:
+        if value < 1:
+            fail(key, f"must be >= 1, got {value}")
+    if not t.lr > 0:
+        fail("train.lr", f"must be > 0, got {t.lr}")
+    if not 0 <= t.warmup_ratio < 1:
+        fail("train.warmup_ratio", "must be in [0, 1)")
+    if t.max_grad_norm is not None and t.max_grad_norm <= 0:
+        fail("train.max_grad_norm", "must be > 0 (or null to disable clipping)")
+    if t.checkpoint_every is not None and t.checkpoint_every < 1:
+        fail("train.checkpoint_every", "must be >= 1 or null")
+    if t.stop_after_steps is not None and t.stop_after_steps < 1:
+        fail("train.stop_after_steps", "must be >= 1 or null")
+    if t.resume_from not in (None, "auto") and not Path(t.resume_from).is_dir():
+        fail("train.resume_from", f"{t.resume_from} is not a directory; use auto, null or a checkpoint directory")
+    for tracker in t.report_to:
+        if tracker not in ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"):
+            fail("train.report_to", f"unknown tracker {tracker!r}; use e.g. [tensorboard]")
+    for split in e.splits:
+        if split not in ("valid", "test"):
+            fail("eval.splits", f"unknown split {split!r}; use valid and/or test")
+    if e.every_steps is not None and e.every_steps < 1:
+        fail("eval.every_steps", "must be >= 1 or null")
+
+
+def check_world_size(cfg: RunConfig, world_size: int) -> None:
+    """Checks that need the number of processes (called by the launcher-side code before training)."""
+    t = cfg.train
+    if t.global_batch_size is not None:
+        got = t.micro_batch_size * t.grad_accum * world_size
+        if got != t.global_batch_size:
+            raise ConfigError(
+                f"train.global_batch_size={t.global_batch_size} but micro_batch_size={t.micro_batch_size} x "
+                f"grad_accum={t.grad_accum} x world_size={world_size} = {got} ({cfg.source}). "
+                f"Change train.grad_accum or train.micro_batch_size so the product matches."
+            )
+
+
+def dump_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

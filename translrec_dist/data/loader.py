@@ -1,0 +1,68 @@
+"""Per-rank data loaders. This module is the single owner of the split across ranks.
+
+Training: each epoch is a seeded permutation cut to a whole number of optimizer steps; optimizer step
+``t`` consumes global micro-batches ``[t*A*W, (t+1)*A*W)`` and rank ``r`` takes every W-th of them. So a
+run with W processes sees exactly the same global batches as one process with a W-times larger micro-batch,
+and resuming at step ``t`` is a matter of skipping ``(t mod steps_per_epoch) * A`` local batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def steps_per_epoch(num_examples: int, micro: int, accum: int, world: int) -> int:
+    return num_examples // (micro * accum * world)
+
+
+class _Rows(Dataset):
+    def __init__(self, ds, indices: np.ndarray):
+        self.ds, self.indices = ds, indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.ds[int(self.indices[i])]
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def train_loader(ds, collate, *, micro: int, accum: int, rank: int, world: int, seed: int, epoch: int,
+                 skip_batches: int = 0, num_workers: int = 0) -> DataLoader:
+    """This rank's micro-batches for ``epoch``, starting after ``skip_batches`` of them."""
+    steps = steps_per_epoch(len(ds), micro, accum, world)
+    order = epoch_permutation(len(ds), seed, epoch)[: steps * accum * world * micro]
+    batches = order.reshape(-1, micro)[rank::world][skip_batches:]
+    return DataLoader(_Rows(ds, batches.reshape(-1)), batch_size=micro, shuffle=False, collate_fn=collate,
+                      num_workers=num_workers, persistent_workers=False)
+
+
+def eval_loader(ds, collate, *, batch_size: int, rank: int, world: int) -> DataLoader:
+    """Every rank gets the same number of rows (padding rows repeat row 0 and are flagged with id -1),
+    because under ZeRO-3 each forward is a collective: unequal batch counts would hang."""
+    n = len(ds)
+    per_rank = -(-n // world)
+    idx = np.arange(rank, per_rank * world, world)
+    valid = idx < n
+    loader = DataLoader(_Rows(ds, np.where(valid, idx, 0)), batch_size=batch_size, shuffle=False,
+                        collate_fn=collate)
+    return _FlagPadding(loader, valid, batch_size)
+
+
+class _FlagPadding:
+    def __init__(self, loader, valid: np.ndarray, batch_size: int):
+        self.loader, self.valid, self.batch_size = loader, torch.as_tensor(valid), batch_size
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            keep = self.valid[i * self.batch_size: i * self.batch_size + len(batch["example_id"])]
+            batch["example_id"] = torch.where(keep, batch["example_id"], torch.full_like(batch["example_id"], -1))
+            yield batch

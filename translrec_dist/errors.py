@@ -1,0 +1,13 @@
+"""User-facing errors. The CLI turns these into one message and exit code 2 (no traceback)."""
+
+
+class UserError(Exception):
+    """Bad config or bad input: the message says what is wrong and how to fix it."""
+
+
+class ConfigError(UserError):
+    pass
+
+
+class DataError(UserError):
+    pass

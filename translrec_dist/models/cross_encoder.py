@@ -1,0 +1,121 @@
+"""Cross-encoder recommender: any Hugging Face encoder + pooling + a one-unit head.
+
+Export format (``final/``): the encoder in plain Hugging Face format (``config.json``,
+``model.safetensors``, tokenizer files), ``head.safetensors`` and ``translrec.yaml``. The encoder loads
+with ``transformers.AutoModel.from_pretrained`` alone; the score is ``head(pool(encoder(x)))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, BertConfig
+
+from translrec_dist.config import RunConfig
+from translrec_dist.errors import ConfigError
+
+HEAD_FILE = "head.safetensors"
+CONFIG_FILE = "translrec.yaml"
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class CrossEncoder(nn.Module):
+    def __init__(self, encoder: nn.Module, pooling: str = "cls", head_dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, 1)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, **_unused) -> torch.Tensor:
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling))).squeeze(-1)
+
+
+def drop_pooler(encoder: nn.Module) -> nn.Module:
+    # The scorer reads last_hidden_state; an unused pooler would break DDP (unused parameters) and
+    # waste ZeRO partitions.
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
+
+
+def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
+    m = cfg.model
+    if m.tiny is not None and m.init_from is None:
+        t = m.tiny
+        config = BertConfig(vocab_size=vocab_size or t.vocab_size, hidden_size=t.hidden_size,
+                            num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
+                            intermediate_size=t.intermediate_size, max_position_embeddings=t.max_position_embeddings,
+                            hidden_dropout_prob=t.hidden_dropout_prob,
+                            attention_probs_dropout_prob=t.attention_probs_dropout_prob)
+        return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
+    path = m.init_from or m.name_or_path
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code)
+    except OSError as e:
+        raise ConfigError(f"model.name_or_path: cannot load {path!r}: {e}") from None
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos and cfg.data.max_length > max_pos:
+        raise ConfigError(f"data.max_length={cfg.data.max_length} exceeds the encoder's "
+                          f"max_position_embeddings={max_pos} ({cfg.source})")
+    return drop_pooler(AutoModel.from_pretrained(path, attn_implementation=m.attn_implementation,
+                                                 trust_remote_code=m.trust_remote_code))
+
+
+def build_model(cfg: RunConfig, tokenizer, label_mean: float | None = None) -> CrossEncoder:
+    encoder = build_encoder(cfg, vocab_size=len(tokenizer))
+    model = CrossEncoder(encoder, cfg.model.pooling, cfg.model.head_dropout)
+    if cfg.model.init_from and (Path(cfg.model.init_from) / HEAD_FILE).is_file():
+        model.head.load_state_dict(load_file(str(Path(cfg.model.init_from) / HEAD_FILE)))
+    elif label_mean is not None:
+        # Rating regression starts at the mean rating, so early steps learn structure, not the offset.
+        with torch.no_grad():
+            model.head.bias.fill_(label_mean)
+    return model
+
+
+def save_export(out_dir: Path, state_dict: dict, model: CrossEncoder, tokenizer, cfg: RunConfig) -> None:
+    """Write the export from a full (consolidated) state dict. Call on the main process only."""
+    from translrec_dist.config import dump_config
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    enc_state = {k[len("encoder."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("encoder.")}
+    head_state = {k[len("head."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("head.")}
+    if not enc_state or not head_state or any(v.numel() == 0 for v in enc_state.values()):
+        raise RuntimeError("refusing to write an empty export: the state dict has no encoder/head weights "
+                           "(under ZeRO-3 set stage3_gather_16bit_weights_on_model_save)")
+    model.encoder.save_pretrained(str(out_dir), state_dict=enc_state, safe_serialization=True)
+    save_file(head_state, str(out_dir / HEAD_FILE))
+    tokenizer.save_pretrained(str(out_dir))
+    dump_config(replace(cfg, train=replace(cfg.train, resume_from=None)), out_dir / CONFIG_FILE)
+
+
+def load_export(model_dir: str | Path):
+    """(model, tokenizer, cfg) from an export directory."""
+    from translrec_dist.config import load_config
+    from translrec_dist.data.tokenize import load_tokenizer
+
+    model_dir = Path(model_dir)
+    for f in ("config.json", HEAD_FILE, CONFIG_FILE):
+        if not (model_dir / f).is_file():
+            raise ConfigError(f"{model_dir} is not a translrec export (missing {f}); "
+                              f"pass RUN_DIR/final or run `translrec export` on a checkpoint")
+    cfg = load_config(model_dir / CONFIG_FILE)
+    tokenizer = load_tokenizer(str(model_dir), cfg.model.trust_remote_code)
+    encoder = drop_pooler(AutoModel.from_pretrained(str(model_dir), attn_implementation=cfg.model.attn_implementation,
+                                                    trust_remote_code=cfg.model.trust_remote_code))
+    model = CrossEncoder(encoder, cfg.model.pooling, cfg.model.head_dropout)
+    model.head.load_state_dict(load_file(str(model_dir / HEAD_FILE)))
+    return model.eval(), tokenizer, cfg

@@ -1,0 +1,293 @@
+"""The training entry point: build config, data, model, run the loop. Same code on 1 CPU or N GPUs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from translrec_dist.config import RunConfig, check_world_size, dump_config
+from translrec_dist.data import build_tokenizer, load_text_splits, tokenize_splits, tokenizer_dir
+from translrec_dist.data.collate import PadCollator
+from translrec_dist.data.loader import eval_loader, steps_per_epoch, train_loader
+from translrec_dist.data.tokenize import load_tokenizer, save_tokenizer
+from translrec_dist.evaluation import evaluate
+from translrec_dist.models.cross_encoder import build_model, save_export
+from translrec_dist.training.checkpoint import checkpoint_root, load_checkpoint, resolve_resume, save_checkpoint
+from translrec_dist.training.distributed import build_accelerator, stop_requested
+
+log = logging.getLogger(__name__)
+
+
+def loss_fn(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if task == "ctr":
+        return F.binary_cross_entropy_with_logits(logits.float(), labels)
+    return F.mse_loss(logits.float(), labels)
+
+
+def build_optimizer(cfg: RunConfig, model) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and LayerNorm; optional separate head learning rate."""
+    t = cfg.train
+    groups: dict[tuple, list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr = (t.head_lr or t.lr) if name.startswith("head.") else t.lr
+        wd = 0.0 if p.ndim < 2 else t.weight_decay
+        groups.setdefault((lr, wd), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
+                             lr=t.lr, foreach=True)
+
+
+def prepare_output_dir(cfg: RunConfig, accelerator, resuming: bool) -> Path:
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            if checkpoint_root(out).exists():
+                log.warning("%s holds checkpoints of an earlier run; starting over (pass train.resume_from=auto "
+                            "to continue it instead)", checkpoint_root(out))
+                shutil.rmtree(checkpoint_root(out))
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        (out / "STOP").unlink(missing_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    accelerator.wait_for_everyone()
+    return out
+
+
+def get_tokenizer(cfg: RunConfig, texts, accelerator, resuming: bool):
+    """Tiny models: the main process trains the vocabulary once and the others load it (identical ids)."""
+    saved = tokenizer_dir(cfg)
+    if cfg.model.tiny is None or cfg.model.init_from:
+        return build_tokenizer(cfg, texts)
+    if accelerator.is_main_process and not (resuming and saved.is_dir()):
+        save_tokenizer(build_tokenizer(cfg, texts), saved)
+    accelerator.wait_for_everyone()
+    return load_tokenizer(str(saved))
+
+
+def train(cfg: RunConfig) -> dict:
+    accelerator = build_accelerator(cfg)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    check_world_size(cfg, world)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_seed(cfg.seed, deterministic=cfg.train.deterministic)
+    resume_path = resolve_resume(cfg.train.resume_from, cfg.output_dir)
+    out = prepare_output_dir(cfg, accelerator, resuming=resume_path is not None)
+
+    # ---- data
+    texts = load_text_splits(cfg)
+    tokenizer = get_tokenizer(cfg, texts, accelerator, resuming=resume_path is not None)
+    splits = tokenize_splits(cfg, texts, tokenizer)
+    collate = PadCollator(tokenizer.pad_token_id)
+    t, task = cfg.train, cfg.task
+    spe = steps_per_epoch(len(splits["train"]), t.micro_batch_size, t.grad_accum, world)
+    if spe == 0:
+        raise_small_data(cfg, len(splits["train"]), world)
+    total_steps = t.max_steps or max(1, math.ceil(t.epochs * spe))
+
+    # ---- model
+    label_mean = float(texts.frames["train"]["label"].mean()) if task == "rating" else None
+    model = build_model(cfg, tokenizer, label_mean)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if t.report_to:
+        accelerator.init_trackers(Path(cfg.output_dir).name, config=flat_config(cfg))
+
+    step = 0
+    if resume_path is not None:
+        state = load_checkpoint(accelerator, resume_path)
+        check_resume_compatible(cfg, state, world, resume_path)
+        step = state["step"]
+        log.info("resumed from %s at step %d", resume_path, step)
+
+    log.info("training %d steps (%d per epoch), %d processes, global batch %d", total_steps, spe, world,
+             t.micro_batch_size * t.grad_accum * world)
+    bar = tqdm(total=total_steps, initial=step, desc="train", mininterval=1.0, disable=not (accelerator.is_main_process
+                                                                           and t.progress_bar), dynamic_ncols=True)
+    meter = Meter(accelerator)
+    stopped_early = False
+    steps_this_run = 0
+    model.train()
+    while step < total_steps:
+        epoch, in_epoch = divmod(step, spe)
+        loader = train_loader(splits["train"], collate, micro=t.micro_batch_size, accum=t.grad_accum, rank=rank,
+                              world=world, seed=cfg.seed, epoch=epoch, skip_batches=in_epoch * t.grad_accum,
+                              num_workers=cfg.data.num_workers)
+        for i, batch in enumerate(loader):
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    logits = model(**batch)
+                loss = loss_fn(task, logits, batch["labels"])
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            meter.add(loss.detach(), batch)
+            if (i + 1) % t.grad_accum:
+                continue
+            step += 1
+            steps_this_run += 1
+            bar.update(1)
+            if step % t.log_every == 0 or step == total_steps:
+                record = meter.flush(step, step / spe, scheduler.get_last_lr()[0])
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                write_metrics(accelerator, out, record)
+            if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < total_steps:
+                valid = evaluate(model, eval_loader(splits["valid"], collate, batch_size=cfg.eval.micro_batch_size,
+                                                    rank=rank, world=world), accelerator, task)
+                write_metrics(accelerator, out, {"step": step, **{f"valid/{k}": v for k, v in valid.items()}})
+            state = trainer_state(cfg, step, world, total_steps)
+            stop = stop_requested(accelerator, cfg.output_dir) or (
+                t.stop_after_steps is not None and steps_this_run >= t.stop_after_steps)
+            if step < total_steps and (stop or (t.checkpoint_every and step % t.checkpoint_every == 0)):
+                save_checkpoint(accelerator, cfg.output_dir, step, state, t.keep_checkpoints)
+            if stop and step < total_steps:
+                stopped_early = True
+                break
+            if step >= total_steps:
+                break
+        if stopped_early:
+            break
+    bar.close()
+
+    if stopped_early:
+        log.info("stopped at step %d with a checkpoint; resume with train.resume_from=auto", step)
+        accelerator.end_training()
+        return {"stopped": True, "step": step}
+
+    save_checkpoint(accelerator, cfg.output_dir, step, trainer_state(cfg, step, world, total_steps),
+                    t.keep_checkpoints)
+    results = final_evaluation(cfg, model, splits, collate, accelerator, step)
+    export(cfg, accelerator, model, tokenizer)
+    accelerator.end_training()
+    return results
+
+
+def final_evaluation(cfg, model, splits, collate, accelerator, step: int) -> dict:
+    results: dict = {}
+    for split in cfg.eval.splits:
+        loader = eval_loader(splits[split], collate, batch_size=cfg.eval.micro_batch_size,
+                             rank=accelerator.process_index, world=accelerator.num_processes)
+        metrics = {**evaluate(model, loader, accelerator, cfg.task), "step": step}
+        if split == "test":
+            results.update(metrics)
+        else:
+            results[split] = metrics
+    if accelerator.is_main_process:
+        Path(cfg.output_dir, "eval.json").write_text(json.dumps(results, indent=2))
+        log.info("eval: %s", json.dumps(results))
+    write_metrics(accelerator, Path(cfg.output_dir), {"step": step, **{f"eval/{k}": v for k, v in results.items()
+                                                                        if not isinstance(v, dict)}})
+    return results
+
+
+def export(cfg: RunConfig, accelerator, model, tokenizer) -> None:
+    """``final/``: every rank joins the gather (a collective under ZeRO-3); the main process writes."""
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        final, tmp = Path(cfg.output_dir, "final"), Path(cfg.output_dir, "final.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_export(tmp, state_dict, accelerator.unwrap_model(model), tokenizer, cfg)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        log.info("exported %s", final)
+    accelerator.wait_for_everyone()
+
+
+def trainer_state(cfg: RunConfig, step: int, world: int, total_steps: int) -> dict:
+    t = cfg.train
+    return {"step": step, "world_size": world, "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum,
+            "total_steps": total_steps}
+
+
+def check_resume_compatible(cfg: RunConfig, state: dict, world: int, path: Path) -> None:
+    from translrec_dist.errors import ConfigError
+
+    t = cfg.train
+    before = state["micro_batch_size"] * state["grad_accum"] * state["world_size"]
+    now = t.micro_batch_size * t.grad_accum * world
+    if before != now:
+        raise ConfigError(f"{path} was written with a global batch of {before} "
+                          f"({state['world_size']} processes x micro {state['micro_batch_size']} x accum "
+                          f"{state['grad_accum']}); this run has {now}. Resume with the same global batch, or "
+                          f"export it (translrec export) and start a new run with model.init_from=")
+
+
+def raise_small_data(cfg: RunConfig, n: int, world: int):
+    from translrec_dist.errors import DataError
+
+    t = cfg.train
+    raise DataError(f"{n} training examples cannot fill one optimizer step of micro_batch_size="
+                    f"{t.micro_batch_size} x grad_accum={t.grad_accum} x {world} processes; lower them")
+
+
+class Meter:
+    """Accumulates loss and counts on the device; syncs with the host only when a log line is written."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.reset()
+
+    def reset(self):
+        dev = self.accelerator.device
+        self.loss = torch.zeros((), device=dev)
+        self.tokens = torch.zeros((), device=dev, dtype=torch.long)
+        self.samples, self.micro_steps, self.start = 0, 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, batch: dict) -> None:
+        self.loss += loss
+        self.tokens += batch["attention_mask"].sum()
+        self.samples += len(batch["labels"])
+        self.micro_steps += 1
+
+    def flush(self, step: int, epoch: float, lr: float) -> dict:
+        acc = self.accelerator
+        stats = torch.stack([self.loss / max(self.micro_steps, 1), self.tokens.float(),
+                             torch.tensor(float(self.samples), device=acc.device)])
+        stats = acc.reduce(stats, reduction="sum") if acc.num_processes > 1 else stats
+        loss, tokens, samples = stats.tolist()
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        record = {"step": step, "epoch": round(epoch, 4), "loss": loss / acc.num_processes, "lr": lr,
+                  "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed}
+        self.reset()
+        return record
+
+
+def write_metrics(accelerator, out: Path, record: dict) -> None:
+    if accelerator.is_main_process:
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+    accelerator.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))},
+                    step=record["step"])
+
+
+def flat_config(cfg: RunConfig) -> dict:
+    flat = {}
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+    walk(cfg.to_dict())
+    return flat
