@@ -291,7 +291,8 @@ def validate(cfg: RunConfig) -> None:
             fail(key, f"must be >= {low}, got {value}")
     if "{text}" not in d.history_template:
         fail("data.history_template", "must contain {text} (the history item's text)")
-    if cfg.task == "ctr" and d.format != "text_label" and d.negatives_per_positive == 0 and d.positive_threshold is None:
+    no_negatives = d.negatives_per_positive == 0 and d.positive_threshold is None
+    if cfg.task == "ctr" and d.format != "text_label" and no_negatives:
         fail("data.negatives_per_positive", "ctr with no negatives and no positive_threshold has only one class; "
              "set data.negatives_per_positive>=1")
     if not (0 <= d.valid_fraction < 1 and 0 <= d.test_fraction < 1 and d.valid_fraction + d.test_fraction < 1):

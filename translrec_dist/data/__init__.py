@@ -26,16 +26,20 @@ class TextSplits:
     item_text: pd.Series | None  # item_id -> rendered text (recommendation formats)
 
 
+def read_source(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(interactions, items) of a recommendation format, ids as strings."""
+    d = cfg.data
+    if d.format == "synthetic":
+        inter, items = generate_synthetic(d.synthetic)
+        return inter.astype({"user_id": str, "item_id": str}), items.astype({"item_id": str})
+    return read_interactions_dir(d.path, need_rating=cfg.task == "rating" or d.positive_threshold is not None)
+
+
 def load_text_splits(cfg: RunConfig) -> TextSplits:
     d = cfg.data
     if d.format == "text_label":
         return TextSplits(split_text_label(read_text_label(d.path), d, cfg.seed), None)
-    if d.format == "synthetic":
-        inter, items = generate_synthetic(d.synthetic)
-        inter, items = inter.astype({"user_id": str, "item_id": str}), items.astype({"item_id": str})
-    else:
-        inter, items = read_interactions_dir(d.path, need_rating=cfg.task == "rating"
-                                             or d.positive_threshold is not None)
+    inter, items = read_source(cfg)
     ex = build_examples(inter, items, d, cfg.task, cfg.seed)
     counts = ", ".join(f"{k}={len(v)}" for k, v in ex.splits.items())
     log.info("examples: %s (from %d interactions, %d items)", counts, len(inter), len(items))

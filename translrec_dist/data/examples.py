@@ -47,6 +47,18 @@ def split_positions(n: int, k: int) -> list[str]:
     return ["train"] * (n - 2 * k) + ["valid"] * k + ["test"] * k
 
 
+def render_history(recent_items, item_text: pd.Series, cfg: DataConfig) -> str:
+    """Items newest first, each through ``data.history_template``, joined by the separator."""
+    return cfg.history_separator.join(cfg.history_template.format(text=item_text[i]) for i in recent_items)
+
+
+def latest_histories(inter: pd.DataFrame, item_text: pd.Series, cfg: DataConfig) -> dict[str, str]:
+    """Each user's most recent ``history_length`` items as text (what a served model conditions on)."""
+    inter = chronological_order(inter[inter["item_id"].isin(item_text.index[item_text != ""])])
+    return {user: render_history(g["item_id"].to_numpy()[-cfg.history_length:][::-1], item_text, cfg)
+            for user, g in inter.groupby("user_id", sort=False)}
+
+
 @dataclass
 class Examples:
     splits: dict[str, pd.DataFrame]
@@ -70,7 +82,7 @@ def build_examples(inter: pd.DataFrame, items: pd.DataFrame, cfg: DataConfig, ta
     rng = np.random.default_rng(seed)
     all_items = item_text.index.to_numpy()
     rows: dict[str, list] = {s: [] for s in SPLITS}
-    k, n_hist, sep = cfg.eval_items_per_user, cfg.history_length, cfg.history_separator
+    k, n_hist = cfg.eval_items_per_user, cfg.history_length
 
     for user, group in inter.groupby("user_id", sort=False):
         seq = group["item_id"].to_numpy()
@@ -80,7 +92,7 @@ def build_examples(inter: pd.DataFrame, items: pd.DataFrame, cfg: DataConfig, ta
             if pos < cfg.min_history:
                 continue
             recent = seq[max(0, pos - n_hist):pos][::-1]
-            history = sep.join(cfg.history_template.format(text=item_text[i]) for i in recent)
+            history = render_history(recent, item_text, cfg)
             if task == "rating":
                 rows[split].append((history, seq[pos], float(ratings[pos]), user))
                 continue

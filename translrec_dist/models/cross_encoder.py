@@ -7,6 +7,7 @@ with ``transformers.AutoModel.from_pretrained`` alone; the score is ``head(pool(
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,6 +44,17 @@ class CrossEncoder(nn.Module):
         return self.head(self.dropout(pool(hidden, attention_mask, self.pooling))).squeeze(-1)
 
 
+def load_pretrained_encoder(path: str, attn_implementation: str, trust_remote_code: bool) -> nn.Module:
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    kwargs = {}
+    model_cls = AutoModel._model_mapping.get(type(config), None) if not trust_remote_code else None
+    if model_cls is not None and "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
+        kwargs["add_pooling_layer"] = False  # no pooler weights are saved, so none are reported missing
+    encoder = AutoModel.from_pretrained(path, config=config, attn_implementation=attn_implementation,
+                                        trust_remote_code=trust_remote_code, **kwargs)
+    return drop_pooler(encoder)
+
+
 def drop_pooler(encoder: nn.Module) -> nn.Module:
     # The scorer reads last_hidden_state; an unused pooler would break DDP (unused parameters) and
     # waste ZeRO partitions.
@@ -70,8 +82,7 @@ def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
     if max_pos and cfg.data.max_length > max_pos:
         raise ConfigError(f"data.max_length={cfg.data.max_length} exceeds the encoder's "
                           f"max_position_embeddings={max_pos} ({cfg.source})")
-    return drop_pooler(AutoModel.from_pretrained(path, attn_implementation=m.attn_implementation,
-                                                 trust_remote_code=m.trust_remote_code))
+    return load_pretrained_encoder(path, m.attn_implementation, m.trust_remote_code)
 
 
 def build_model(cfg: RunConfig, tokenizer, label_mean: float | None = None) -> CrossEncoder:
@@ -114,8 +125,7 @@ def load_export(model_dir: str | Path):
                               f"pass RUN_DIR/final or run `translrec export` on a checkpoint")
     cfg = load_config(model_dir / CONFIG_FILE)
     tokenizer = load_tokenizer(str(model_dir), cfg.model.trust_remote_code)
-    encoder = drop_pooler(AutoModel.from_pretrained(str(model_dir), attn_implementation=cfg.model.attn_implementation,
-                                                    trust_remote_code=cfg.model.trust_remote_code))
+    encoder = load_pretrained_encoder(str(model_dir), cfg.model.attn_implementation, cfg.model.trust_remote_code)
     model = CrossEncoder(encoder, cfg.model.pooling, cfg.model.head_dropout)
     model.head.load_state_dict(load_file(str(model_dir / HEAD_FILE)))
     return model.eval(), tokenizer, cfg
