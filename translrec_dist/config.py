@@ -7,6 +7,7 @@ Every error names the key, the file it came from and what to do, e.g.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -179,7 +180,7 @@ def build_dataclass(cls, raw: Any, prefix: str, where: str):
     unknown = sorted(set(raw) - names - {"source"})
     if unknown:
         key = f"{prefix}{unknown[0]}"
-        close = [n for n in names if n.startswith(unknown[0][:3])]
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
         hint = f" Did you mean {prefix}{close[0]}?" if close else f" Known keys: {', '.join(sorted(names))}."
         raise ConfigError(f"unknown key '{key}' ({where}).{hint}")
     kwargs = {}
