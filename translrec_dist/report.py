@@ -1,0 +1,106 @@
+"""``translrec report RUN_DIR``: curves from ``metrics.jsonl`` as PNGs, plus a short text summary."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from translrec_dist.errors import DataError
+
+PANELS = [("loss", "training loss"), ("lr", "learning rate"), ("samples_per_s", "samples / s"),
+          ("tokens_per_s", "tokens / s")]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path} not found: pass the output_dir of a translrec run")
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}, line {n}: not JSON ({e.msg})") from None
+    if not records:
+        raise DataError(f"{path} is empty: the run logged no step yet")
+    return records
+
+
+def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def eval_keys(records: list[dict]) -> list[str]:
+    keys = {k for r in records for k in r if k.startswith(("valid/", "eval/")) and k.split("/")[1] != "num_examples"}
+    return sorted(keys)
+
+
+def make_report(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[list[Path], str]:
+    try:
+        import matplotlib
+    except ImportError:
+        raise DataError("translrec report needs matplotlib: pip install 'translrec-dist[plots]'") from None
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    records = read_metrics(run_dir)
+    written = []
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
+        x, y = series(records, key)
+        ax.plot(x, y, lw=1.2)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"training: {run_dir}")
+    fig.tight_layout()
+    fig.savefig(out / "training.png", dpi=110)
+    plt.close(fig)
+    written.append(out / "training.png")
+
+    keys = eval_keys(records)
+    if keys:
+        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+        for ax, key in zip(axes[0], keys, strict=True):
+            x, y = series(records, key)
+            ax.plot(x, y, marker="o", lw=1.2)
+            ax.set_title(key)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "eval.png", dpi=110)
+        plt.close(fig)
+        written.append(out / "eval.png")
+
+    summary = summarize(run_dir, records)
+    (out / "summary.txt").write_text(summary + "\n")
+    written.append(out / "summary.txt")
+    return written, summary
+
+
+def summarize(run_dir: Path, records: list[dict]) -> str:
+    steps, loss = series(records, "loss")
+    _, sps = series(records, "samples_per_s")
+    _, tps = series(records, "tokens_per_s")
+    lines = [f"run: {run_dir}"]
+    if steps:
+        k = max(1, len(loss) // 10)
+        first, last = statistics.fmean(loss[:k]), statistics.fmean(loss[-k:])
+        lines.append(f"steps logged: {steps[0]}..{steps[-1]} ({len(steps)} points)")
+        lines.append(f"loss: {first:.4f} (first {k} logs) -> {last:.4f} (last {k}), best {min(loss):.4f}")
+        lines.append(f"throughput: median {statistics.median(sps):.1f} samples/s, "
+                     f"{statistics.median(tps):.0f} tokens/s")
+    eval_file = run_dir / "eval.json"
+    if eval_file.is_file():
+        ev = json.loads(eval_file.read_text())
+        flat = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in ev.items()
+                         if not isinstance(v, dict))
+        lines.append(f"eval.json: {flat}")
+    return "\n".join(lines)
