@@ -59,8 +59,15 @@ def baseline_worker(out: Path, overrides: list[str], steps: int, warmup: int) ->
     """The seed's path, in its own process (Trainer builds its own Accelerator)."""
     import numpy as np
     import torch
-    from transformers import AutoConfig, AutoTokenizer, BertConfig, BertForSequenceClassification, Trainer, \
-        TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoConfig,
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from translrec_dist.config import load_config
     from translrec_dist.data import load_text_splits
