@@ -53,6 +53,12 @@ def build_accelerator(cfg: RunConfig) -> Accelerator:
         step_scheduler_with_optimizer=False,
         deepspeed_plugin=plugin,
     )
+    if plugin is not None:
+        # accelerate registers the DeepSpeed config with transformers even with zero3_init_flag=False, and then
+        # from_config/from_pretrained build the encoder under zero.Init (other initial weights than under DDP).
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
     if world > 1 and accelerator.distributed_type == DistributedType.NO:
         raise RuntimeError(f"{world} processes were started but accelerate set up no data parallelism; check the "
                            f"launcher config (distributed_type) and ACCELERATE_* environment")

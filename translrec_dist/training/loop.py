@@ -110,6 +110,9 @@ def train(cfg: RunConfig) -> dict:
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # DeepSpeed's engine set-up draws from the torch RNG (differently per stage): re-seed so dropout masks are
+    # the same under every strategy and a ZeRO run reproduces the DDP loss curve.
+    set_seed(cfg.seed, deterministic=cfg.train.deterministic)
     if t.report_to:
         accelerator.init_trackers(Path(cfg.output_dir).name, config=flat_config(cfg))
 
