@@ -71,6 +71,9 @@ def deepspeed_plugin(ds_config: dict, grad_accum: int) -> DeepSpeedPlugin:
         # A CPU launcher config sets this; it would silently turn DeepSpeed off (accelerate state.py). On a
         # machine without GPUs DeepSpeed runs on its CPU accelerator with gloo instead.
         log.info("ignoring ACCELERATE_USE_CPU: DeepSpeed ZeRO-%d runs on its CPU accelerator", stage)
+    # The plugin is built from the resolved dict alone; accelerate would reject the launcher's list of inline
+    # DeepSpeed fields (e.g. mixed_precision) next to a config file.
+    os.environ.pop("ACCELERATE_CONFIG_DS_FIELDS", None)
     if "LOCAL_RANK" not in os.environ:
         # One process started without a launcher (e.g. ZeRO-Offload on one GPU): DeepSpeed still needs the
         # torch.distributed environment a launcher would set.
@@ -107,6 +110,14 @@ def stop_requested(accelerator: Accelerator, output_dir: str) -> bool:
         return local
     flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def shutdown_process_group() -> None:
+    """Leave the process group together: a rank exiting while the rendezvous host (another node's agent) is
+    already gone aborts in the store's threads (SIGABRT, a failed job after a finished run)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def world_info() -> str:

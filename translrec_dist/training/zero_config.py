@@ -56,7 +56,11 @@ def launcher_deepspeed_file() -> str | None:
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
         return None
     path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
-    return None if path == "none" else path
+    if path == "none":
+        return None
+    # The shipped accelerate configs name configs/deepspeed/... relative to the repository.
+    in_repo = BUILTIN_DIR.parents[1] / path
+    return str(in_repo) if not Path(path).exists() and in_repo.exists() else path
 
 
 def select_deepspeed_json(cfg: RunConfig) -> tuple[dict, Path] | None:
