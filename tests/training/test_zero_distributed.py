@@ -6,6 +6,7 @@ divides under ZeRO) is part of what is compared.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -15,14 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import FAST, REPO, TINY, run_cli
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
 COMMON = [*FAST, "train.grad_accum=2", "train.max_steps=12", "eval.splits=[test]"]
-ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHON": sys.executable}
+# DeepSpeed JIT-compiles a comm op into TORCH_EXTENSIONS_DIR; one directory per interpreter, or venvs sharing
+# a machine rebuild it for each other (minutes on a busy CPU).
+_EXT = Path.home() / ".cache" / "torch_extensions_by_prefix" / hashlib.sha1(sys.prefix.encode()).hexdigest()[:10]
+ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHON": sys.executable,
+       "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(_EXT))}
 # fp32 everywhere. DDP all-reduces per bucket and divides by the world size after summing; DeepSpeed flattens
 # parameters into its own buckets and pre-divides: the same sums in another order, ~1e-7 relative per step.
 # Adam's normalisation lets that grow to ~1e-4 in the loss over a few dozen steps (measured: <= 2e-4). A real
@@ -114,8 +118,10 @@ def test_zero3_export_reloads_with_plain_transformers_and_scores_like_the_traine
     final = runs["zero3"] / "final"
     encoder = AutoModel.from_pretrained(str(final))
     assert sum(p.numel() for p in encoder.parameters()) > 10_000  # not the empty ZeRO-3 save
-    proc = run_cli(["evaluate", str(runs["zero3"] / "config.yaml"), "--model", str(final)], env=ENV)
-    reloaded = json.loads(proc.stdout)
+    from translrec_dist.config import load_config
+    from translrec_dist.scoring import evaluate_export
+
+    reloaded = evaluate_export(load_config(runs["zero3"] / "config.yaml"), final, "test")
     in_memory = json.loads((runs["zero3"] / "eval.json").read_text())
     for key in ("logloss", "auc", "accuracy"):
         assert reloaded[key] == pytest.approx(in_memory[key], abs=1e-5), key
