@@ -25,10 +25,12 @@ def setup_logging(debug: bool) -> None:
 
 def cmd_train(args) -> int:
     from translrec_dist.config import load_config
+    from translrec_dist.training.distributed import shutdown_process_group
     from translrec_dist.training.loop import train
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg)
+    shutdown_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result))
     return 0
@@ -76,6 +78,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from translrec_dist.training.consolidate import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {out} (load it with model.init_from={out}, translrec evaluate --model {out} or predict)")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from translrec_dist.config import load_config
+    from translrec_dist.planner import format_plan, parse_bytes
+
+    cfg = load_config(args.config, args.overrides)
+    print(format_plan(cfg, args.gpus_per_node, args.nodes, parse_bytes(args.gpu_mem)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="translrec", description="Fine-tune pretrained encoders into recommenders.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -111,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.add_argument("--out", help="output directory (default: RUN_DIR/report)")
     r.set_defaults(func=cmd_report)
+
+    x = sub.add_parser("export", help="consolidate a checkpoint (DDP or ZeRO-1/2/3) into the final/ export format")
+    x.add_argument("checkpoint", help="RUN/checkpoints/step_N")
+    x.add_argument("out", help="output directory")
+    x.set_defaults(func=cmd_export)
+
+    pl = sub.add_parser("plan", help="per-GPU memory of DDP/ZeRO-1/2/3 (+offload) and the cheapest that fits")
+    pl.add_argument("config")
+    pl.add_argument("overrides", nargs="*")
+    pl.add_argument("--gpus-per-node", type=int, default=1)
+    pl.add_argument("--nodes", type=int, default=1)
+    pl.add_argument("--gpu-mem", default="80GB", help="memory of one GPU, e.g. 80GB, 40GiB")
+    pl.set_defaults(func=cmd_plan)
     return p
 
 

@@ -100,6 +100,10 @@ class TrainConfig:
     progress_bar: bool = True
     collective_timeout_s: int = 600  # a dead rank ends the job after this long instead of hanging
     deterministic: bool = True
+    # Data parallelism: plain DDP, or DeepSpeed ZeRO stage 1/2/3 (configs/deepspeed/zeroN.json)
+    distributed: Literal["ddp", "zero1", "zero2", "zero3"] = "ddp"
+    offload: Literal["none", "optimizer", "all"] = "none"  # ZeRO CPU offload; "all" (parameters too) needs zero3
+    deepspeed_config: Optional[str] = None  # your own DeepSpeed JSON ("auto" values are filled from this YAML)
 
 
 @dataclass
@@ -334,6 +338,9 @@ def validate(cfg: RunConfig) -> None:
             fail("eval.splits", f"unknown split {split!r}; use valid and/or test")
     if e.every_steps is not None and e.every_steps < 1:
         fail("eval.every_steps", "must be >= 1 or null")
+    from translrec_dist.training.zero_config import select_deepspeed_json
+
+    select_deepspeed_json(cfg)  # missing/malformed JSON, stage outside 0-3, parameter offload below stage 3
 
 
 def check_world_size(cfg: RunConfig, world_size: int) -> None:

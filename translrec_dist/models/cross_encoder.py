@@ -37,6 +37,8 @@ class CrossEncoder(nn.Module):
         self.pooling = pooling
         self.dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(encoder.config.hidden_size, 1)
+        # accelerate fills DeepSpeed's hidden-size based "auto" buckets from model.config
+        self.config = encoder.config
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, **_unused) -> torch.Tensor:
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
@@ -110,7 +112,9 @@ def save_export(out_dir: Path, state_dict: dict, model: CrossEncoder, tokenizer,
     model.encoder.save_pretrained(str(out_dir), state_dict=enc_state, safe_serialization=True)
     save_file(head_state, str(out_dir / HEAD_FILE))
     tokenizer.save_pretrained(str(out_dir))
-    dump_config(replace(cfg, train=replace(cfg.train, resume_from=None)), out_dir / CONFIG_FILE)
+    # An export is a plain model: no resume point and no training strategy (its DeepSpeed JSON may not travel).
+    plain = replace(cfg.train, resume_from=None, distributed="ddp", offload="none", deepspeed_config=None)
+    dump_config(replace(cfg, train=plain), out_dir / CONFIG_FILE)
 
 
 def load_export(model_dir: str | Path):

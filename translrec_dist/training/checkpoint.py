@@ -64,7 +64,11 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
     return final
 
 
+def read_trainer_state(path: Path) -> dict:
+    return json.loads((path / STATE_FILE).read_text())
+
+
 def load_checkpoint(accelerator, path: Path) -> dict:
-    state = json.loads((path / STATE_FILE).read_text())
+    state = read_trainer_state(path)
     accelerator.load_state(str(path))
     return state

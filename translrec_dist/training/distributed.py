@@ -9,32 +9,98 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import GradientAccumulationPlugin, InitProcessGroupKwargs
+from accelerate.utils import DeepSpeedPlugin, DistributedType, GradientAccumulationPlugin, InitProcessGroupKwargs
 
-from translrec_dist.config import RunConfig
+from translrec_dist.config import RunConfig, check_world_size
+from translrec_dist.training.zero_config import resolve_deepspeed_config
 
 log = logging.getLogger(__name__)
 STOP_FILE = "STOP"
 
 
 def build_accelerator(cfg: RunConfig) -> Accelerator:
+    """The Accelerator for this run: DDP, or DeepSpeed ZeRO when the run config asks for it.
+
+    The strategy comes from the run config (``train.distributed``/``train.deepspeed_config``), so any launcher
+    that starts N processes (``accelerate launch``, ``torchrun``, ``srun``) runs the same strategy. All checks
+    that can fail run here, before the process group starts.
+    """
     t = cfg.train
     precision = t.precision
     if not torch.cuda.is_available() and precision != "no":
         log.info("train.precision=%s has no effect on CPU; training in fp32", precision)
         precision = "no"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_world_size(cfg, world)
+    ds_config = resolve_deepspeed_config(cfg, world, precision)
+    plugin = None
+    if ds_config is not None:
+        plugin = deepspeed_plugin(ds_config, t.grad_accum)
+    elif world > 1 and not torch.cuda.is_available():
+        # Started by torchrun/srun/`accelerate launch --multi_gpu` on CPUs: without this flag accelerate sets
+        # up no data parallelism (DistributedType.NO) and each rank trains its own model.
+        os.environ["ACCELERATE_USE_CPU"] = "true"
     # Without a GPU no backend is picked for DeepSpeed and each process would think it is alone.
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    launched = world > 1 or plugin is not None
     backend = "gloo" if launched and not torch.cuda.is_available() else None
     pg = InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=t.collective_timeout_s))
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=t.grad_accum, sync_with_dataloader=False),
         log_with=t.report_to or None,
         project_dir=cfg.output_dir,
         kwargs_handlers=[pg],
         step_scheduler_with_optimizer=False,
+        deepspeed_plugin=plugin,
     )
+    if plugin is not None:
+        # accelerate registers the DeepSpeed config with transformers even with zero3_init_flag=False, and then
+        # from_config/from_pretrained build the encoder under zero.Init (other initial weights than under DDP).
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    if world > 1 and accelerator.distributed_type == DistributedType.NO:
+        raise RuntimeError(f"{world} processes were started but accelerate set up no data parallelism; check the "
+                           f"launcher config (distributed_type) and ACCELERATE_* environment")
+    return accelerator
+
+
+def deepspeed_plugin(ds_config: dict, grad_accum: int) -> DeepSpeedPlugin:
+    stage = ds_config["zero_optimization"]["stage"]
+    if os.environ.pop("ACCELERATE_USE_CPU", None) is not None:
+        # A CPU launcher config sets this; it would silently turn DeepSpeed off (accelerate state.py). On a
+        # machine without GPUs DeepSpeed runs on its CPU accelerator with gloo instead.
+        log.info("ignoring ACCELERATE_USE_CPU: DeepSpeed ZeRO-%d runs on its CPU accelerator", stage)
+    # The plugin is built from the resolved dict alone; accelerate would reject the launcher's list of inline
+    # DeepSpeed fields (e.g. mixed_precision) next to a config file.
+    os.environ.pop("ACCELERATE_CONFIG_DS_FIELDS", None)
+    if "LOCAL_RANK" not in os.environ:
+        # One process started without a launcher (e.g. ZeRO-Offload on one GPU): DeepSpeed still needs the
+        # torch.distributed environment a launcher would set.
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR=os.environ.get("MASTER_ADDR",
+                          "127.0.0.1"), MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
+    offload = ds_config["zero_optimization"]
+    log.info("DeepSpeed ZeRO-%d (offload optimizer: %s, parameters: %s)", stage,
+             (offload.get("offload_optimizer") or {}).get("device", "none"),
+             (offload.get("offload_param") or {}).get("device", "none"))
+    # zero3_init_flag=False: every rank builds the full model exactly as under DDP (same initial weights) and
+    # DeepSpeed partitions it in prepare(); BERT-large fits one host many times over.
+    return DeepSpeedPlugin(hf_ds_config=ds_config, gradient_accumulation_steps=grad_accum, zero_stage=stage,
+                           zero3_init_flag=False, zero3_save_16bit_model=stage == 3)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def zero_stage(accelerator: Accelerator) -> int | None:
+    """The ZeRO stage of a DeepSpeed run, None under DDP."""
+    plugin = accelerator.state.deepspeed_plugin
+    return None if plugin is None else int(plugin.deepspeed_config["zero_optimization"]["stage"])
 
 
 def stop_requested(accelerator: Accelerator, output_dir: str) -> bool:
@@ -44,6 +110,14 @@ def stop_requested(accelerator: Accelerator, output_dir: str) -> bool:
         return local
     flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def shutdown_process_group() -> None:
+    """Leave the process group together: a rank exiting while the rendezvous host (another node's agent) is
+    already gone aborts in the store's threads (SIGABRT, a failed job after a finished run)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def world_info() -> str:

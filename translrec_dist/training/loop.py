@@ -16,15 +16,22 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from translrec_dist.config import RunConfig, check_world_size, dump_config
+from translrec_dist.config import RunConfig, dump_config
 from translrec_dist.data import build_tokenizer, load_text_splits, tokenize_splits, tokenizer_dir
 from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.loader import eval_loader, steps_per_epoch, train_loader
 from translrec_dist.data.tokenize import load_tokenizer, save_tokenizer
 from translrec_dist.evaluation import evaluate
 from translrec_dist.models.cross_encoder import build_model, save_export
-from translrec_dist.training.checkpoint import checkpoint_root, load_checkpoint, resolve_resume, save_checkpoint
-from translrec_dist.training.distributed import build_accelerator, stop_requested
+from translrec_dist.training.checkpoint import (
+    checkpoint_root,
+    load_checkpoint,
+    read_trainer_state,
+    resolve_resume,
+    save_checkpoint,
+)
+from translrec_dist.training.distributed import build_accelerator, stop_requested, zero_stage
+from translrec_dist.training.memory import write_memory_report
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,6 @@ def get_tokenizer(cfg: RunConfig, texts, accelerator, resuming: bool):
 def train(cfg: RunConfig) -> dict:
     accelerator = build_accelerator(cfg)
     world, rank = accelerator.num_processes, accelerator.process_index
-    check_world_size(cfg, world)
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     set_seed(cfg.seed, deterministic=cfg.train.deterministic)
@@ -104,14 +110,17 @@ def train(cfg: RunConfig) -> dict:
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # DeepSpeed's engine set-up draws from the torch RNG (differently per stage): re-seed so dropout masks are
+    # the same under every strategy and a ZeRO run reproduces the DDP loss curve.
+    set_seed(cfg.seed, deterministic=cfg.train.deterministic)
     if t.report_to:
         accelerator.init_trackers(Path(cfg.output_dir).name, config=flat_config(cfg))
 
+    stage = zero_stage(accelerator)
     step = 0
     if resume_path is not None:
-        state = load_checkpoint(accelerator, resume_path)
-        check_resume_compatible(cfg, state, world, resume_path)
-        step = state["step"]
+        check_resume_compatible(cfg, read_trainer_state(resume_path), world, resume_path, stage)
+        step = load_checkpoint(accelerator, resume_path)["step"]
         log.info("resumed from %s at step %d", resume_path, step)
 
     log.info("training %d steps (%d per epoch), %d processes, global batch %d", total_steps, spe, world,
@@ -146,6 +155,8 @@ def train(cfg: RunConfig) -> dict:
             step += 1
             steps_this_run += 1
             bar.update(1)
+            if steps_this_run == 1:  # optimizer state exists now; a collective, so every rank writes it
+                write_memory_report(accelerator, model, optimizer, stage, out)
             if step % t.log_every == 0 or step == total_steps:
                 record = meter.flush(step, step / spe, scheduler.get_last_lr()[0])
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
@@ -154,7 +165,7 @@ def train(cfg: RunConfig) -> dict:
                 valid = evaluate(model, eval_loader(splits["valid"], collate, batch_size=cfg.eval.micro_batch_size,
                                                     rank=rank, world=world), accelerator, task)
                 write_metrics(accelerator, out, {"step": step, **{f"valid/{k}": v for k, v in valid.items()}})
-            state = trainer_state(cfg, step, world, total_steps)
+            state = trainer_state(cfg, step, world, total_steps, stage)
             stop = stop_requested(accelerator, cfg.output_dir) or (
                 t.stop_after_steps is not None and steps_this_run >= t.stop_after_steps)
             if step < total_steps and (stop or (t.checkpoint_every and step % t.checkpoint_every == 0)):
@@ -173,7 +184,7 @@ def train(cfg: RunConfig) -> dict:
         accelerator.end_training()
         return {"stopped": True, "step": step}
 
-    save_checkpoint(accelerator, cfg.output_dir, step, trainer_state(cfg, step, world, total_steps),
+    save_checkpoint(accelerator, cfg.output_dir, step, trainer_state(cfg, step, world, total_steps, stage),
                     t.keep_checkpoints)
     results = final_evaluation(cfg, model, splits, collate, accelerator, step)
     export(cfg, accelerator, model, tokenizer)
@@ -212,23 +223,38 @@ def export(cfg: RunConfig, accelerator, model, tokenizer) -> None:
     accelerator.wait_for_everyone()
 
 
-def trainer_state(cfg: RunConfig, step: int, world: int, total_steps: int) -> dict:
+def trainer_state(cfg: RunConfig, step: int, world: int, total_steps: int, stage: int | None) -> dict:
     t = cfg.train
     return {"step": step, "world_size": world, "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum,
-            "total_steps": total_steps}
+            "total_steps": total_steps, "distributed": strategy_label(stage)}
 
 
-def check_resume_compatible(cfg: RunConfig, state: dict, world: int, path: Path) -> None:
+def strategy_label(stage: int | None) -> str:
+    return "ddp" if stage is None else f"zero{stage}"
+
+
+def check_resume_compatible(cfg: RunConfig, state: dict, world: int, path: Path, stage: int | None) -> None:
+    """Called before anything is loaded: a mismatch stops the run instead of resuming wrongly (or hanging)."""
     from translrec_dist.errors import ConfigError
 
     t = cfg.train
+    how = (f"To continue with this setup, consolidate it (translrec export {path} OUT_DIR) and start a new run "
+           f"with model.init_from=OUT_DIR")
+    saved = state.get("distributed", "ddp")
+    if saved != strategy_label(stage):
+        raise ConfigError(f"{path} was written by a {saved} run; this run uses {strategy_label(stage)}. Resume "
+                          f"with the same train.distributed, or: {how}")
+    if stage is not None and state["world_size"] != world:
+        # A ZeRO checkpoint holds one optimizer (and for ZeRO-3 parameter) partition per rank.
+        raise ConfigError(f"{path} is a {saved} checkpoint partitioned over {state['world_size']} processes; this "
+                          f"run has {world}. Resume with {state['world_size']} processes, or: {how}")
     before = state["micro_batch_size"] * state["grad_accum"] * state["world_size"]
     now = t.micro_batch_size * t.grad_accum * world
     if before != now:
         raise ConfigError(f"{path} was written with a global batch of {before} "
                           f"({state['world_size']} processes x micro {state['micro_batch_size']} x accum "
-                          f"{state['grad_accum']}); this run has {now}. Resume with the same global batch, or "
-                          f"export it (translrec export) and start a new run with model.init_from=")
+                          f"{state['grad_accum']}); this run has {now}. Resume with the same global batch, or: "
+                          f"{how}")
 
 
 def raise_small_data(cfg: RunConfig, n: int, world: int):
