@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TINY
 from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
+from tests.conftest import TINY
 from translrec_dist.config import load_config
 from translrec_dist.planner import estimate, format_plan, model_size, parse_bytes, plan
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO, TINY, run_cli
 from safetensors.torch import load_file
+
+from tests.conftest import FAST, REPO, TINY, run_cli
 
 pytestmark = pytest.mark.slow
 
