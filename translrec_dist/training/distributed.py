@@ -12,6 +12,7 @@ from accelerate import Accelerator
 from accelerate.utils import GradientAccumulationPlugin, InitProcessGroupKwargs
 
 from translrec_dist.config import RunConfig
+from translrec_dist.training.preemption import stop_signal
 
 log = logging.getLogger(__name__)
 STOP_FILE = "STOP"
@@ -38,8 +39,8 @@ def build_accelerator(cfg: RunConfig) -> Accelerator:
 
 
 def stop_requested(accelerator: Accelerator, output_dir: str) -> bool:
-    """True on every rank as soon as any rank sees a STOP file (so all ranks stop on the same step)."""
-    local = Path(output_dir, STOP_FILE).exists()
+    """True on every rank as soon as any rank sees a STOP file or got SIGTERM/SIGUSR1 (all stop on the same step)."""
+    local = stop_signal() is not None or Path(output_dir, STOP_FILE).exists()
     if accelerator.num_processes == 1:
         return local
     flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
