@@ -38,8 +38,11 @@ def train_loader(ds, collate, *, micro: int, accum: int, rank: int, world: int, 
     steps = steps_per_epoch(len(ds), micro, accum, world)
     order = epoch_permutation(len(ds), seed, epoch)[: steps * accum * world * micro]
     batches = order.reshape(-1, micro)[rank::world][skip_batches:]
+    # Its own generator: iterating a DataLoader draws a seed from the generator it is given, and from the
+    # global torch RNG otherwise; that extra draw at a resume would shift every dropout mask after it.
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return DataLoader(_Rows(ds, batches.reshape(-1)), batch_size=micro, shuffle=False, collate_fn=collate,
-                      num_workers=num_workers, persistent_workers=False)
+                      num_workers=num_workers, persistent_workers=False, generator=generator)
 
 
 def eval_loader(ds, collate, *, batch_size: int, rank: int, world: int) -> DataLoader:

@@ -26,7 +26,7 @@ from translrec_dist.models.cross_encoder import build_model, save_export
 from translrec_dist.training.checkpoint import checkpoint_root, load_checkpoint, resolve_resume, save_checkpoint
 from translrec_dist.training.distributed import build_accelerator, stop_requested
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
-from translrec_dist.training.preemption import install_stop_handlers, stop_signal
+from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,12 @@ def get_tokenizer(cfg: RunConfig, texts, accelerator, resuming: bool):
 
 
 def train(cfg: RunConfig) -> dict:
-    install_stop_handlers()
+    """Train; SIGTERM/SIGUSR1 (scancel, preemption) end the run with a checkpoint at the next step."""
+    with stop_signals_requested():
+        return run_training(cfg)
+
+
+def run_training(cfg: RunConfig) -> dict:
     accelerator = build_accelerator(cfg)
     world, rank = accelerator.num_processes, accelerator.process_index
     check_world_size(cfg, world)
