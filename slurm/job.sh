@@ -70,6 +70,7 @@ py=$1 addr=$2 port=$3; shift 3
 if ((SLURM_NNODES > 1 && SLURM_NODEID > 0)); then
   "$py" -m translrec_dist check-master "$addr" "$port" --timeout "${TRANSLREC_RDZV_WAIT_S:-120}" || exit 1
 fi
+echo "translrec: node $SLURMD_NODENAME is node rank $SLURM_NODEID of $SLURM_NNODES"
 exec "$py" -m accelerate.commands.launch --machine_rank "$SLURM_NODEID" "$@"
 '
 
@@ -111,9 +112,13 @@ if ((preempted && rc == 0)); then
   scontrol requeue "$SLURM_JOB_ID"
   exit 0
 fi
-if ((rc != 0)); then
+resume="sbatch ${submitted:-slurm/train.sbatch} $config ${overrides[*]/train.resume_from=auto/}"
+if ((stop_requested)); then
+  echo "translrec: $(date -u +%FT%TZ) job $SLURM_JOB_ID cancelled; last complete checkpoint: ${last_ckpt:-none}." \
+       "To continue: ${resume% } train.resume_from=auto"
+elif ((rc != 0)); then
   echo "translrec: $(date -u +%FT%TZ) training FAILED (srun exit $rc) on job $SLURM_JOB_ID; the first failing" \
        "rank's error is above. Last complete checkpoint: ${last_ckpt:-none}. To continue from it:" \
-       "sbatch <script> $config ${overrides[*]} train.resume_from=auto" >&2
+       "${resume% } train.resume_from=auto" >&2
 fi
 exit "$rc"

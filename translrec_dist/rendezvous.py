@@ -22,14 +22,14 @@ def wait_for_master(addr: str, port: int, timeout_s: float, interval_s: float = 
                 return time.monotonic() - start
         except socket.gaierror as e:
             raise UserError(f"cannot resolve the rendezvous master host {addr!r} (port {port}) from "
-                            f"{socket.gethostname()}: {e}. Set MASTER_ADDR to a name or IP every node can "
-                            f"resolve") from None
+                            f"{socket.gethostname()}: {e}. Set TRANSLREC_MASTER_ADDR to a name or IP every "
+                            f"node can resolve") from None
         except OSError as e:
             last = str(e) or type(e).__name__
         waited = time.monotonic() - start
         if waited >= timeout_s:
             raise UserError(f"cannot reach the rendezvous master at {addr}:{port} from {socket.gethostname()} "
-                            f"after {waited:.0f} s ({last}). Check that node 0 started, that MASTER_ADDR names an "
-                            f"interface the other nodes can reach, and that port {port} is open between nodes "
-                            f"(set MASTER_PORT to another port, or raise TRANSLREC_RDZV_WAIT_S)")
+                            f"after {waited:.0f} s ({last}). Check that node 0 started, that {addr} is an address the "
+                            f"other nodes can reach (slurm/*.sbatch: set TRANSLREC_MASTER_ADDR) and that port {port} "
+                            f"is open between nodes (TRANSLREC_MASTER_PORT); wait longer with TRANSLREC_RDZV_WAIT_S")
         time.sleep(interval_s)

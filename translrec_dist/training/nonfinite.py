@@ -40,7 +40,7 @@ class NonFiniteLossGuard:
         log.warning("step %d: non-finite loss on some rank; optimizer step skipped (%d in a row, limit "
                     "train.max_bad_steps=%d)", step, self.streak, self.max_bad_steps)
         if self.streak >= self.max_bad_steps:
-            kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
+            kept = f"The last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
             raise TrainingError(
                 f"loss was NaN/inf for {self.streak} consecutive optimizer steps (steps {step - self.streak + 1}-"
                 f"{step}, train.max_bad_steps={self.max_bad_steps}); stopping. {kept}. Lower train.lr, set "
