@@ -18,6 +18,18 @@ if [[ $# -lt 1 ]]; then
   echo "usage: sbatch $0 CONFIG [key=value ...]   (see slurm/job.sh for environment variables)" >&2
   exit 2
 fi
+# Traps first: without one, a USR1 during start-up would end the job instead of requeueing it.
+output_dir=
+stop_requested=0
+preempted=0
+request_stop() {  # $1: why
+  echo "translrec: $(date -u +%FT%TZ) $1; asking training to checkpoint and stop (${output_dir:-?}/STOP)"
+  stop_requested=1
+  if [[ -n $output_dir ]]; then touch "$output_dir/STOP"; fi
+}
+trap 'preempted=1; request_stop "got SIGUSR1 (preemption or time limit ahead)"' USR1
+trap 'request_stop "got SIGTERM (scancel or time limit)"' TERM
+
 config=$1
 shift
 overrides=("$@")
@@ -29,6 +41,8 @@ if ((restarts > 0)); then overrides+=("train.resume_from=auto"); fi
 # validates the whole config now, on one node, before any node starts a process group
 output_dir=$("$py" -m translrec_dist config-get "$config" output_dir "${overrides[@]}") || exit 2
 mkdir -p "$output_dir" && rm -f "$output_dir/STOP"
+if ((preempted)); then scontrol requeue "$SLURM_JOB_ID"; exit 0; fi  # signalled before anything started
+if ((stop_requested)); then exit 143; fi
 
 first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 # NodeAddr is what SLURM itself uses to reach the node; it resolves where bare node names may not
@@ -73,16 +87,6 @@ fi
 echo "translrec: node $SLURMD_NODENAME is node rank $SLURM_NODEID of $SLURM_NNODES"
 exec "$py" -m accelerate.commands.launch --machine_rank "$SLURM_NODEID" "$@"
 '
-
-stop_requested=0
-preempted=0
-request_stop() {  # $1: why
-  echo "translrec: $(date -u +%FT%TZ) $1; asking training to checkpoint and stop ($output_dir/STOP)"
-  stop_requested=1
-  touch "$output_dir/STOP"
-}
-trap 'preempted=1; request_stop "got SIGUSR1 (preemption or time limit ahead)"' USR1
-trap 'request_stop "got SIGTERM (scancel or time limit)"' TERM
 
 # --kill-on-bad-exit: one failed node ends the step instead of leaving the others in a collective
 srun --nodes="$nnodes" --ntasks-per-node=1 --kill-on-bad-exit=1 \
