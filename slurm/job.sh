@@ -52,7 +52,8 @@ master_port=${TRANSLREC_MASTER_PORT:-$((29811 + SLURM_JOB_ID % 2000))}
 nnodes=$SLURM_NNODES
 
 if [[ ${TRANSLREC_CPU:-0} == 1 ]]; then
-  export ACCELERATE_USE_CPU=true
+  # CPU DDP needs it; under DeepSpeed it would turn the DeepSpeed state into plain CPU (gloo is set in Python)
+  if [[ -z ${TRANSLREC_ACCELERATE_CONFIG:-} ]]; then export ACCELERATE_USE_CPU=true; fi
   nproc=${TRANSLREC_NPROC_PER_NODE:-1}
 else
   nproc=${TRANSLREC_NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-$(nvidia-smi -L 2>/dev/null | wc -l)}}

@@ -1,8 +1,14 @@
-"""Helpers for the SLURM tests: submit a slurm/ script to the local cluster, wait for it, find its workers."""
+"""A real SLURM for the tests, and helpers to submit slurm/ scripts to it.
+
+The ``slurm`` session fixture runs tests/slurm/cluster.sh (munged, slurmctld, two slurmd n1/n2 on this host;
+installs the Debian packages as root if missing) and stops the daemons by PID afterwards. The fixtures live
+here, not in a tests/slurm/conftest.py: a second module named ``conftest`` would shadow tests/conftest.py
+for the ``from conftest import ...`` of the other test modules. Test modules import the fixtures by name."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.conftest
-from tests.conftest import FAST, REPO, TINY, run_cli  # noqa: E402, F401 (run_cli: for conftest)
+import pytest
+from conftest import FAST, REPO, TINY, run_cli
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
@@ -55,6 +61,32 @@ class Cluster:
 def tail(log: Path, n: int = 6000) -> str:
     return f"--- {log} ---\n{log.read_text()[-n:]}" if log.exists() else f"(no log at {log})"
 
+
+
+@pytest.fixture(scope="session", name="slurm")
+def slurm_fixture(tmp_path_factory):
+    if shutil.which("sbatch") is None and os.geteuid() != 0:
+        pytest.skip("SLURM is not installed and this is not root (tests/slurm/cluster.sh installs it as root)")
+    root = tmp_path_factory.mktemp("slurm")
+    start = subprocess.run(["bash", str(CLUSTER), "start", str(root)], capture_output=True, text=True, timeout=600)
+    if start.returncode != 0:
+        subprocess.run(["bash", str(CLUSTER), "stop", str(root)], timeout=60)
+        raise AssertionError(f"cluster.sh start failed:\n{start.stdout}\n{start.stderr}")
+    env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf"), "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "TRANSLREC_CPU": "1", "TRANSLREC_PYTHON": sys.executable,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    yield Cluster(root, env)
+    subprocess.run(["scancel", "--user", os.environ.get("USER", "root")], env=env, timeout=30)
+    subprocess.run(["bash", str(CLUSTER), "stop", str(root)], timeout=120)
+
+
+@pytest.fixture(scope="session", name="base_export")
+def base_export_fixture(tmp_path_factory) -> Path:
+    """One tiny export every SLURM run starts from (model.init_from): the same vocabulary and initial
+    weights in every run, so runs in different modes can be compared number for number."""
+    out = tmp_path_factory.mktemp("base") / "run"
+    run_cli(["train", str(TINY), *FAST, "train.max_steps=1", "eval.splits=[test]", f"output_dir={out}"])
+    return out / "final"
 
 def run_args(base_export: Path, out: Path, *extra: str) -> list[str]:
     return [str(TINY), *FAST, f"model.init_from={base_export}", f"output_dir={out}", *extra]
