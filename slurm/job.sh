@@ -112,6 +112,15 @@ done
 
 last_ckpt=$(ls -d "$output_dir"/checkpoints/step_*/trainer_state.json 2>/dev/null | sort -V | tail -n 1)
 last_ckpt=${last_ckpt%/trainer_state.json}
+finished=0
+if [[ -n $last_ckpt ]]; then  # the final step is checkpointed: a late USR1 must not requeue a finished run
+  finished=$("$py" -c 'import json, sys; s = json.load(open(sys.argv[1])); print(int(s["step"] >= s["total_steps"]))' \
+             "$last_ckpt/trainer_state.json" 2>/dev/null || echo 0)
+fi
+if ((rc == 0 && finished)); then
+  echo "translrec: $(date -u +%FT%TZ) job $SLURM_JOB_ID finished; results in $output_dir (eval.json, final/)"
+  exit 0
+fi
 if ((preempted && rc == 0)); then
   echo "translrec: $(date -u +%FT%TZ) stopped with checkpoint ${last_ckpt:-none}; requeueing job $SLURM_JOB_ID"
   scontrol requeue "$SLURM_JOB_ID"

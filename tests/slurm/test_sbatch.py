@@ -75,6 +75,7 @@ def test_single_node_two_processes(single_node_run):
     assert_done(info, log, STEPS, out)
     text = log.read_text()
     assert "processes=2 (1 x 2)" in text and "SLURM_RESTART_COUNT=0" in text
+    assert f"finished; results in {out}" in text
     assert "training 200 steps (50 per epoch), 2 processes" in text
 
 
