@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from conftest import TINY
-
+from tests.conftest import TINY
 from translrec_dist.cli import main
 
 

@@ -2,8 +2,7 @@
 
 The ``slurm`` session fixture runs tests/slurm/cluster.sh (munged, slurmctld, two slurmd n1/n2 on this host;
 installs the Debian packages as root if missing) and stops the daemons by PID afterwards. The fixtures live
-here, not in a tests/slurm/conftest.py: a second module named ``conftest`` would shadow tests/conftest.py
-for the ``from conftest import ...`` of the other test modules. Test modules import the fixtures by name."""
+here and test modules import them by name, so that only tests/slurm/test_*.py start a cluster."""
 
 from __future__ import annotations
 
@@ -17,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import FAST, REPO, TINY, run_cli
+
+from tests.conftest import FAST, REPO, TINY, run_cli
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",

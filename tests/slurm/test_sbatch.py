@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from slurm_harness import base_export_fixture, kill_worker, run_args, slurm_fixture, tail  # noqa: F401 (fixtures)
+
+from tests.slurm.slurm_harness import base_export_fixture, kill_worker, run_args, slurm_fixture, tail  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 STEPS = 200  # enough that a signal sent at step ~10 lands mid-run

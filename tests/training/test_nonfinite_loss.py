@@ -4,7 +4,8 @@ exits non-zero with a message after train.max_bad_steps steps in a row."""
 from __future__ import annotations
 
 import pytest
-from conftest import FAST, TINY, accelerate_launch, run_cli
+
+from tests.conftest import FAST, TINY, accelerate_launch, run_cli
 
 
 @pytest.mark.slow
