@@ -54,6 +54,27 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_config_get(args) -> int:
+    """Print one value of a validated config, e.g. ``output_dir`` for the sbatch scripts."""
+    from translrec_dist.config import load_config
+
+    node = load_config(args.config, args.overrides).to_dict()
+    for part in args.key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise UserError(f"config-get: no key {args.key!r} in {args.config}; e.g. output_dir or train.max_steps")
+        node = node[part]
+    print("" if node is None else json.dumps(node) if isinstance(node, (dict, list)) else node)
+    return 0
+
+
+def cmd_check_master(args) -> int:
+    from translrec_dist.rendezvous import wait_for_master
+
+    waited = wait_for_master(args.addr, args.port, args.timeout)
+    print(f"rendezvous master {args.addr}:{args.port} reachable after {waited:.1f} s", file=sys.stderr)
+    return 0
+
+
 def cmd_synth(args) -> int:
     from translrec_dist.config import SyntheticConfig
     from translrec_dist.data.synthetic import generate_synthetic
@@ -118,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", help="JSONL output file (default: stdout)")
     pr.add_argument("--batch-size", type=int, default=64)
     pr.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("config-get", help="print one value of a validated config (e.g. output_dir)")
+    c.add_argument("config")
+    c.add_argument("key", help="dotted key, e.g. output_dir or train.max_steps")
+    c.add_argument("overrides", nargs="*")
+    c.set_defaults(func=cmd_config_get)
+
+    m = sub.add_parser("check-master", help="wait until the rendezvous master accepts TCP (multi-node pre-flight)")
+    m.add_argument("addr")
+    m.add_argument("port", type=int)
+    m.add_argument("--timeout", type=float, default=120.0, help="seconds to keep trying (default 120)")
+    m.set_defaults(func=cmd_check_master)
 
     s = sub.add_parser("synth", help="write the built-in synthetic dataset as files")
     s.add_argument("--out", required=True)

@@ -99,6 +99,7 @@ class TrainConfig:
     report_to: list = field(default_factory=list)  # accelerate trackers: tensorboard, wandb
     progress_bar: bool = True
     collective_timeout_s: int = 600  # a dead rank ends the job after this long instead of hanging
+    max_bad_steps: int = 3  # consecutive optimizer steps with a NaN/inf loss (skipped) before the run stops
     deterministic: bool = True
     # Data parallelism: plain DDP, or DeepSpeed ZeRO stage 1/2/3 (configs/deepspeed/zeroN.json)
     distributed: Literal["ddp", "zero1", "zero2", "zero3"] = "ddp"
@@ -326,6 +327,10 @@ def validate(cfg: RunConfig) -> None:
         fail("train.max_grad_norm", "must be > 0 (or null to disable clipping)")
     if t.checkpoint_every is not None and t.checkpoint_every < 1:
         fail("train.checkpoint_every", "must be >= 1 or null")
+    if t.max_bad_steps < 1:
+        fail("train.max_bad_steps", f"must be >= 1, got {t.max_bad_steps}")
+    if t.collective_timeout_s < 1:
+        fail("train.collective_timeout_s", f"must be >= 1 second, got {t.collective_timeout_s}")
     if t.stop_after_steps is not None and t.stop_after_steps < 1:
         fail("train.stop_after_steps", "must be >= 1 or null")
     if t.resume_from not in (None, "auto") and not Path(t.resume_from).is_dir():

@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     pass
+
+
+class TrainingError(UserError):
+    """Training cannot go on (diverged, non-finite loss): the message names the last good checkpoint."""

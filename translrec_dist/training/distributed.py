@@ -12,6 +12,7 @@ from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, DistributedType, GradientAccumulationPlugin, InitProcessGroupKwargs
 
 from translrec_dist.config import RunConfig, check_world_size
+from translrec_dist.training.preemption import stop_signal
 from translrec_dist.training.zero_config import resolve_deepspeed_config
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,8 @@ def zero_stage(accelerator: Accelerator) -> int | None:
 
 
 def stop_requested(accelerator: Accelerator, output_dir: str) -> bool:
-    """True on every rank as soon as any rank sees a STOP file (so all ranks stop on the same step)."""
-    local = Path(output_dir, STOP_FILE).exists()
+    """True on every rank as soon as any rank sees a STOP file or got SIGTERM/SIGUSR1 (all stop on the same step)."""
+    local = stop_signal() is not None or Path(output_dir, STOP_FILE).exists()
     if accelerator.num_processes == 1:
         return local
     flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)

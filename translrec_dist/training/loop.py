@@ -32,6 +32,8 @@ from translrec_dist.training.checkpoint import (
 )
 from translrec_dist.training.distributed import build_accelerator, stop_requested, zero_stage
 from translrec_dist.training.memory import write_memory_report
+from translrec_dist.training.nonfinite import NonFiniteLossGuard
+from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,12 @@ def get_tokenizer(cfg: RunConfig, texts, accelerator, resuming: bool):
 
 
 def train(cfg: RunConfig) -> dict:
+    """Train; SIGTERM/SIGUSR1 (scancel, preemption) end the run with a checkpoint at the next step."""
+    with stop_signals_requested():
+        return run_training(cfg)
+
+
+def run_training(cfg: RunConfig) -> dict:
     accelerator = build_accelerator(cfg)
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.train.deterministic:
@@ -128,6 +136,8 @@ def train(cfg: RunConfig) -> dict:
     bar = tqdm(total=total_steps, initial=step, desc="train", mininterval=1.0, disable=not (accelerator.is_main_process
                                                                            and t.progress_bar), dynamic_ncols=True)
     meter = Meter(accelerator)
+    guard = NonFiniteLossGuard(accelerator, t.max_bad_steps)
+    last_checkpoint = str(resume_path) if resume_path else None
     stopped_early = False
     steps_this_run = 0
     model.train()
@@ -143,11 +153,15 @@ def train(cfg: RunConfig) -> dict:
                     logits = model(**batch)
                 loss = loss_fn(task, logits, batch["labels"])
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and t.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
+                guard.add(loss)
+                # the optimizer step of a non-finite micro-batch is skipped on every rank alike
+                finite = guard.step_is_finite() if accelerator.sync_gradients else True
+                if finite:
+                    if accelerator.sync_gradients and t.max_grad_norm is not None:
+                        accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                    optimizer.step()
+                    if accelerator.sync_gradients:
+                        scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             meter.add(loss.detach(), batch)
             if (i + 1) % t.grad_accum:
@@ -157,6 +171,10 @@ def train(cfg: RunConfig) -> dict:
             bar.update(1)
             if steps_this_run == 1:  # optimizer state exists now; a collective, so every rank writes it
                 write_memory_report(accelerator, model, optimizer, stage, out)
+            if finite:
+                guard.ok()
+            else:
+                guard.skipped(step, last_checkpoint)
             if step % t.log_every == 0 or step == total_steps:
                 record = meter.flush(step, step / spe, scheduler.get_last_lr()[0])
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
@@ -168,8 +186,9 @@ def train(cfg: RunConfig) -> dict:
             state = trainer_state(cfg, step, world, total_steps, stage)
             stop = stop_requested(accelerator, cfg.output_dir) or (
                 t.stop_after_steps is not None and steps_this_run >= t.stop_after_steps)
-            if step < total_steps and (stop or (t.checkpoint_every and step % t.checkpoint_every == 0)):
-                save_checkpoint(accelerator, cfg.output_dir, step, state, t.keep_checkpoints)
+            periodic = t.checkpoint_every and step % t.checkpoint_every == 0 and guard.streak == 0
+            if step < total_steps and (stop or periodic):
+                last_checkpoint = str(save_checkpoint(accelerator, cfg.output_dir, step, state, t.keep_checkpoints))
             if stop and step < total_steps:
                 stopped_early = True
                 break
@@ -180,7 +199,9 @@ def train(cfg: RunConfig) -> dict:
     bar.close()
 
     if stopped_early:
-        log.info("stopped at step %d with a checkpoint; resume with train.resume_from=auto", step)
+        why = f"signal {stop_signal()}" if stop_signal() else "a STOP file or train.stop_after_steps"
+        log.info("stopped at step %d on %s; checkpoint %s; resume with train.resume_from=auto", step, why,
+                 last_checkpoint)
         accelerator.end_training()
         return {"stopped": True, "step": step}
 
