@@ -38,8 +38,10 @@ def train_loader(ds, collate, *, micro: int, accum: int, rank: int, world: int, 
     steps = steps_per_epoch(len(ds), micro, accum, world)
     order = epoch_permutation(len(ds), seed, epoch)[: steps * accum * world * micro]
     batches = order.reshape(-1, micro)[rank::world][skip_batches:]
+    # A private generator: creating the iterator must not draw from the global torch RNG, or a resumed
+    # run's dropout masks would drift from the uninterrupted run's.
     return DataLoader(_Rows(ds, batches.reshape(-1)), batch_size=micro, shuffle=False, collate_fn=collate,
-                      num_workers=num_workers, persistent_workers=False)
+                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed + epoch))
 
 
 def eval_loader(ds, collate, *, batch_size: int, rank: int, world: int) -> DataLoader:
@@ -50,7 +52,7 @@ def eval_loader(ds, collate, *, batch_size: int, rank: int, world: int) -> DataL
     idx = np.arange(rank, per_rank * world, world)
     valid = idx < n
     loader = DataLoader(_Rows(ds, np.where(valid, idx, 0)), batch_size=batch_size, shuffle=False,
-                        collate_fn=collate)
+                        collate_fn=collate, generator=torch.Generator())
     return _FlagPadding(loader, valid, batch_size)
 
 
