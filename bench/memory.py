@@ -11,6 +11,7 @@ planner's estimate for the same model (fp32, as on CPU) and as a ratio to DDP. T
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -56,8 +57,12 @@ def main() -> None:
         reports = {s: run(args, Path(tmp) / s, s, args.port + i) for i, s in enumerate(STRATEGIES)}
         cfg = load_config(REPO / "configs/tiny_cpu.yaml", overrides(args, Path(tmp) / "x", "ddp"))
     size = model_size(cfg)
-    print(f"model: tiny BERT hidden={args.hidden} layers={args.layers}, {size.params:,} parameters; "
-          f"2 processes on CPU (gloo), fp32; bytes per rank (rank 0; ranks differ by < 0.1%)")
+    trained = reports["ddp"]["ranks"][0]["param_numel"]
+    print(f"model: tiny BERT hidden={args.hidden} layers={args.layers}, {trained:,} parameters (the planner, which "
+          f"reads model.tiny.vocab_size rather than the smaller trained vocabulary, counts {size.params:,}; its "
+          f"estimates below use the trained count); 2 processes on CPU (gloo), fp32; bytes per rank (rank 0; "
+          f"ranks differ by < 0.1%)")
+    size = dataclasses.replace(size, params=trained)
     head = f"{'strategy':<9}{'params':>12}{'grads':>12}{'optimizer':>12}{'total':>12}{'planner':>12}{'vs DDP':>8}"
     print(head)
     ddp_total = None
@@ -68,6 +73,11 @@ def main() -> None:
         e = estimate(size, s, "none", 2, 1, mixed=False, activations=0.0)
         print(f"{s:<9}{r['param_bytes']:>12,}{r['grad_bytes']:>12,}{r['optimizer_bytes']:>12,}{total:>12,}"
               f"{int(e.params + e.grads + e.optimizer):>12,}{total / ddp_total:>7.2f}x")
+    buckets = reports["ddp"]["ranks"][0]["ddp_bucket_bytes"]
+    if buckets:
+        z3_total = sum(reports["zero3"]["ranks"][0][k] for k in ("param_bytes", "grad_bytes", "optimizer_bytes"))
+        print(f"DDP also holds {buckets:,} bytes of all-reduce buckets (gradient_as_bucket_view=False); counting "
+              f"them, zero3 is {z3_total / (ddp_total + buckets):.2f}x DDP")
     z3 = reports["zero3"]["ranks"]
     print("zero3 parameter partition per rank: " + ", ".join(
         f"rank {r['rank']}: {r['param_partition_numel']:,} of {r['param_numel']:,}" for r in z3))

@@ -7,6 +7,7 @@ partitioning (ZeRO-3: each rank's ``ds_tensor`` partition) and ``bench/memory.py
   DeepSpeed keeps whole, ``stage3_param_persistence_threshold``).
 - gradients: the gradient buffer this rank reduces into (DDP and ZeRO-1: full size; ZeRO-2/3: its partition).
 - optimizer: AdamW moments and step counters, plus the fp32 master partition DeepSpeed keeps beside the model.
+- ddp_bucket_bytes: DDP's all-reduce buckets (from DDP's logging data), kept apart from the figures above.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-FIELDS = ("param_numel", "param_partition_numel", "param_bytes", "grad_bytes", "optimizer_bytes")
+FIELDS = ("param_numel", "param_partition_numel", "param_bytes", "grad_bytes", "optimizer_bytes", "ddp_bucket_bytes")
 
 
 def _bytes(tensors) -> int:
@@ -36,7 +37,8 @@ def rank_model_state(model, optimizer, zero_stage: int | None) -> dict[str, int]
     if zero_stage is None or zero_stage == 0:
         opt = inner if zero_stage is None else inner.optimizer
         return {"param_numel": full_numel, "param_partition_numel": full_numel, "param_bytes": _bytes(params),
-                "grad_bytes": _bytes(trainable), "optimizer_bytes": _state_bytes(opt)}
+                "grad_bytes": _bytes(trainable), "optimizer_bytes": _state_bytes(opt),
+                "ddp_bucket_bytes": ddp_bucket_bytes(model)}
     torch_opt = inner.optimizer
     if zero_stage == 3:
         partition = sum(p.ds_tensor.numel() for p in params)
@@ -53,7 +55,18 @@ def rank_model_state(model, optimizer, zero_stage: int | None) -> dict[str, int]
     param_ids = {id(p) for p in params}
     extra_master = sum(t.numel() * t.element_size() for t in master if id(t) not in param_ids)
     return {"param_numel": full_numel, "param_partition_numel": partition, "param_bytes": held,
-            "grad_bytes": grad_bytes, "optimizer_bytes": _state_bytes(torch_opt) + extra_master}
+            "grad_bytes": grad_bytes, "optimizer_bytes": _state_bytes(torch_opt) + extra_master,
+            "ddp_bucket_bytes": 0}
+
+
+def ddp_bucket_bytes(model) -> int:
+    """DDP's all-reduce buckets: a second copy of the gradients unless gradient_as_bucket_view=True."""
+    if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return 0
+    data = model._get_ddp_logging_data()
+    if data.get("gradient_as_bucket_view"):
+        return 0
+    return sum(int(b) for b in str(data.get("bucket_sizes", "")).split(",") if b.strip())
 
 
 def write_memory_report(accelerator, model, optimizer, zero_stage: int | None, out: Path) -> list[dict]:
