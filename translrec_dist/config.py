@@ -84,6 +84,7 @@ class DataConfig:
     streaming: bool = False
     shuffle_buffer: int = 10_000
     group_by_length: bool = False  # batches of similar length inside windows of 64 batches (less padding)
+    record_example_ids: bool = False  # streaming: each rank logs consumed ids to OUTPUT_DIR/example_ids/
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,3 +71,44 @@ def tokenize_splits(cfg: RunConfig, texts: TextSplits, tokenizer) -> dict[str, d
 
 def tokenizer_dir(cfg: RunConfig) -> Path:
     return Path(cfg.output_dir) / "tokenizer"
+
+
+@dataclass
+class PreparedSplits:
+    """Training data read from ``translrec prepare``'s output: train streamed per rank, eval map-style."""
+
+    directory: Path
+    tokenizer: object
+    splits: dict  # train: ShardedTrain, valid/test: datasets.Dataset
+    label_mean: float | None
+
+
+def load_prepared_splits(cfg: RunConfig, is_main: bool) -> PreparedSplits:
+    """The main process prepares (or finds the cache); the others wait for the manifest on the file system,
+    not in a collective, since a first prepare can take longer than any collective timeout."""
+    import pyarrow.parquet as pq
+
+    from translrec_dist.data.prepare import MANIFEST, cache_key, cache_root, prepare, read_manifest
+    from translrec_dist.data.streaming import ShardedTrain
+
+    if is_main:
+        directory = prepare(cfg)
+    else:
+        directory = cache_root(cfg) / cache_key(cfg)[0]
+        waited = 0
+        while not (directory / MANIFEST).is_file():
+            if waited % 60 == 0:
+                log.info("waiting for the main process to prepare %s", directory)
+            time.sleep(1)
+            waited += 1
+    manifest = read_manifest(directory)
+    shards = manifest["splits"]["train"]["shards"]
+    d = cfg.data
+    train = ShardedTrain(directory, [s["file"] for s in shards], [s["examples"] for s in shards], d.shuffle_buffer,
+                         d.group_by_length, Path(cfg.output_dir) / "example_ids" if d.record_example_ids else None)
+    splits: dict = {"train": train}
+    for name in ("valid", "test"):
+        files = [str(directory / s["file"]) for s in manifest["splits"][name]["shards"]]
+        splits[name] = datasets.Dataset(pq.read_table(files))
+    tokenizer = load_tokenizer(str(directory / "tokenizer"))
+    return PreparedSplits(directory, tokenizer, splits, manifest["label_mean"])

@@ -15,13 +15,16 @@ class PadCollator:
         if self.multiple:
             longest = -(-longest // self.multiple) * self.multiple
         out = {}
-        for key, pad in (("input_ids", self.pad_token_id), ("attention_mask", 0), ("token_type_ids", 0)):
+        for key, pad in (("input_ids", self.pad_token_id), ("token_type_ids", 0)):
             if key not in rows[0]:
                 continue
             t = torch.full((len(rows), longest), pad, dtype=torch.long)
             for i, r in enumerate(rows):
                 t[i, : len(r[key])] = torch.as_tensor(r[key], dtype=torch.long)
             out[key] = t
+        # Rows are stored unpadded, so the mask is just each row's length (no need to store a column of ones).
+        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
+        out["attention_mask"] = (torch.arange(longest)[None, :] < lengths[:, None]).long()
         out["labels"] = torch.tensor([float(r["label"]) for r in rows], dtype=torch.float32)
         out["example_id"] = torch.tensor([int(r["example_id"]) for r in rows], dtype=torch.long)
         return out
