@@ -140,16 +140,16 @@ def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
     timings["tokenizer_s"] = time.perf_counter() - start
     splits = {}
     start = time.perf_counter()
-    datasets.enable_progress_bars()  # the tokenize bar is prepare's progress display
-    try:
-        for name, df in texts.frames.items():
-            if name == "train":  # shuffled once so every shard is a random sample, not a block of users
-                df = df.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
-            log.info("tokenizing %s: %d examples", name, len(df))
+    for name, df in texts.frames.items():
+        if name == "train":  # shuffled once so every shard is a random sample, not a block of users
+            df = df.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+        log.info("tokenizing %s: %d examples", name, len(df))
+        datasets.enable_progress_bars()  # the tokenize bar is prepare's progress display
+        try:
             ds = tokenize_frame(df, tokenizer, d.max_length, num_proc=d.num_proc)
-            splits[name] = write_shards(ds, out / name, d.num_shards if name == "train" else 1)
-    finally:
-        datasets.disable_progress_bars()
+        finally:
+            datasets.disable_progress_bars()
+        splits[name] = write_shards(ds, out / name, d.num_shards if name == "train" else 1)
     timings["tokenize_and_write_s"] = time.perf_counter() - start
     write_id_maps(texts, out / "ids")
     frames = texts.frames

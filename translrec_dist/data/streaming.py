@@ -62,7 +62,9 @@ class ShardedTrain:
         files = [str(self.directory / f) for f in self.shard_files]
         ds = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True,
                                    cache_dir=str(self.directory / ".hf"))
-        ds = ds.shuffle(seed=seed, buffer_size=self.shuffle_buffer)
+        # One input shard at a time: datasets' default interleaves up to 10 shards with threads and sleeps 5 s
+        # on shutdown (apache/arrow 45214), per rank and epoch. Prepare already shuffled rows across shards.
+        ds = ds.shuffle(seed=seed, buffer_size=self.shuffle_buffer, max_buffer_input_shards=1)
         if world > 1:
             ds = split_dataset_by_node(ds, rank=rank, world_size=world)
         ds.set_epoch(epoch)
