@@ -51,13 +51,13 @@ def test_jsonl_line_not_json(tmp_path):
     good = [json.dumps({"user_id": f"U{i}", "parent_asin": "P", "rating": 5, "timestamp": i}) for i in range(5)]
     (tmp_path / "Cat.jsonl").write_text("\n".join([*good[:2], '{"user_id": "U9", "rating": ', *good[2:]]) + "\n")
     (tmp_path / "meta_Cat.jsonl").write_text('{"parent_asin": "P", "title": "t"}\n')
-    src = assert_row_policy(tmp_path / "Cat.jsonl", "not_json", f"{tmp_path / 'Cat.jsonl'}:3", fmt="amazon")
+    src = assert_row_policy(tmp_path / "Cat.jsonl", "not_json", f"{tmp_path / 'Cat.jsonl'}, line 3", fmt="amazon")
     assert len(src.interactions) == 5
 
 
 def test_csv_row_with_wrong_field_count(tmp_path):
     path = table_dir(tmp_path, HEADER + GOOD + "u1,i1,4\n" + GOOD)
-    src = assert_row_policy(path, "wrong_field_count", f"{path / 'interactions.csv'}:10")
+    src = assert_row_policy(path, "wrong_field_count", f"{path / 'interactions.csv'}, line 10")
     assert len(src.interactions) == 16
 
 
@@ -71,25 +71,25 @@ def test_missing_required_column(tmp_path):
 
 def test_non_numeric_rating(tmp_path):
     path = table_dir(tmp_path, HEADER + GOOD + "u1,i1,five,2000\n")
-    assert_row_policy(path, "bad_rating", f"{path / 'interactions.csv'}:10")
+    assert_row_policy(path, "bad_rating", f"{path / 'interactions.csv'}, line 10")
 
 
 def test_unparseable_timestamp(tmp_path):
     path = table_dir(tmp_path, HEADER + "u1,i1,4,2021-03-04T05:06:07Z\n" + GOOD + "u1,i2,4,yesterday\n")
-    src = assert_row_policy(path, "bad_timestamp", f"{path / 'interactions.csv'}:11")
+    src = assert_row_policy(path, "bad_timestamp", f"{path / 'interactions.csv'}, line 11")
     assert src.interactions["timestamp"].iloc[0] == 1614834367.0  # ISO 8601 parses
 
 
 def test_duplicate_item_ids(tmp_path):
     path = table_dir(tmp_path, HEADER + GOOD, ITEMS + "i1,One\ni2,Deux\n")
-    src = assert_row_policy(path, "duplicate_item_conflict", f"{path / 'items.csv'}:7")
+    src = assert_row_policy(path, "duplicate_item_conflict", f"{path / 'items.csv'}, line 7")
     assert src.report["notes"] == {"duplicate_item_identical": 1}
     assert src.items.set_index("item_id").loc["i2", "title"] == "Two"  # first kept
 
 
 def test_interaction_without_item_metadata(tmp_path):
     path = table_dir(tmp_path, HEADER + GOOD + "u1,i99,4,2000\n")
-    src = assert_row_policy(path, "item_without_metadata", f"{path / 'interactions.csv'}:10")
+    src = assert_row_policy(path, "item_without_metadata", f"{path / 'interactions.csv'}, line 10")
     assert "i99" not in set(src.interactions["item_id"])
 
 
@@ -100,7 +100,7 @@ def test_empty_file(tmp_path):
 
 def test_non_utf8_bytes(tmp_path):
     path = table_dir(tmp_path, (HEADER + GOOD).encode() + b"u1,i1,4,2000\n" + "u\xe9,i1,4,2001\n".encode("latin-1"))
-    assert_row_policy(path, "not_utf8", f"{path / 'interactions.csv'}:11")
+    assert_row_policy(path, "not_utf8", f"{path / 'interactions.csv'}, line 11")
 
 
 def test_budget_counts_all_kinds_over_all_rows_read(tmp_path):

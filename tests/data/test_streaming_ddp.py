@@ -7,8 +7,9 @@ import json
 
 import pytest
 import torch
-from conftest import FAST, TINY, accelerate_launch, run_cli
 from safetensors.torch import load_file
+
+from tests.conftest import FAST, TINY, accelerate_launch, run_cli
 
 pytestmark = pytest.mark.slow
 ENV = {"ACCELERATE_USE_CPU": "true"}

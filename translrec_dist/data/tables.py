@@ -58,6 +58,15 @@ def to_numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return values
 
 
+def read_interactions_dir(directory: str | Path, need_rating: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``interactions.*`` + ``items.*`` under the default bad-row budget (kept for callers of the core API)."""
+    from translrec_dist.config import DataConfig
+    from translrec_dist.data.readers import read_source
+
+    src = read_source(DataConfig(format="interactions", path=str(directory)), need_rating)
+    return src.interactions, src.items
+
+
 def read_text_label(path: str | Path) -> pd.DataFrame:
     """The seed's table: ``text,label``. Empty text rows are dropped and counted; labels must be 0/1."""
     path = Path(path)

@@ -53,8 +53,8 @@ def text_lines(path: Path, encoding: str, bad: BadRows) -> Iterator[tuple[int, s
             line = raw.decode(encoding)
         except UnicodeDecodeError as e:
             bad.rows_read += 1
-            bad.add("not_" + encoding.replace("-", "").lower(), f"{path}:{n}",
-                    f"invalid byte 0x{raw[e.start]:02x} at column {e.start + 1}")
+            bad.add("not_" + encoding.replace("-", "").lower(), f"{path}, line {n}",
+                    f"not {encoding}: invalid byte 0x{raw[e.start]:02x} at column {e.start + 1}")
             continue
         if line.strip():
             yield n, line
@@ -91,7 +91,7 @@ def read_delimited(path: Path, sep: str, bad: BadRows, *, columns: list[str] | N
     for n, fields in split:
         bad.rows_read += 1
         if len(fields) != width:
-            bad.add("wrong_field_count", f"{path}:{n}",
+            bad.add("wrong_field_count", f"{path}, line {n}",
                     f"{len(fields)} fields, expected {width} ({', '.join(columns)})")
             continue
         rows.append(fields)
@@ -108,10 +108,10 @@ def iter_jsonl(path: Path, bad: BadRows) -> Iterator[tuple[int, dict]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            bad.add("not_json", f"{path}:{n}", f"{e.msg} at column {e.colno}")
+            bad.add("not_json", f"{path}, line {n}", f"{e.msg} at column {e.colno}")
             continue
         if not isinstance(obj, dict):
-            bad.add("not_json", f"{path}:{n}", f"a JSON {type(obj).__name__}, expected an object")
+            bad.add("not_json", f"{path}, line {n}", f"a JSON {type(obj).__name__}, expected an object")
             continue
         yield n, obj
 

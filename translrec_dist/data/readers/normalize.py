@@ -26,7 +26,7 @@ def _blank(values: pd.Series) -> pd.Series:
 def _count(bad: BadRows, mask: pd.Series, df: pd.DataFrame, kind: str, path, describe) -> None:
     if mask.any():
         first = int(np.flatnonzero(mask.to_numpy())[0])
-        bad.add(kind, f"{path}:{df['_line'].iat[first]}", describe(first), int(mask.sum()))
+        bad.add(kind, f"{path}, line {df['_line'].iat[first]}", describe(first), int(mask.sum()))
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
@@ -48,7 +48,8 @@ def clean_interactions(inter: pd.DataFrame, path, bad: BadRows) -> pd.DataFrame:
     if "rating" in inter.columns:
         rating = pd.to_numeric(inter["rating"], errors="coerce").astype(float)
         wrong = rating.isna() & keep
-        _count(bad, wrong, inter, "bad_rating", path, lambda i: f"rating {inter['rating'].iat[i]!r} is not a number")
+        _count(bad, wrong, inter, "bad_rating", path,
+               lambda i: f"column rating = {inter['rating'].iat[i]!r} is not a number")
         inter["rating"] = rating
         keep &= ~wrong
     if "timestamp" in inter.columns:
@@ -82,7 +83,8 @@ def clean_items(items: pd.DataFrame, path, bad: BadRows) -> pd.DataFrame:
         bad.notes["duplicate_item_identical"] += int(same.sum())
         items = items[~dup.to_numpy()]
     if items.empty:
-        raise DataError(f"{path}: no usable item rows")
+        bad.check()  # when bad rows emptied the table, their report is the useful error
+        raise DataError(f"{path}: no rows with an item_id")
     return items.drop(columns="_line").reset_index(drop=True)
 
 
@@ -93,14 +95,15 @@ def link(inter: pd.DataFrame, items: pd.DataFrame, bad: BadRows, inter_path, ite
            lambda i: f"item_id {inter['item_id'].iat[i]} is not in {items_path}")
     inter = inter[~unknown.to_numpy()]
     if inter.empty:
-        raise DataError(f"{inter_path}: no usable interaction rows")
+        bad.check()
+        raise DataError(f"{inter_path}: no rows left whose item is in {items_path}")
     return inter.drop(columns="_line").reset_index(drop=True)
 
 
 def finish(inter: pd.DataFrame, items: pd.DataFrame, bad: BadRows, inter_path, items_path):
     """Clean both tables, link them, and apply the bad-row budget."""
     if inter.empty:
-        raise DataError(f"{inter_path}: no interaction rows")
+        raise DataError(f"{inter_path}: no rows")
     items = clean_items(items, items_path, bad)
     inter = link(clean_interactions(inter, inter_path, bad), items, bad, inter_path, items_path)
     bad.check()

@@ -28,7 +28,7 @@ class BadRows:
     notes: Counter = field(default_factory=Counter)  # harmless oddities, reported but not counted as bad
 
     def add(self, kind: str, where: str, detail: str, n: int = 1) -> None:
-        """Count ``n`` bad rows of ``kind``; ``where`` is ``file:line`` of the first one."""
+        """Count ``n`` bad rows of ``kind``; ``where`` is ``file, line N`` of the first one."""
         if n <= 0:
             return
         self.counts[kind] += n
