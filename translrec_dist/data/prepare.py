@@ -165,11 +165,12 @@ def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
     }
 
 
-def write_shards(ds: datasets.Dataset, directory: Path, num_shards: int) -> dict:
+def write_shards(ds: datasets.Dataset, directory: Path, num_shards: int, progress: bool = True) -> dict:
     directory.mkdir(parents=True)
     num_shards = max(1, min(num_shards, len(ds)))
     shards = []
-    for i in tqdm(range(num_shards), desc=f"write {directory.name}", disable=num_shards < 4, leave=False):
+    for i in tqdm(range(num_shards), desc=f"write {directory.name}", disable=not progress or num_shards < 4,
+                  leave=False):
         part = ds.shard(num_shards=num_shards, index=i, contiguous=True)
         path = directory / f"part-{i:05d}.parquet"
         part.to_parquet(str(path))

@@ -19,6 +19,8 @@ communication: a rank running dry before the others would hang the next collecti
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,26 +95,77 @@ class ShardedTrain:
 
 
 def stream_loader(train: ShardedTrain, collate, *, micro: int, accum: int, rank: int, world: int, seed: int,
-                  epoch: int, skip_batches: int = 0) -> Iterator[dict]:
-    """Collated batches for this rank and epoch, after skipping the first ``skip_batches`` (resume)."""
+                  epoch: int, skip_batches: int = 0, prefetch: int = 4) -> Iterator[dict]:
+    """Collated batches for this rank and epoch, after skipping the first ``skip_batches`` (resume).
+
+    Reading and collating run ``prefetch`` batches ahead in a thread (one producer, so the order is
+    unchanged), overlapping the model's step instead of adding to it.
+    """
     if rank == 0 and epoch == 0 and skip_batches == 0 and world > 1 and not train.whole_shards(world):
         n = len(train.shard_files)
         log.warning("%d train shards do not divide %d processes: every rank reads all shards and keeps 1/%d of "
                     "the rows. Re-run prepare with data.num_shards=%d (a multiple of the world size)",
                     n, world, world, -(-n // world) * world)
+
+    def produce():
+        for i, rows in enumerate(train.batches(micro=micro, accum=accum, rank=rank, world=world, seed=seed,
+                                               epoch=epoch)):
+            if i >= skip_batches:
+                yield i, [r["example_id"] for r in rows], collate(rows)
+
     trace = None
     if train.trace_dir is not None:
         train.trace_dir.mkdir(parents=True, exist_ok=True)
         trace = open(train.trace_dir / f"rank{rank}.txt", "a")  # noqa: SIM115 - closed below
     try:
-        for i, rows in enumerate(train.batches(micro=micro, accum=accum, rank=rank, world=world, seed=seed,
-                                               epoch=epoch)):
-            if i < skip_batches:
-                continue
-            if trace is not None:
-                trace.write(f"{epoch} {i} {' '.join(str(r['example_id']) for r in rows)}\n")
+        for i, ids, batch in read_ahead(produce(), prefetch):
+            if trace is not None:  # written when the loop takes the batch, not when it is read ahead
+                trace.write(f"{epoch} {i} {' '.join(map(str, ids))}\n")
                 trace.flush()
-            yield collate(rows)
+            yield batch
     finally:
         if trace is not None:
             trace.close()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def read_ahead(items: Iterator, depth: int) -> Iterator:
+    """Iterate ``items`` in a background thread, at most ``depth`` ahead; errors surface in the consumer."""
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done, stop = object(), threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put(_Failed(e))
+
+    thread = threading.Thread(target=work, name="translrec-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
