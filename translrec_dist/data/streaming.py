@@ -19,14 +19,13 @@ communication: a rank running dry before the others would hang the next collecti
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 from datasets.distributed import split_dataset_by_node
 
 log = logging.getLogger(__name__)
@@ -69,38 +68,41 @@ class ShardedTrain:
         ds = ds.shuffle(seed=seed, buffer_size=self.shuffle_buffer, max_buffer_input_shards=1)
         if world > 1:
             ds = split_dataset_by_node(ds, rank=rank, world_size=world)
-        ds.set_epoch(epoch)
+        ds = ds.with_format("arrow")
+        ds.set_epoch(epoch)  # last: with_format returns a copy that does not keep the epoch
         return ds
 
-    def batches(self, *, micro: int, accum: int, rank: int, world: int, seed: int, epoch: int) -> Iterator[list]:
-        """This rank's micro-batches of the epoch as lists of rows, exactly steps_per_epoch * accum of them."""
+    def batches(self, *, micro: int, accum: int, rank: int, world: int, seed: int, epoch: int) -> Iterator:
+        """This rank's micro-batches of the epoch as Arrow tables, exactly steps_per_epoch * accum of them.
+
+        Arrow end to end (shuffle buffer, batching, length grouping): no Python object per row, so reading
+        stays a small fraction of even a tiny model's step.
+        """
         wanted = self.steps_per_epoch(micro, accum, world) * accum
-        rows = iter(self.stream(rank=rank, world=world, seed=seed, epoch=epoch))
-        made = 0
+        if wanted == 0:
+            return
         window = LENGTH_GROUP_WINDOW if self.group_by_length else 1
-        for w in range(-(-wanted // window)):
-            chunk = [row for _, row in zip(range(min(window, wanted - made) * micro), rows, strict=False)]
-            group = [chunk[i:i + micro] for i in range(0, len(chunk), micro)]
+        stream = self.stream(rank=rank, world=world, seed=seed, epoch=epoch)
+        made = 0
+        for w, chunk in enumerate(stream.iter(batch_size=window * micro)):
+            if self.group_by_length:  # stable sort: equal lengths keep stream order
+                order = np.argsort(pc.list_value_length(chunk.column("input_ids")).to_numpy(), kind="stable")
+                chunk = chunk.take(order)
+            group = [chunk.slice(i, micro) for i in range(0, len(chunk) - micro + 1, micro)]
             if self.group_by_length:
-                chunk.sort(key=lambda r: len(r["input_ids"]))  # stable: ties keep stream order
-                group = [chunk[i:i + micro] for i in range(0, len(chunk), micro)]
-                order = np.random.default_rng([seed, epoch, rank, w]).permutation(len(group))
-                group = [group[i] for i in order]
-            for batch in group:
-                if len(batch) < micro:
-                    raise RuntimeError(f"rank {rank} ran out of examples at batch {made} of {wanted} in epoch "
-                                       f"{epoch}: the shards differ from the manifest ({self.directory})")
+                group = [group[i] for i in np.random.default_rng([seed, epoch, rank, w]).permutation(len(group))]
+            for batch in group[:wanted - made]:
                 made += 1
                 yield batch
+            if made == wanted:
+                return
+        raise RuntimeError(f"rank {rank} ran out of examples at batch {made} of {wanted} in epoch {epoch}: the "
+                           f"shards differ from the manifest ({self.directory})")
 
 
 def stream_loader(train: ShardedTrain, collate, *, micro: int, accum: int, rank: int, world: int, seed: int,
-                  epoch: int, skip_batches: int = 0, prefetch: int = 4) -> Iterator[dict]:
-    """Collated batches for this rank and epoch, after skipping the first ``skip_batches`` (resume).
-
-    Reading and collating run ``prefetch`` batches ahead in a thread (one producer, so the order is
-    unchanged), overlapping the model's step instead of adding to it.
-    """
+                  epoch: int, skip_batches: int = 0) -> Iterator[dict]:
+    """Collated batches for this rank and epoch, after skipping the first ``skip_batches`` (resume)."""
     if rank == 0 and epoch == 0 and skip_batches == 0 and world > 1 and not train.whole_shards(world):
         n = len(train.shard_files)
         log.warning("%d train shards do not divide %d processes: every rank reads all shards and keeps 1/%d of "
@@ -111,14 +113,14 @@ def stream_loader(train: ShardedTrain, collate, *, micro: int, accum: int, rank:
         for i, rows in enumerate(train.batches(micro=micro, accum=accum, rank=rank, world=world, seed=seed,
                                                epoch=epoch)):
             if i >= skip_batches:
-                yield i, [r["example_id"] for r in rows], collate(rows)
+                yield i, rows.column("example_id").to_pylist(), collate.arrow(rows)
 
     trace = None
     if train.trace_dir is not None:
         train.trace_dir.mkdir(parents=True, exist_ok=True)
         trace = open(train.trace_dir / f"rank{rank}.txt", "a")  # noqa: SIM115 - closed below
     try:
-        for i, ids, batch in read_ahead(produce(), prefetch):
+        for i, ids, batch in produce():
             if trace is not None:  # written when the loop takes the batch, not when it is read ahead
                 trace.write(f"{epoch} {i} {' '.join(map(str, ids))}\n")
                 trace.flush()
@@ -126,46 +128,3 @@ def stream_loader(train: ShardedTrain, collate, *, micro: int, accum: int, rank:
     finally:
         if trace is not None:
             trace.close()
-
-
-class _Failed:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-def read_ahead(items: Iterator, depth: int) -> Iterator:
-    """Iterate ``items`` in a background thread, at most ``depth`` ahead; errors surface in the consumer."""
-    if depth <= 0:
-        yield from items
-        return
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done, stop = object(), threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work():
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            put(_Failed(e))
-
-    thread = threading.Thread(target=work, name="translrec-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
