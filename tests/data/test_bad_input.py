@@ -19,6 +19,7 @@ ITEMS = "item_id,title\ni0,Zero\ni1,One\ni2,Two\ni3,Three\n"
 
 
 def table_dir(tmp_path: Path, inter: bytes | str, items: bytes | str = ITEMS) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for name, content in (("interactions.csv", inter), ("items.csv", items)):
         (tmp_path / name).write_bytes(content.encode() if isinstance(content, str) else content)
     return tmp_path
@@ -110,3 +111,14 @@ def test_budget_counts_all_kinds_over_all_rows_read(tmp_path):
         read(path, allow=0.1)
     src = read(path, allow=0.15)
     assert src.report["bad_rows"] == {"bad_rating": 1, "item_without_metadata": 1} and len(src.interactions) == 8
+
+
+def test_prepare_command_stops_with_file_and_line(tmp_path):
+    from tests.conftest import TINY, run_cli
+
+    path = table_dir(tmp_path / "src", HEADER + GOOD + "u1,i1,five,2000\n")
+    proc = run_cli(["prepare", str(TINY), "data.format=interactions", f"data.path={path}",
+                    f"output_dir={tmp_path / 'run'}"], check=False)
+    assert proc.returncode == 2
+    assert f"{path / 'interactions.csv'}, line 10: column rating = 'five' is not a number" in proc.stderr
+    assert not (tmp_path / "run" / "prepared").exists() or not list((tmp_path / "run" / "prepared").glob("*/"))

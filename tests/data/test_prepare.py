@@ -109,3 +109,15 @@ def test_group_by_length_reduces_padding(tiny_cfg, tmp_path):
     assert grouped_ids == plain_ids and grouped_cells < plain_cells
     assert rank_batches(grouped, 1, skip=3) == [rank_batches(grouped, 1)[0][3:]]
     json.dumps(read_manifest(grouped.directory))  # the manifest is plain JSON
+
+
+def test_streamed_checkpoint_refuses_another_world_size(tiny_cfg):
+    from translrec_dist.errors import ConfigError
+    from translrec_dist.training.loop import check_resume_compatible, trainer_state
+
+    cfg = tiny_cfg("data.streaming=true", "train.micro_batch_size=4")
+    state = trainer_state(cfg, 7, 2, 40, 20)
+    assert state["data"] == {"epoch": 0, "batches_into_epoch": 7, "steps_per_epoch": 20, "streaming": True}
+    check_resume_compatible(cfg, state, 2, "ckpt", 20)
+    with pytest.raises(ConfigError, match="resume it with 2 processes"):
+        check_resume_compatible(tiny_cfg("data.streaming=true", "train.micro_batch_size=8"), state, 1, "ckpt", 40)
