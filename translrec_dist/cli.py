@@ -36,6 +36,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    from translrec_dist.config import load_config
+    from translrec_dist.data.prepare import prepare, read_manifest
+
+    cfg = load_config(args.config, args.overrides)
+    directory = prepare(cfg, force=args.force)
+    manifest = read_manifest(directory)
+    summary = {"prepared": str(directory),
+               **{f"{name}_examples": s["examples"] for name, s in manifest["splits"].items()},
+               "train_shards": len(manifest["splits"]["train"]["shards"]),
+               "bad_rows": manifest["report"].get("bad_rows", {}), "tokenizer": manifest["tokenizer"]["name"]}
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from translrec_dist.config import load_config
     from translrec_dist.scoring import evaluate_export
@@ -125,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-5 data.max_length=64")
     t.set_defaults(func=cmd_train)
+
+    pp = sub.add_parser("prepare", help="read the source, build examples, write tokenized shards + manifest")
+    pp.add_argument("config")
+    pp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.num_shards=16")
+    pp.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
+    pp.set_defaults(func=cmd_prepare)
 
     e = sub.add_parser("evaluate", help="evaluate an export on the config's data")
     e.add_argument("config")

@@ -55,8 +55,11 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    format: Literal["synthetic", "text_label", "interactions"] = "synthetic"
-    path: Optional[str] = None  # file (text_label) or directory (interactions)
+    format: Literal["synthetic", "text_label", "interactions", "movielens", "recbole", "amazon", "table"] = "synthetic"
+    path: Optional[str] = None  # file (text_label, amazon) or directory (the others)
+    columns: dict = field(default_factory=dict)  # our name -> the file's: {user_id: reviewerID, item_id: asin}
+    max_bad_fraction: float = 0.001  # row-level problems above this fraction of rows read stop the run
+    kcore: int = 0  # keep users and items with >= k interactions (repeated until stable); 0: off
     max_length: int = 128
     pad_to_multiple_of: Optional[int] = None  # 8 suits GPU tensor cores; = max_length pads every batch fully
     # Recommendation examples
@@ -75,6 +78,15 @@ class DataConfig:
     resample: Literal["none", "oversample", "undersample"] = "none"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     num_workers: int = 0
+    # prepare: tokenized shards + manifest in cache_dir (default OUTPUT_DIR/prepared)
+    cache_dir: Optional[str] = None
+    num_shards: int = 8  # train shards; a multiple of the world size lets every rank read whole shards
+    num_proc: Optional[int] = None  # tokenization processes (datasets.map); None: in this process
+    # training from the prepared shards (streamed per rank; eval splits stay map-style)
+    streaming: bool = False
+    shuffle_buffer: int = 10_000
+    group_by_length: bool = False  # batches of similar length inside windows of 64 batches (less padding)
+    record_example_ids: bool = False  # streaming: each rank logs consumed ids to OUTPUT_DIR/example_ids/
 
 
 @dataclass
@@ -282,9 +294,15 @@ def validate(cfg: RunConfig) -> None:
     if not 0 <= m.head_dropout < 1:
         fail("model.head_dropout", "must be in [0, 1)")
 
-    if d.format in ("text_label", "interactions") and not d.path:
+    if d.format != "synthetic" and not d.path:
         fail("data.path", f"data.format={d.format} needs data.path (a "
-             f"{'CSV/Parquet file' if d.format == 'text_label' else 'directory with interactions and items files'})")
+             f"{'CSV/Parquet file' if d.format == 'text_label' else 'directory with the source files'})")
+    unknown_columns = sorted(set(d.columns) - {"user_id", "item_id", "rating", "timestamp"})
+    if unknown_columns:
+        fail(f"data.columns.{unknown_columns[0]}", "only user_id, item_id, rating and timestamp can be mapped "
+             "(item text fields are named in data.item_text)")
+    if not 0 <= d.max_bad_fraction <= 1:
+        fail("data.max_bad_fraction", f"must be in [0, 1], got {d.max_bad_fraction}")
     if d.format == "text_label" and cfg.task != "ctr":
         fail("task", "data.format=text_label holds binary labels; use task=ctr")
     if d.pad_to_multiple_of is not None and d.pad_to_multiple_of < 1:
@@ -295,7 +313,9 @@ def validate(cfg: RunConfig) -> None:
                             ("data.negatives_per_positive", d.negatives_per_positive, 0),
                             ("data.eval_items_per_user", d.eval_items_per_user, 1),
                             ("data.min_history", d.min_history, 0), ("data.max_field_chars", d.max_field_chars, 1),
-                            ("data.num_workers", d.num_workers, 0)]:
+                            ("data.num_workers", d.num_workers, 0), ("data.kcore", d.kcore, 0),
+                            ("data.num_shards", d.num_shards, 1), ("data.shuffle_buffer", d.shuffle_buffer, 1),
+                            ("data.num_proc", d.num_proc or 1, 1)]:
         if value < low:
             fail(key, f"must be >= {low}, got {value}")
     if "{text}" not in d.history_template:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import pandas as pd
 
 from translrec_dist.config import RunConfig
+from translrec_dist.data import readers
 from translrec_dist.data.examples import build_examples, split_text_label
-from translrec_dist.data.synthetic import generate_synthetic
-from translrec_dist.data.tables import read_interactions_dir, read_text_label
+from translrec_dist.data.filtering import kcore
+from translrec_dist.data.tables import read_text_label
 from translrec_dist.data.tokenize import load_tokenizer, tokenize_frame, train_wordpiece
 
 log = logging.getLogger(__name__)
@@ -24,26 +26,32 @@ datasets.disable_progress_bars()
 class TextSplits:
     frames: dict[str, pd.DataFrame]  # train / valid / test example tables
     item_text: pd.Series | None  # item_id -> rendered text (recommendation formats)
+    files: list[Path] = field(default_factory=list)  # source files read
+    report: dict = field(default_factory=dict)  # bad rows left out, filtering counts
+
+
+def read_source_full(cfg: RunConfig) -> readers.Source:
+    return readers.read_source(cfg.data, need_rating=cfg.task == "rating" or cfg.data.positive_threshold is not None)
 
 
 def read_source(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(interactions, items) of a recommendation format, ids as strings."""
-    d = cfg.data
-    if d.format == "synthetic":
-        inter, items = generate_synthetic(d.synthetic)
-        return inter.astype({"user_id": str, "item_id": str}), items.astype({"item_id": str})
-    return read_interactions_dir(d.path, need_rating=cfg.task == "rating" or d.positive_threshold is not None)
+    src = read_source_full(cfg)
+    return src.interactions, src.items
 
 
 def load_text_splits(cfg: RunConfig) -> TextSplits:
     d = cfg.data
     if d.format == "text_label":
-        return TextSplits(split_text_label(read_text_label(d.path), d, cfg.seed), None)
-    inter, items = read_source(cfg)
-    ex = build_examples(inter, items, d, cfg.task, cfg.seed)
+        return TextSplits(split_text_label(read_text_label(d.path), d, cfg.seed), None, [Path(d.path)])
+    src = read_source_full(cfg)
+    inter = kcore(src.interactions, d.kcore)
+    ex = build_examples(inter, src.items, d, cfg.task, cfg.seed)
     counts = ", ".join(f"{k}={len(v)}" for k, v in ex.splits.items())
-    log.info("examples: %s (from %d interactions, %d items)", counts, len(inter), len(items))
-    return TextSplits(ex.splits, ex.item_text)
+    log.info("examples: %s (from %d interactions, %d items)", counts, len(inter), len(src.items))
+    report = {**src.report, "interactions_read": len(src.interactions), "interactions_after_kcore": len(inter),
+              "items": len(src.items), "left_out_by_examples": ex.dropped}
+    return TextSplits(ex.splits, ex.item_text, src.files, report)
 
 
 def build_tokenizer(cfg: RunConfig, texts: TextSplits):
@@ -63,3 +71,44 @@ def tokenize_splits(cfg: RunConfig, texts: TextSplits, tokenizer) -> dict[str, d
 
 def tokenizer_dir(cfg: RunConfig) -> Path:
     return Path(cfg.output_dir) / "tokenizer"
+
+
+@dataclass
+class PreparedSplits:
+    """Training data read from ``translrec prepare``'s output: train streamed per rank, eval map-style."""
+
+    directory: Path
+    tokenizer: object
+    splits: dict  # train: ShardedTrain, valid/test: datasets.Dataset
+    label_mean: float | None
+
+
+def load_prepared_splits(cfg: RunConfig, is_main: bool) -> PreparedSplits:
+    """The main process prepares (or finds the cache); the others wait for the manifest on the file system,
+    not in a collective, since a first prepare can take longer than any collective timeout."""
+    import pyarrow.parquet as pq
+
+    from translrec_dist.data.prepare import MANIFEST, cache_key, cache_root, prepare, read_manifest
+    from translrec_dist.data.streaming import ShardedTrain
+
+    if is_main:
+        directory = prepare(cfg)
+    else:
+        directory = cache_root(cfg) / cache_key(cfg)[0]
+        waited = 0
+        while not (directory / MANIFEST).is_file():
+            if waited % 60 == 0:
+                log.info("waiting for the main process to prepare %s", directory)
+            time.sleep(1)
+            waited += 1
+    manifest = read_manifest(directory)
+    shards = manifest["splits"]["train"]["shards"]
+    d = cfg.data
+    train = ShardedTrain(directory, [s["file"] for s in shards], [s["examples"] for s in shards], d.shuffle_buffer,
+                         d.group_by_length, Path(cfg.output_dir) / "example_ids" if d.record_example_ids else None)
+    splits: dict = {"train": train}
+    for name in ("valid", "test"):
+        files = [str(directory / s["file"]) for s in manifest["splits"][name]["shards"]]
+        splits[name] = datasets.Dataset(pq.read_table(files))
+    tokenizer = load_tokenizer(str(directory / "tokenizer"))
+    return PreparedSplits(directory, tokenizer, splits, manifest["label_mean"])

@@ -12,9 +12,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from translrec_dist.data.streaming import ShardedTrain, stream_loader
+
 
 def steps_per_epoch(num_examples: int, micro: int, accum: int, world: int) -> int:
     return num_examples // (micro * accum * world)
+
+
+def train_steps_per_epoch(ds, micro: int, accum: int, world: int) -> int:
+    """Optimizer steps per epoch, the same on every rank, for a map-style split or streamed shards."""
+    if isinstance(ds, ShardedTrain):
+        return ds.steps_per_epoch(micro, accum, world)
+    return steps_per_epoch(len(ds), micro, accum, world)
 
 
 class _Rows(Dataset):
@@ -33,8 +42,11 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def train_loader(ds, collate, *, micro: int, accum: int, rank: int, world: int, seed: int, epoch: int,
-                 skip_batches: int = 0, num_workers: int = 0) -> DataLoader:
+                 skip_batches: int = 0, num_workers: int = 0):
     """This rank's micro-batches for ``epoch``, starting after ``skip_batches`` of them."""
+    if isinstance(ds, ShardedTrain):  # streamed shards: the split across ranks is by shard (see streaming)
+        return stream_loader(ds, collate, micro=micro, accum=accum, rank=rank, world=world, seed=seed, epoch=epoch,
+                             skip_batches=skip_batches)
     steps = steps_per_epoch(len(ds), micro, accum, world)
     order = epoch_permutation(len(ds), seed, epoch)[: steps * accum * world * micro]
     batches = order.reshape(-1, micro)[rank::world][skip_batches:]

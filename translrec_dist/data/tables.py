@@ -1,7 +1,7 @@
-"""Readers for the core formats: an interactions + items directory, and the seed's text,label table.
+"""The seed's text,label table, and ``read_table`` for small side tables (predict inputs).
 
-Readers know files, not ranks or models. Every problem is reported with the file and row (1-based
-line numbers as an editor shows them, header = line 1).
+Interaction sources are read by ``translrec_dist.data.readers``. Every problem is reported with the file
+and row (1-based line numbers as an editor shows them, header = line 1).
 """
 
 from __future__ import annotations
@@ -43,13 +43,6 @@ def read_table(path: Path) -> pd.DataFrame:
     return df
 
 
-def find_table(directory: Path, stem: str) -> Path:
-    for suffix in SUFFIXES:
-        if (directory / f"{stem}{suffix}").is_file():
-            return directory / f"{stem}{suffix}"
-    raise DataError(f"{directory}: no {stem} table found (expected {stem}.csv, .tsv, .parquet or .jsonl)")
-
-
 def require_columns(df: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -66,41 +59,12 @@ def to_numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 def read_interactions_dir(directory: str | Path, need_rating: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``interactions.*`` (user_id, item_id[, rating][, timestamp]) and ``items.*`` (item_id + text fields)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"data.path={directory} is not a directory with interactions and items tables")
-    ipath, mpath = find_table(directory, "interactions"), find_table(directory, "items")
-    inter, items = read_table(ipath), read_table(mpath)
-    require_columns(inter, ["user_id", "item_id"] + (["rating"] if need_rating else []), ipath)
-    require_columns(items, ["item_id"], mpath)
-    if items.empty:
-        raise DataError(f"{mpath}: the items table has no rows")
-    if inter.empty:
-        raise DataError(f"{ipath}: the interactions table has no rows")
-    for col in ("user_id", "item_id"):
-        missing = inter[col].isna()
-        if missing.any():
-            raise DataError(f"{ipath}, line {int(np.flatnonzero(missing.to_numpy())[0]) + 2}: empty {col}")
-        inter[col] = inter[col].astype(str)
-    items["item_id"] = items["item_id"].astype(str)
-    dup = items["item_id"].duplicated()
-    if dup.any():
-        row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{mpath}, line {row + 2}: item_id {items['item_id'].iloc[row]} appears twice")
-    if "rating" in inter.columns:
-        inter["rating"] = to_numeric(inter, "rating", ipath)
-    if "timestamp" in inter.columns:
-        inter["timestamp"] = to_numeric(inter, "timestamp", ipath)
-    else:
-        log.warning("%s has no timestamp column: file order is taken as time order", ipath)
-        inter["timestamp"] = np.arange(len(inter), dtype=np.float64)
-    known = inter["item_id"].isin(items["item_id"])
-    if not known.all():
-        row = int(np.flatnonzero(~known.to_numpy())[0])
-        raise DataError(f"{ipath}, line {row + 2}: item_id {inter['item_id'].iloc[row]} is not in {mpath} "
-                        f"({int((~known).sum())} such rows); add the item's text or remove the rows")
-    return inter.reset_index(drop=True), items.reset_index(drop=True)
+    """``interactions.*`` + ``items.*`` under the default bad-row budget (kept for callers of the core API)."""
+    from translrec_dist.config import DataConfig
+    from translrec_dist.data.readers import read_source
+
+    src = read_source(DataConfig(format="interactions", path=str(directory)), need_rating)
+    return src.interactions, src.items
 
 
 def read_text_label(path: str | Path) -> pd.DataFrame:

@@ -63,19 +63,33 @@ def save_tokenizer(tokenizer, directory: Path) -> None:
     tokenizer.save_pretrained(str(directory))
 
 
+def batch_encoder(tokenizer, max_length: int):
+    """A ``datasets.map`` function calling the Rust tokenizer's ``encode_batch`` directly.
+
+    Same ids as ``tokenizer(text, text_pair, truncation="longest_first")`` without the Python-side
+    conversions, and no attention mask: without padding it is all ones, so the collator derives it.
+    """
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a copy: truncation is set on it
+    backend.enable_truncation(max_length, strategy="longest_first", direction=tokenizer.truncation_side)
+    backend.no_padding()
+    want_types = "token_type_ids" in tokenizer.model_input_names
+
+    def encode(batch: dict) -> dict:
+        pairs = batch.get("text_pair")
+        encodings = backend.encode_batch(list(zip(batch["text"], pairs, strict=True)) if pairs else batch["text"])
+        out = {"input_ids": [e.ids for e in encodings]}
+        if want_types:
+            out["token_type_ids"] = [e.type_ids for e in encodings]
+        return out
+
+    return encode
+
+
 def tokenize_frame(df: pd.DataFrame, tokenizer, max_length: int, num_proc: int | None = None) -> datasets.Dataset:
     """Tokenize a split in batches; no padding here (the collator pads each batch to its longest row)."""
     pair = "text_pair" in df and df["text_pair"].notna().any()
     cols = ["example_id", "text", "label"] + (["text_pair"] if pair else [])
     ds = datasets.Dataset.from_pandas(df[cols], preserve_index=False)
-    want_types = "token_type_ids" in tokenizer.model_input_names
-
-    def encode(batch):
-        enc = tokenizer(batch["text"], batch["text_pair"] if pair else None, truncation="longest_first",
-                        max_length=max_length, return_token_type_ids=want_types)
-        return dict(enc)
-
-    ds = ds.map(encode, batched=True, batch_size=1000, num_proc=num_proc,
-                remove_columns=[c for c in cols if c not in ("example_id", "label")],
-                desc="tokenize", load_from_cache_file=False)
-    return ds
+    return ds.map(batch_encoder(tokenizer, max_length), batched=True, batch_size=1000, num_proc=num_proc,
+                  remove_columns=[c for c in cols if c not in ("example_id", "label")], desc="tokenize",
+                  load_from_cache_file=False)

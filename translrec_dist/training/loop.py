@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from translrec_dist.config import RunConfig, dump_config
-from translrec_dist.data import build_tokenizer, load_text_splits, tokenize_splits, tokenizer_dir
+from translrec_dist.data import build_tokenizer, load_prepared_splits, load_text_splits, tokenize_splits, tokenizer_dir
 from translrec_dist.data.collate import PadCollator
-from translrec_dist.data.loader import eval_loader, steps_per_epoch, train_loader
+from translrec_dist.data.loader import eval_loader, train_loader, train_steps_per_epoch
 from translrec_dist.data.tokenize import load_tokenizer, save_tokenizer
 from translrec_dist.evaluation import evaluate
 from translrec_dist.models.cross_encoder import build_model, save_export
@@ -101,18 +101,22 @@ def run_training(cfg: RunConfig) -> dict:
     out = prepare_output_dir(cfg, accelerator, resuming=resume_path is not None)
 
     # ---- data
-    texts = load_text_splits(cfg)
-    tokenizer = get_tokenizer(cfg, texts, accelerator, resuming=resume_path is not None)
-    splits = tokenize_splits(cfg, texts, tokenizer)
-    collate = PadCollator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
     t, task = cfg.train, cfg.task
-    spe = steps_per_epoch(len(splits["train"]), t.micro_batch_size, t.grad_accum, world)
+    if cfg.data.streaming:  # prepared shards (translrec prepare; built here if missing), train streamed per rank
+        prepared = load_prepared_splits(cfg, accelerator.is_main_process)
+        tokenizer, splits, label_mean = prepared.tokenizer, prepared.splits, prepared.label_mean
+    else:
+        texts = load_text_splits(cfg)
+        tokenizer = get_tokenizer(cfg, texts, accelerator, resuming=resume_path is not None)
+        splits = tokenize_splits(cfg, texts, tokenizer)
+        label_mean = float(texts.frames["train"]["label"].mean()) if task == "rating" else None
+    collate = PadCollator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
+    spe = train_steps_per_epoch(splits["train"], t.micro_batch_size, t.grad_accum, world)
     if spe == 0:
         raise_small_data(cfg, len(splits["train"]), world)
     total_steps = t.max_steps or max(1, math.ceil(t.epochs * spe))
 
     # ---- model
-    label_mean = float(texts.frames["train"]["label"].mean()) if task == "rating" else None
     model = build_model(cfg, tokenizer, label_mean)
     optimizer = build_optimizer(cfg, model)
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
@@ -127,7 +131,7 @@ def run_training(cfg: RunConfig) -> dict:
     stage = zero_stage(accelerator)
     step = 0
     if resume_path is not None:
-        check_resume_compatible(cfg, read_trainer_state(resume_path), world, resume_path, stage)
+        check_resume_compatible(cfg, read_trainer_state(resume_path), world, resume_path, stage, spe)
         step = load_checkpoint(accelerator, resume_path)["step"]
         log.info("resumed from %s at step %d", resume_path, step)
 
@@ -183,7 +187,7 @@ def run_training(cfg: RunConfig) -> dict:
                 valid = evaluate(model, eval_loader(splits["valid"], collate, batch_size=cfg.eval.micro_batch_size,
                                                     rank=rank, world=world), accelerator, task)
                 write_metrics(accelerator, out, {"step": step, **{f"valid/{k}": v for k, v in valid.items()}})
-            state = trainer_state(cfg, step, world, total_steps, stage)
+            state = trainer_state(cfg, step, world, total_steps, stage, spe)
             stop = stop_requested(accelerator, cfg.output_dir) or (
                 t.stop_after_steps is not None and steps_this_run >= t.stop_after_steps)
             periodic = t.checkpoint_every and step % t.checkpoint_every == 0 and guard.streak == 0
@@ -205,7 +209,7 @@ def run_training(cfg: RunConfig) -> dict:
         accelerator.end_training()
         return {"stopped": True, "step": step}
 
-    save_checkpoint(accelerator, cfg.output_dir, step, trainer_state(cfg, step, world, total_steps, stage),
+    save_checkpoint(accelerator, cfg.output_dir, step, trainer_state(cfg, step, world, total_steps, stage, spe),
                     t.keep_checkpoints)
     results = final_evaluation(cfg, model, splits, collate, accelerator, step)
     export(cfg, accelerator, model, tokenizer)
@@ -244,17 +248,23 @@ def export(cfg: RunConfig, accelerator, model, tokenizer) -> None:
     accelerator.wait_for_everyone()
 
 
-def trainer_state(cfg: RunConfig, step: int, world: int, total_steps: int, stage: int | None) -> dict:
+def trainer_state(cfg: RunConfig, step: int, world: int, total_steps: int, stage: int | None, spe: int) -> dict:
     t = cfg.train
+    # The data position of every rank: all ranks take the same steps, so each has consumed exactly
+    # batches_into_epoch micro-batches of its deterministic per-epoch stream (the loader skips them on resume).
+    epoch, in_epoch = divmod(step, spe)
     return {"step": step, "world_size": world, "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum,
-            "total_steps": total_steps, "distributed": strategy_label(stage)}
+            "total_steps": total_steps, "distributed": strategy_label(stage),
+            "data": {"epoch": epoch, "batches_into_epoch": in_epoch * t.grad_accum, "steps_per_epoch": spe,
+                     "streaming": cfg.data.streaming}}
 
 
 def strategy_label(stage: int | None) -> str:
     return "ddp" if stage is None else f"zero{stage}"
 
 
-def check_resume_compatible(cfg: RunConfig, state: dict, world: int, path: Path, stage: int | None) -> None:
+def check_resume_compatible(cfg: RunConfig, state: dict, world: int, path: Path, stage: int | None,
+                            spe: int) -> None:
     """Called before anything is loaded: a mismatch stops the run instead of resuming wrongly (or hanging)."""
     from translrec_dist.errors import ConfigError
 
@@ -269,6 +279,10 @@ def check_resume_compatible(cfg: RunConfig, state: dict, world: int, path: Path,
         # A ZeRO checkpoint holds one optimizer (and for ZeRO-3 parameter) partition per rank.
         raise ConfigError(f"{path} is a {saved} checkpoint partitioned over {state['world_size']} processes; this "
                           f"run has {world}. Resume with {state['world_size']} processes, or: {how}")
+    if cfg.data.streaming and (state["world_size"] != world or state.get("data", {}).get("steps_per_epoch") != spe):
+        # Each rank's stream and the steps per epoch depend on the world size and the shards.
+        raise ConfigError(f"{path} was written by a streamed run with {state['world_size']} processes; resume it "
+                          f"with {state['world_size']} processes and the same prepared data, or: {how}")
     before = state["micro_batch_size"] * state["grad_accum"] * state["world_size"]
     now = t.micro_batch_size * t.grad_accum * world
     if before != now:

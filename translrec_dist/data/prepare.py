@@ -1,0 +1,196 @@
+"""``translrec prepare``: source -> examples -> tokenized Parquet shards + manifest, cached by content.
+
+Layout of ``data.cache_dir/<key>/`` (``key`` hashes everything that changes the shards: the data config,
+the task and seed, the tokenizer, and the source files' contents)::
+
+    manifest.json             counts, shards, tokenizer name + hash, config hash, source fingerprints, bad rows
+    tokenizer/                the tokenizer the shards were made with (trained here for tiny models)
+    train/part-00000.parquet  example_id, label, input_ids[, token_type_ids]; rows shuffled once, then cut
+    valid/..., test/...       into equal shards (sizes differ by at most one row)
+    ids/users.parquet         user_id -> index; ids/items.parquet: item_id -> index, text
+
+A build goes to ``<key>.tmp-PID`` and is renamed when complete, so a crash never leaves a half cache
+that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from translrec_dist.config import RunConfig
+from translrec_dist.errors import DataError
+
+log = logging.getLogger(__name__)
+PREPARE_VERSION = 1
+MANIFEST = "manifest.json"
+# Data settings that only change how prepared shards are read, not what they hold.
+READ_TIME_KEYS = {"streaming", "shuffle_buffer", "group_by_length", "num_workers", "cache_dir", "num_proc"}
+
+
+def cache_root(cfg: RunConfig) -> Path:
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "prepared"
+
+
+def source_files(cfg: RunConfig) -> list[Path]:
+    d = cfg.data
+    if d.format == "synthetic":
+        return []
+    path = Path(d.path)
+    if path.is_dir():
+        return sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
+    files = [path] + ([path.with_name("meta_" + path.name)] if d.format == "amazon" else [])
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{missing[0]}: file not found (data.path={d.path})")
+    return files
+
+
+def fingerprint(path: Path, memo: dict) -> dict:
+    """blake2b of the contents; remembered by (size, mtime) so a large corpus is hashed once."""
+    st = path.stat()
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    key = str(path.resolve())
+    if memo.get(key, {}).get("stamp") != stamp:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        memo[key] = {"stamp": stamp, "blake2b": h.hexdigest()}
+    return {"path": str(path), "bytes": st.st_size, "blake2b": memo[key]["blake2b"]}
+
+
+def tokenizer_spec(cfg: RunConfig) -> dict:
+    m = cfg.model
+    if m.tiny is not None and not m.init_from:
+        return {"name": "wordpiece trained on the data", "vocab_size": m.tiny.vocab_size}
+    from translrec_dist.data.tokenize import load_tokenizer
+
+    name = m.init_from or m.name_or_path
+    return {"name": name, "hash": tokenizer_hash(load_tokenizer(name, m.trust_remote_code))}
+
+
+def tokenizer_hash(tokenizer) -> str:
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def cache_key(cfg: RunConfig) -> tuple[str, dict]:
+    """The key of the prepared data for ``cfg`` and the inputs it hashes (recorded in the manifest)."""
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in READ_TIME_KEYS}
+    config = {"version": PREPARE_VERSION, "task": cfg.task, "seed": cfg.seed, "data": data}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    root = cache_root(cfg)
+    memo_path = root / "fingerprints.json"
+    memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+    sources = [fingerprint(f, memo) for f in source_files(cfg)]
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = memo_path.with_name(f"fingerprints.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(memo))
+    tmp.replace(memo_path)
+    inputs = {"config_hash": config_hash, "config": config, "tokenizer": tokenizer_spec(cfg), "sources": sources}
+    key = hashlib.sha256(json.dumps([config_hash, inputs["tokenizer"], sources], sort_keys=True).encode())
+    return key.hexdigest()[:16], inputs
+
+
+def prepare(cfg: RunConfig, force: bool = False) -> Path:
+    """Build (or reuse) the prepared data for ``cfg``; returns its directory."""
+    key, inputs = cache_key(cfg)
+    out = cache_root(cfg) / key
+    if (out / MANIFEST).is_file() and not force:
+        log.info("prepared data is up to date: %s (same config, tokenizer and source files)", out)
+        return out
+    tmp = out.with_name(f"{key}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = build(cfg, tmp, inputs)
+        manifest["key"] = key
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("prepared %s", out)
+    return out
+
+
+def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
+    from translrec_dist.data import build_tokenizer, load_text_splits
+    from translrec_dist.data.tokenize import save_tokenizer, tokenize_frame
+
+    d, timings = cfg.data, {}
+    start = time.perf_counter()
+    texts = load_text_splits(cfg)
+    timings["read_and_examples_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    tokenizer = build_tokenizer(cfg, texts)
+    save_tokenizer(tokenizer, out / "tokenizer")
+    timings["tokenizer_s"] = time.perf_counter() - start
+    splits = {}
+    start = time.perf_counter()
+    for name, df in texts.frames.items():
+        if name == "train":  # shuffled once so every shard is a random sample, not a block of users
+            df = df.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+        log.info("tokenizing %s: %d examples", name, len(df))
+        datasets.enable_progress_bars()  # the tokenize bar is prepare's progress display
+        try:
+            ds = tokenize_frame(df, tokenizer, d.max_length, num_proc=d.num_proc)
+        finally:
+            datasets.disable_progress_bars()
+        splits[name] = write_shards(ds, out / name, d.num_shards if name == "train" else 1)
+    timings["tokenize_and_write_s"] = time.perf_counter() - start
+    write_id_maps(texts, out / "ids")
+    frames = texts.frames
+    return {
+        "version": PREPARE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "task": cfg.task, "format": d.format, **inputs,
+        "tokenizer": {**inputs["tokenizer"], "hash": tokenizer_hash(tokenizer), "dir": "tokenizer",
+                      "vocab_size": len(tokenizer)},
+        "splits": splits, "report": texts.report,
+        "label_mean": float(frames["train"]["label"].mean()) if cfg.task == "rating" else None,
+        "ids": {"users": "ids/users.parquet", "items": "ids/items.parquet"} if texts.item_text is not None else None,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def write_shards(ds: datasets.Dataset, directory: Path, num_shards: int, progress: bool = True) -> dict:
+    directory.mkdir(parents=True)
+    num_shards = max(1, min(num_shards, len(ds)))
+    shards = []
+    for i in tqdm(range(num_shards), desc=f"write {directory.name}", disable=not progress or num_shards < 4,
+                  leave=False):
+        part = ds.shard(num_shards=num_shards, index=i, contiguous=True)
+        path = directory / f"part-{i:05d}.parquet"
+        part.to_parquet(str(path))
+        lengths = pc.list_value_length(part.data.column("input_ids"))
+        shards.append({"file": f"{directory.name}/{path.name}", "examples": len(part),
+                       "tokens": int(pc.sum(lengths).as_py() or 0)})
+    return {"examples": len(ds), "tokens": sum(s["tokens"] for s in shards), "shards": shards}
+
+
+def write_id_maps(texts, directory: Path) -> None:
+    """Dense indices for users and items, saved beside the shards (embedding tables, serving lookups)."""
+    if texts.item_text is None:
+        return
+    directory.mkdir(parents=True)
+    users = pd.unique(pd.concat([f["user_id"] for f in texts.frames.values()]))
+    pd.DataFrame({"user_id": users, "index": np.arange(len(users))}).to_parquet(directory / "users.parquet")
+    items = texts.item_text
+    pd.DataFrame({"item_id": items.index, "index": np.arange(len(items)), "text": items.to_numpy()}).to_parquet(
+        directory / "items.parquet")
+
+
+def read_manifest(directory: Path) -> dict:
+    return json.loads((directory / MANIFEST).read_text())

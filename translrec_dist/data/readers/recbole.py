@@ -1,0 +1,47 @@
+"""RecBole atomic files: ``NAME.inter`` and ``NAME.item``, tab-separated, ``name:type`` headers.
+
+The ``:type`` suffix (token, token_seq, float, float_seq) is dropped from column names; ``data.columns``
+maps our names to the file's when they differ (e.g. ``item_id: movie_id``). Every item field other than
+the id is item text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from translrec_dist.data.readers.files import read_delimited, require_columns
+from translrec_dist.data.readers.rows import BadRows
+from translrec_dist.errors import DataError
+
+
+def find_atomic(directory: Path) -> tuple[Path, Path]:
+    inters = sorted(directory.glob("*.inter"))
+    if len(inters) != 1:
+        found = ", ".join(p.name for p in inters) or "none"
+        raise DataError(f"{directory}: expected exactly one .inter file for data.format=recbole, found {found}")
+    item = inters[0].with_suffix(".item")
+    if not item.is_file():
+        raise DataError(f"{directory}: {inters[0].name} has no {item.name} beside it (items carry the text the "
+                        f"model reads)")
+    return inters[0], item
+
+
+def read_atomic_file(path: Path, bad: BadRows, columns: dict[str, str]):
+    df = read_delimited(path, "\t", bad)
+    df.columns = [c.split(":", 1)[0] if c != "_line" else c for c in df.columns]
+    return df.rename(columns={v: k for k, v in columns.items() if v in df.columns})
+
+
+def read_recbole(path: str | Path, bad: BadRows, columns: dict[str, str]):
+    """(interactions, items, files read) in raw form for ``normalize.finish``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"data.path={path} is not a directory with NAME.inter and NAME.item (data.format=recbole)")
+    inter_path, item_path = find_atomic(path)
+    inter = read_atomic_file(inter_path, bad, columns)
+    items = read_atomic_file(item_path, bad, columns)
+    hint = "; map differently named columns with data.columns, e.g. data.columns.item_id=movie_id"
+    require_columns(inter, ["user_id", "item_id"], inter_path, hint)
+    require_columns(items, ["item_id"], item_path, hint)
+    keep = [c for c in ("user_id", "item_id", "rating", "timestamp", "_line") if c in inter.columns]
+    return inter[keep], items, [inter_path, item_path]
