@@ -34,7 +34,7 @@ def test_bad_interactions_name_file_and_row(tmp_path, inter, items, expect):
 def test_non_utf8_is_reported(tmp_path):
     make_dir(tmp_path, "user_id,item_id\nu,1\n", ITEMS)
     (tmp_path / "items.csv").write_bytes(b"item_id,title\n1,caf\xe9\n")
-    with pytest.raises(DataError, match=r"items.csv: not UTF-8"):
+    with pytest.raises(DataError, match=r"items.csv, line 2: not utf-8"):
         read_interactions_dir(tmp_path, need_rating=False)
 
 
