@@ -108,10 +108,10 @@ def test_resume_checks_strategy_and_world_size_before_loading(tiny_cfg):
     cfg = tiny_cfg()
     state = {"step": 4, "world_size": 2, "micro_batch_size": 8, "grad_accum": 1, "total_steps": 9,
              "distributed": "zero3"}
-    check_resume_compatible(cfg, state, 2, Path("ck"), 3)  # same setup: fine
+    check_resume_compatible(cfg, state, 2, Path("ck"), 3, 1)  # same setup: fine
     with pytest.raises(ConfigError, match="partitioned over 2 processes; this run has 4.*translrec export"):
-        check_resume_compatible(cfg, state, 4, Path("ck"), 3)
+        check_resume_compatible(cfg, state, 4, Path("ck"), 3, 1)
     with pytest.raises(ConfigError, match="written by a zero3 run; this run uses ddp"):
-        check_resume_compatible(cfg, state, 2, Path("ck"), None)
+        check_resume_compatible(cfg, state, 2, Path("ck"), None, 1)
     ddp = {**state, "distributed": "ddp", "world_size": 1, "micro_batch_size": 16}
-    check_resume_compatible(cfg, ddp, 2, Path("ck"), None)  # DDP: same global batch on more ranks is fine
+    check_resume_compatible(cfg, ddp, 2, Path("ck"), None, 1)  # DDP: same global batch on more ranks is fine
