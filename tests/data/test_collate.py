@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from translrec_dist.data.collate import PadCollator
@@ -40,3 +41,24 @@ def test_eval_loader_gives_every_rank_the_same_number_of_batches():
     assert len({len(loader) for loader in loaders}) == 1
     ids = [i for loader in loaders for b in loader for i in b["example_id"].tolist()]
     assert sorted(i for i in ids if i >= 0) == list(range(11))  # each row once; padding flagged -1
+
+
+def test_length_grouping_keeps_the_global_batches_and_cuts_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 60, size=400)
+    ds = rows(lengths.tolist())
+    collate = PadCollator(0)
+
+    def load(micro, rank, world, grouped):
+        return list(train_loader(ds, collate, micro=micro, accum=1, rank=rank, world=world, seed=1, epoch=0,
+                                 lengths=lengths if grouped else None))
+
+    two = [load(4, r, 2, True) for r in (0, 1)]
+    one = load(8, 0, 1, True)
+    assert [a["example_id"].tolist() + b["example_id"].tolist() for a, b in zip(*two, strict=True)] == \
+        [b["example_id"].tolist() for b in one]
+    plain = load(8, 0, 1, False)
+    cells = [sum(b["input_ids"].numel() for b in batches) for batches in (one, plain)]
+    assert cells[0] < 0.7 * cells[1]  # far less padding
+    assert sorted(i for b in one for i in b["example_id"].tolist()) == \
+        sorted(i for b in plain for i in b["example_id"].tolist())  # same examples this epoch

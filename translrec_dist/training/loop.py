@@ -10,6 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
@@ -112,6 +113,9 @@ def run_training(cfg: RunConfig) -> dict:
         label_mean = float(texts.frames["train"]["label"].mean()) if task == "rating" else None
     collate = PadCollator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
     spe = train_steps_per_epoch(splits["train"], t.micro_batch_size, t.grad_accum, world)
+    lengths = None  # tokens per row, for length grouping of map-style data (streaming groups on its own)
+    if cfg.data.group_by_length and not cfg.data.streaming:
+        lengths = np.fromiter(map(len, splits["train"]["input_ids"]), dtype=np.int64, count=len(splits["train"]))
     if spe == 0:
         raise_small_data(cfg, len(splits["train"]), world)
     total_steps = t.max_steps or max(1, math.ceil(t.epochs * spe))
@@ -149,7 +153,7 @@ def run_training(cfg: RunConfig) -> dict:
         epoch, in_epoch = divmod(step, spe)
         loader = train_loader(splits["train"], collate, micro=t.micro_batch_size, accum=t.grad_accum, rank=rank,
                               world=world, seed=cfg.seed, epoch=epoch, skip_batches=in_epoch * t.grad_accum,
-                              num_workers=cfg.data.num_workers)
+                              num_workers=cfg.data.num_workers, lengths=lengths)
         for i, batch in enumerate(loader):
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             with accelerator.accumulate(model):
