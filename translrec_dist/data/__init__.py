@@ -12,6 +12,7 @@ import pandas as pd
 
 from translrec_dist.config import RunConfig
 from translrec_dist.data.examples import build_examples, split_text_label
+from translrec_dist.data.recbole_atomic import read_recbole_dir
 from translrec_dist.data.synthetic import generate_synthetic
 from translrec_dist.data.tables import read_interactions_dir, read_text_label
 from translrec_dist.data.tokenize import load_tokenizer, tokenize_frame, train_wordpiece
@@ -32,6 +33,8 @@ def read_source(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     if d.format == "synthetic":
         inter, items = generate_synthetic(d.synthetic)
         return inter.astype({"user_id": str, "item_id": str}), items.astype({"item_id": str})
+    if d.format == "recbole":
+        return read_recbole_dir(d.path)
     return read_interactions_dir(d.path, need_rating=cfg.task == "rating" or d.positive_threshold is not None)
 
 

@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, BertConfig
 
 from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.transfer import apply_transfer_knobs, merged_encoder
 
 HEAD_FILE = "head.safetensors"
 CONFIG_FILE = "translrec.yaml"
@@ -82,11 +83,13 @@ def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
     if max_pos and cfg.data.max_length > max_pos:
         raise ConfigError(f"data.max_length={cfg.data.max_length} exceeds the encoder's "
                           f"max_position_embeddings={max_pos} ({cfg.source})")
+    if m.random_init:  # the pretrained architecture and tokenizer, random weights: the "from scratch" baseline
+        return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
     return load_pretrained_encoder(path, m.attn_implementation, m.trust_remote_code)
 
 
 def build_model(cfg: RunConfig, tokenizer, label_mean: float | None = None) -> CrossEncoder:
-    encoder = build_encoder(cfg, vocab_size=len(tokenizer))
+    encoder = apply_transfer_knobs(build_encoder(cfg, vocab_size=len(tokenizer)), cfg)
     model = CrossEncoder(encoder, cfg.model.pooling, cfg.model.head_dropout)
     if cfg.model.init_from and (Path(cfg.model.init_from) / HEAD_FILE).is_file():
         model.head.load_state_dict(load_file(str(Path(cfg.model.init_from) / HEAD_FILE)))
@@ -107,10 +110,12 @@ def save_export(out_dir: Path, state_dict: dict, model: CrossEncoder, tokenizer,
     if not enc_state or not head_state or any(v.numel() == 0 for v in enc_state.values()):
         raise RuntimeError("refusing to write an empty export: the state dict has no encoder/head weights "
                            "(under ZeRO-3 set stage3_gather_16bit_weights_on_model_save)")
-    model.encoder.save_pretrained(str(out_dir), state_dict=enc_state, safe_serialization=True)
+    encoder, enc_state = merged_encoder(model.encoder, enc_state)  # LoRA adapters merged: a plain encoder
+    encoder.save_pretrained(str(out_dir), state_dict=enc_state, safe_serialization=True)
     save_file(head_state, str(out_dir / HEAD_FILE))
     tokenizer.save_pretrained(str(out_dir))
-    dump_config(replace(cfg, train=replace(cfg.train, resume_from=None)), out_dir / CONFIG_FILE)
+    dump_config(replace(cfg, train=replace(cfg.train, resume_from=None), model=replace(cfg.model, lora=None)),
+                out_dir / CONFIG_FILE)
 
 
 def load_export(model_dir: str | Path):

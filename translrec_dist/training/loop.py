@@ -23,8 +23,18 @@ from translrec_dist.data.loader import eval_loader, steps_per_epoch, train_loade
 from translrec_dist.data.tokenize import load_tokenizer, save_tokenizer
 from translrec_dist.evaluation import evaluate
 from translrec_dist.models.cross_encoder import build_model, save_export
-from translrec_dist.training.checkpoint import checkpoint_root, load_checkpoint, resolve_resume, save_checkpoint
+from translrec_dist.models.transfer import layer_lr_scale
+from translrec_dist.training.checkpoint import (
+    STATE_FILE,
+    best_checkpoint,
+    checkpoint_root,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+    save_state_atomically,
+)
 from translrec_dist.training.distributed import build_accelerator, stop_requested
+from translrec_dist.training.tasks import SELF_LOSS_TASKS, build_self_loss_task
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +46,17 @@ def loss_fn(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 def build_optimizer(cfg: RunConfig, model) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and LayerNorm; optional separate head learning rate."""
+    """AdamW; no weight decay on biases and LayerNorm; optional separate head learning rate and
+    layer-wise decay of the encoder's learning rate (train.layer_lr_decay)."""
     t = cfg.train
+    num_layers = getattr(getattr(model, "encoder", model), "config", None)
+    num_layers = getattr(num_layers, "num_hidden_layers", 0)
     groups: dict[tuple, list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        lr = (t.head_lr or t.lr) if name.startswith("head.") else t.lr
+        lr = (t.head_lr or t.lr) if name.startswith("head.") else t.lr * layer_lr_scale(name, num_layers,
+                                                                                        t.layer_lr_decay)
         wd = 0.0 if p.ndim < 2 else t.weight_decay
         groups.setdefault((lr, wd), []).append(p)
     return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
@@ -86,20 +100,30 @@ def train(cfg: RunConfig) -> dict:
     resume_path = resolve_resume(cfg.train.resume_from, cfg.output_dir)
     out = prepare_output_dir(cfg, accelerator, resuming=resume_path is not None)
 
-    # ---- data
-    texts = load_text_splits(cfg)
-    tokenizer = get_tokenizer(cfg, texts, accelerator, resuming=resume_path is not None)
-    splits = tokenize_splits(cfg, texts, tokenizer)
-    collate = PadCollator(tokenizer.pad_token_id)
+    # ---- data and model
     t, task = cfg.train, cfg.task
+    if task in SELF_LOSS_TASKS:  # the model computes its loss; the task brings its data and evaluator
+        setup = build_self_loss_task(cfg, lambda texts: get_tokenizer(cfg, texts, accelerator, resume_path is not None))
+        tokenizer, splits, collate, model = setup.tokenizer, setup.splits, setup.collate, setup.model
+        evaluate_split, write_export = setup.evaluate, setup.save_export
+    else:
+        texts = load_text_splits(cfg)
+        tokenizer = get_tokenizer(cfg, texts, accelerator, resuming=resume_path is not None)
+        splits = tokenize_splits(cfg, texts, tokenizer)
+        collate = PadCollator(tokenizer.pad_token_id)
+        label_mean = float(texts.frames["train"]["label"].mean()) if task == "rating" else None
+        model = build_model(cfg, tokenizer, label_mean)
+        write_export = save_export
+
+        def evaluate_split(prepared, split: str, accelerator) -> dict:
+            loader = eval_loader(splits[split], collate, batch_size=cfg.eval.micro_batch_size,
+                                 rank=accelerator.process_index, world=accelerator.num_processes)
+            return evaluate(prepared, loader, accelerator, task)
+
     spe = steps_per_epoch(len(splits["train"]), t.micro_batch_size, t.grad_accum, world)
     if spe == 0:
         raise_small_data(cfg, len(splits["train"]), world)
     total_steps = t.max_steps or max(1, math.ceil(t.epochs * spe))
-
-    # ---- model
-    label_mean = float(texts.frames["train"]["label"].mean()) if task == "rating" else None
-    model = build_model(cfg, tokenizer, label_mean)
     optimizer = build_optimizer(cfg, model)
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
@@ -107,7 +131,7 @@ def train(cfg: RunConfig) -> dict:
     if t.report_to:
         accelerator.init_trackers(Path(cfg.output_dir).name, config=flat_config(cfg))
 
-    step = 0
+    step, best = 0, read_best(cfg)
     if resume_path is not None:
         state = load_checkpoint(accelerator, resume_path)
         check_resume_compatible(cfg, state, world, resume_path)
@@ -131,8 +155,8 @@ def train(cfg: RunConfig) -> dict:
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    logits = model(**batch)
-                loss = loss_fn(task, logits, batch["labels"])
+                    output = model(**batch)
+                loss = output if task in SELF_LOSS_TASKS else loss_fn(task, output, batch["labels"])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -151,9 +175,9 @@ def train(cfg: RunConfig) -> dict:
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 write_metrics(accelerator, out, record)
             if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < total_steps:
-                valid = evaluate(model, eval_loader(splits["valid"], collate, batch_size=cfg.eval.micro_batch_size,
-                                                    rank=rank, world=world), accelerator, task)
+                valid = evaluate_split(model, "valid", accelerator)
                 write_metrics(accelerator, out, {"step": step, **{f"valid/{k}": v for k, v in valid.items()}})
+                best = keep_if_best(cfg, accelerator, valid, step, best)
             state = trainer_state(cfg, step, world, total_steps)
             stop = stop_requested(accelerator, cfg.output_dir) or (
                 t.stop_after_steps is not None and steps_this_run >= t.stop_after_steps)
@@ -175,18 +199,57 @@ def train(cfg: RunConfig) -> dict:
 
     save_checkpoint(accelerator, cfg.output_dir, step, trainer_state(cfg, step, world, total_steps),
                     t.keep_checkpoints)
-    results = final_evaluation(cfg, model, splits, collate, accelerator, step)
-    export(cfg, accelerator, model, tokenizer)
+    step = restore_if_better(cfg, accelerator, model, evaluate_split, step, best)
+    results = final_evaluation(cfg, model, evaluate_split, accelerator, step)
+    export(cfg, accelerator, model, tokenizer, write_export)
     accelerator.end_training()
     return results
 
 
-def final_evaluation(cfg, model, splits, collate, accelerator, step: int) -> dict:
+def metric_value(cfg: RunConfig, metrics: dict) -> float:
+    from translrec_dist.errors import ConfigError
+
+    if cfg.eval.best_metric not in metrics:
+        raise ConfigError(f"eval.best_metric={cfg.eval.best_metric} is not a validation metric of task={cfg.task}; "
+                          f"choose one of {', '.join(k for k in metrics if k != 'step')} ({cfg.source})")
+    return float(metrics[cfg.eval.best_metric])
+
+
+def read_best(cfg: RunConfig) -> dict | None:
+    path = best_checkpoint(cfg.output_dir) / STATE_FILE
+    return json.loads(path.read_text()) if cfg.eval.best_metric and path.is_file() else None
+
+
+def keep_if_best(cfg: RunConfig, accelerator, valid: dict, step: int, best: dict | None) -> dict | None:
+    """Checkpoint selection on validation (higher is better, e.g. ndcg@10): the best state is kept aside."""
+    if not cfg.eval.best_metric:
+        return best
+    value = metric_value(cfg, valid)
+    if best is not None and value <= best["value"]:
+        return best
+    best = {"step": step, "value": value, "metric": cfg.eval.best_metric}
+    save_state_atomically(accelerator, best_checkpoint(cfg.output_dir), best)
+    return best
+
+
+def restore_if_better(cfg: RunConfig, accelerator, model, evaluate_split, step: int, best: dict | None) -> int:
+    """Go back to the best validated state when the last step validates worse; returns the step evaluated."""
+    if best is None or best["step"] == step:
+        return step
+    last = metric_value(cfg, evaluate_split(model, "valid", accelerator))
+    if last >= best["value"]:
+        log.info("last step validates best (%s=%.4f)", cfg.eval.best_metric, last)
+        return step
+    log.info("restoring step %d (%s=%.4f > %.4f at the last step)", best["step"], cfg.eval.best_metric,
+             best["value"], last)
+    accelerator.load_state(str(best_checkpoint(cfg.output_dir)))
+    return best["step"]
+
+
+def final_evaluation(cfg, model, evaluate_split, accelerator, step: int) -> dict:
     results: dict = {}
     for split in cfg.eval.splits:
-        loader = eval_loader(splits[split], collate, batch_size=cfg.eval.micro_batch_size,
-                             rank=accelerator.process_index, world=accelerator.num_processes)
-        metrics = {**evaluate(model, loader, accelerator, cfg.task), "step": step}
+        metrics = {**evaluate_split(model, split, accelerator), "step": step}
         if split == "test":
             results.update(metrics)
         else:
@@ -199,13 +262,13 @@ def final_evaluation(cfg, model, splits, collate, accelerator, step: int) -> dic
     return results
 
 
-def export(cfg: RunConfig, accelerator, model, tokenizer) -> None:
+def export(cfg: RunConfig, accelerator, model, tokenizer, write_export=save_export) -> None:
     """``final/``: every rank joins the gather (a collective under ZeRO-3); the main process writes."""
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         final, tmp = Path(cfg.output_dir, "final"), Path(cfg.output_dir, "final.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        save_export(tmp, state_dict, accelerator.unwrap_model(model), tokenizer, cfg)
+        write_export(tmp, state_dict, accelerator.unwrap_model(model), tokenizer, cfg)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         log.info("exported %s", final)
