@@ -96,3 +96,22 @@ def all_metrics(ranks: np.ndarray, ranks_masked: np.ndarray, cold: np.ndarray, k
             **{f"cold_{k}": v for k, v in ranking_metrics(ranks[cold], ks).items()},
             **{f"cold_{k}": v for k, v in ranking_metrics(ranks_masked[cold], ks, "_masked").items()},
             "num_examples": int(len(ranks)), "num_cold": int(cold.sum())}
+
+
+def evaluate_retrieval_export(cfg, model_dir, split: str = "test") -> dict:
+    """Full-catalog metrics of a retrieval export on ``split`` of the config's data (one or more processes)."""
+    from accelerate import Accelerator
+
+    from translrec_dist.data import read_source
+    from translrec_dist.data.retrieval import RetrievalCollator, build_retrieval_data, tokenize_catalog, tokenize_users
+    from translrec_dist.models.bi_encoder import load_bi_export
+
+    model, tokenizer, _ = load_bi_export(model_dir)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model = accelerator.prepare(model)
+    data = build_retrieval_data(*read_source(cfg), cfg)
+    n = cfg.data.max_length
+    users = tokenize_users(data.splits[split], tokenizer, n)
+    catalog = tokenize_catalog(data.item_text, tokenizer, n)
+    return evaluate_ranking(model, users, data.splits[split], catalog, RetrievalCollator(tokenizer.pad_token_id),
+                            accelerator, cfg.eval.micro_batch_size, cfg.eval.ks)
