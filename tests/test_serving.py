@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, TINY, run_cli
 
+from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.errors import DataError
 from translrec_dist.serving import Recommender
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, accelerate_launch
 from safetensors.torch import load_file
 
+from tests.conftest import REPO, accelerate_launch
 from translrec_dist.models.bi_encoder import in_batch_loss
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, TINY, run_cli
 from safetensors.torch import load_file
 from transformers import AutoModel
 
+from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.data.tokenize import train_wordpiece
 from translrec_dist.models.bi_encoder import build_bi_encoder, save_bi_export
 from translrec_dist.training.loop import build_optimizer
@@ -99,8 +99,7 @@ def test_mlm_export_starts_a_retrieval_fine_tune_and_init_from_reloads_it(tmp_pa
     assert "ndcg@10" in json.loads((ft / "eval.json").read_text())
 
     # the fine-tune starts from the adapted encoder, and init_from continues from the fine-tune's export
-    from conftest import load_config
-
+    from translrec_dist.config import load_config
     from translrec_dist.data.tokenize import load_tokenizer
 
     cfg = load_config(TINY, [*FAST, "task=retrieval", "model.tiny=null", f"model.name_or_path={mlm / 'final'}"])

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FAST, TINY, accelerate_launch, run_cli
+
+from tests.conftest import FAST, TINY, accelerate_launch, run_cli
 
 RETRIEVAL = ["task=retrieval", "model.pooling=mean", "model.temperature=0.2"]
 
