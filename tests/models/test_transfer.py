@@ -111,3 +111,14 @@ def test_mlm_export_starts_a_retrieval_fine_tune_and_init_from_reloads_it(tmp_pa
     saved = load_file(str(ft / "final" / "model.safetensors"))
     torch.testing.assert_close(resumed.encoder.encoder.layer[1].output.dense.weight,
                                saved["encoder.layer.1.output.dense.weight"])
+
+
+def test_layer_wise_lr_decay_reaches_inside_the_mlm_model(tiny_cfg, tok):
+    from translrec_dist.models.mlm import build_mlm_model
+
+    cfg = tiny_cfg("task=mlm", "train.layer_lr_decay=0.5", "train.lr=1.0")
+    model = build_mlm_model(cfg, tok)
+    lr_of = {n: g["lr"] for g in build_optimizer(cfg, model).param_groups for n, p in model.named_parameters()
+             if any(p is q for q in g["params"])}
+    assert lr_of["lm.bert.encoder.layer.0.attention.self.query.weight"] == pytest.approx(0.25)
+    assert max(lr_of.values()) == pytest.approx(1.0)  # the MLM head

@@ -71,6 +71,15 @@ def merged_encoder(module: nn.Module, state: dict) -> tuple[nn.Module, dict]:
     return plain, {k: v.contiguous() for k, v in plain.state_dict().items()}
 
 
+def encoder_depth(model: nn.Module) -> int:
+    """Number of transformer layers of the (first) encoder inside ``model``; 0 if there is none."""
+    for module in model.modules():
+        layers = getattr(getattr(module, "config", None), "num_hidden_layers", None)
+        if isinstance(layers, int):
+            return layers
+    return 0
+
+
 def layer_lr_scale(name: str, num_layers: int, decay: float) -> float:
     """decay^(distance from the top): heads x1, layer i (0-based) x decay^(L-i), embeddings x decay^(L+1)."""
     if decay == 1.0:
@@ -78,7 +87,7 @@ def layer_lr_scale(name: str, num_layers: int, decay: float) -> float:
     if "embeddings." in name and "item_ids" not in name:
         depth = 0
     elif match := _LAYER.search(name):
-        depth = int(match.group(1)) + 1
+        depth = min(int(match.group(1)) + 1, num_layers)
     else:
         depth = num_layers + 1
     return decay ** (num_layers + 1 - depth)

@@ -23,7 +23,7 @@ from translrec_dist.data.loader import eval_loader, steps_per_epoch, train_loade
 from translrec_dist.data.tokenize import load_tokenizer, save_tokenizer
 from translrec_dist.evaluation import evaluate
 from translrec_dist.models.cross_encoder import build_model, save_export
-from translrec_dist.models.transfer import layer_lr_scale
+from translrec_dist.models.transfer import encoder_depth, layer_lr_scale
 from translrec_dist.training.checkpoint import (
     STATE_FILE,
     best_checkpoint,
@@ -49,8 +49,7 @@ def build_optimizer(cfg: RunConfig, model) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and LayerNorm; optional separate head learning rate and
     layer-wise decay of the encoder's learning rate (train.layer_lr_decay)."""
     t = cfg.train
-    num_layers = getattr(getattr(model, "encoder", model), "config", None)
-    num_layers = getattr(num_layers, "num_hidden_layers", 0)
+    num_layers = encoder_depth(model)
     groups: dict[tuple, list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
