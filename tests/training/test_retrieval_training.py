@@ -32,7 +32,10 @@ def test_retrieval_trains_and_reports_full_catalog_metrics(retrieval_run: Path):
     assert result["ndcg@10_masked"] > 0.15
     assert result["valid"]["ndcg@10"] > 0
     best = json.loads((retrieval_run / "checkpoints" / "best" / "trainer_state.json").read_text())
-    assert best["metric"] == "ndcg@10" and best["step"] in (100, 200, 300)
+    assert best["metric"] == "ndcg@10" and best["step"] % 100 == 0
+    # the exported model is the best validated one: the last step's, or the restored best state
+    assert result["valid"]["ndcg@10"] >= best["value"] - 1e-9
+    assert result["step"] == result["valid"]["step"]
     assert (retrieval_run / "final" / "model.safetensors").is_file()
 
 
