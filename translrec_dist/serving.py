@@ -168,8 +168,9 @@ class Recommender:
             seen = set(items)
         else:
             query = self.history_text(history)
-            wanted = {h.strip() for h in history}
-            seen = {i for i, t in zip(self.item_ids, self.titles, strict=True) if t in wanted}
+            wanted = {h.strip() for h in history}  # a history item counts as seen by its full text or title
+            text = self.source()[2]
+            seen = {i for i, t in zip(self.item_ids, self.titles, strict=True) if t in wanted or text.get(i) in wanted}
         scores = (self.encode([query], "users") @ self.embeddings.T)[0]
         if exclude_seen and seen:
             scores[torch.as_tensor(np.isin(self.item_ids, list(seen)))] = float("-inf")
