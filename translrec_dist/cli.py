@@ -128,6 +128,31 @@ def cmd_plan(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     print(format_plan(cfg, args.gpus_per_node, args.nodes, parse_bytes(args.gpu_mem)))
+def cmd_index(args) -> int:
+    from translrec_dist.serving import Recommender, read_new_items
+
+    rec = Recommender.from_pretrained(args.model, index=False)
+    rec.build_index(read_new_items(args.items) if args.items else None)
+    out = rec.save_index(Path(args.out) if args.out else None)
+    print(json.dumps({"index": str(out), "items": len(rec.item_ids), "dim": int(rec.embeddings.shape[1])}))
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from translrec_dist.serving import Recommender
+
+    rec = Recommender.from_pretrained(args.model, index=False)
+    rec.load_index(Path(args.index) if args.index else None)
+    result = rec.recommend(user=args.user, history=args.history, top_k=args.top_k, exclude_seen=args.exclude_seen)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from translrec_dist.serving import Recommender
+
+    rec = Recommender.from_pretrained(args.model, index=False)
+    print(json.dumps(rec.explain(args.user, args.item), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -172,6 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("port", type=int)
     m.add_argument("--timeout", type=float, default=120.0, help="seconds to keep trying (default 120)")
     m.set_defaults(func=cmd_check_master)
+    ix = sub.add_parser("index", help="encode the item catalog of a retrieval export (DIR/index)")
+    ix.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    ix.add_argument("--items", help="extra or new items (item_id + text columns), indexed from their text alone")
+    ix.add_argument("--out", help="index directory (default: MODEL/index)")
+    ix.set_defaults(func=cmd_index)
+
+    rc = sub.add_parser("recommend", help="top-K items for a user id or a history of item texts (JSON)")
+    rc.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    who = rc.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a user id of the model's data")
+    who.add_argument("--history", nargs="+", help="item texts the user interacted with, newest first")
+    rc.add_argument("--top-k", type=int, default=10)
+    rc.add_argument("--exclude-seen", action="store_true", help="leave the user's own items out")
+    rc.add_argument("--index", help="index directory (default: MODEL/index; built on the fly if missing)")
+    rc.set_defaults(func=cmd_recommend)
+
+    ex = sub.add_parser("explain", help="rank a user's history items by how much each one supports an item")
+    ex.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    ex.add_argument("--user", required=True)
+    ex.add_argument("--item", required=True)
+    ex.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("synth", help="write the built-in synthetic dataset as files")
     s.add_argument("--out", required=True)

@@ -34,6 +34,14 @@ class TinyBertConfig:
 
 
 @dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list = field(default_factory=lambda: ["query", "value"])
+
+
+@dataclass
 class ModelConfig:
     name_or_path: Optional[str] = None  # hub id or local directory of a pretrained encoder
     tiny: Optional[TinyBertConfig] = None  # or a tiny random-init BERT (CI, laptops)
@@ -42,6 +50,16 @@ class ModelConfig:
     head_dropout: float = 0.1
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     trust_remote_code: bool = False
+    random_init: bool = False  # the architecture of name_or_path with random weights (the "scratch" baseline)
+    # Transfer knobs
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0  # freeze the first N transformer layers
+    lora: Optional[LoraConfig] = None  # adapters through peft (pip install peft); merged into the export
+    # task: retrieval (bi-encoder)
+    similarity: Literal["cosine", "dot"] = "cosine"
+    temperature: float = 0.05  # softmax temperature of the in-batch loss (cosine similarity)
+    share_towers: bool = True  # one encoder for users and items; false: a separate item encoder
+    item_id_embeddings: bool = False  # add a learned per-item vector to the item text embedding (SASRec-style)
 
 
 @dataclass
@@ -113,10 +131,9 @@ class TrainConfig:
     collective_timeout_s: int = 600  # a dead rank ends the job after this long instead of hanging
     max_bad_steps: int = 3  # consecutive optimizer steps with a NaN/inf loss (skipped) before the run stops
     deterministic: bool = True
-    # Data parallelism: plain DDP, or DeepSpeed ZeRO stage 1/2/3 (configs/deepspeed/zeroN.json)
-    distributed: Literal["ddp", "zero1", "zero2", "zero3"] = "ddp"
-    offload: Literal["none", "optimizer", "all"] = "none"  # ZeRO CPU offload; "all" (parameters too) needs zero3
-    deepspeed_config: Optional[str] = None  # your own DeepSpeed JSON ("auto" values are filled from this YAML)
+    layer_lr_decay: float = 1.0  # lr x decay^(depth from the top) per encoder layer; 1.0: off
+    gather_negatives: bool = False  # retrieval: item embeddings of all ranks are negatives (world x batch)
+    mlm_probability: float = 0.15  # task mlm: fraction of tokens masked
 
 
 @dataclass
@@ -124,11 +141,13 @@ class EvalConfig:
     every_steps: Optional[int] = None  # validation every N steps; None: only at the end
     micro_batch_size: int = 64
     splits: list = field(default_factory=lambda: ["test"])  # written to eval.json at the end
+    best_metric: Optional[str] = None  # e.g. ndcg@10: keep the checkpoint with the best validation value
+    ks: list = field(default_factory=lambda: [10, 50])  # retrieval: cutoffs of ndcg@K and recall@K
 
 
 @dataclass
 class RunConfig:
-    task: Literal["ctr", "rating"] = "ctr"
+    task: Literal["ctr", "rating", "retrieval", "mlm"] = "ctr"
     output_dir: str = "runs/default"
     seed: int = 42
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -293,8 +312,22 @@ def validate(cfg: RunConfig) -> None:
             fail("model.tiny.vocab_size", "must be at least 100")
     if not 0 <= m.head_dropout < 1:
         fail("model.head_dropout", "must be in [0, 1)")
+    if m.random_init and m.name_or_path is None:
+        fail("model.random_init", "needs model.name_or_path (whose architecture and tokenizer are used)")
+    if m.freeze_layers < 0:
+        fail("model.freeze_layers", f"must be >= 0, got {m.freeze_layers}")
+    if not m.temperature > 0:
+        fail("model.temperature", f"must be > 0, got {m.temperature}")
+    if m.lora is not None and (m.lora.r < 1 or not m.lora.target_modules):
+        fail("model.lora", "needs r >= 1 and a non-empty target_modules list (e.g. [query, value])")
+    if m.item_id_embeddings and cfg.task != "retrieval":
+        fail("model.item_id_embeddings", "only applies to task=retrieval")
+    if cfg.task in ("retrieval", "mlm") and d.format == "text_label":
+        fail("task", f"task={cfg.task} needs item texts; use a recommendation format (e.g. synthetic, recbole)")
+    if cfg.task == "mlm" and m.init_from is not None:
+        fail("model.init_from", "task=mlm starts from model.name_or_path or model.tiny, not a translrec export")
 
-    if d.format != "synthetic" and not d.path:
+    if d.format not in ("synthetic", "recbole") and not d.path:  # recbole: null = the wheel's ml-100k
         fail("data.path", f"data.format={d.format} needs data.path (a "
              f"{'CSV/Parquet file' if d.format == 'text_label' else 'directory with the source files'})")
     unknown_columns = sorted(set(d.columns) - {"user_id", "item_id", "rating", "timestamp"})
@@ -330,6 +363,14 @@ def validate(cfg: RunConfig) -> None:
     if min(s.num_users, s.num_items, s.num_categories) < 1 or s.interactions_per_user < 3:
         fail("data.synthetic", "num_users, num_items, num_categories must be >= 1 and interactions_per_user >= 3")
 
+    if not 0 < t.layer_lr_decay <= 1:
+        fail("train.layer_lr_decay", f"must be in (0, 1], got {t.layer_lr_decay}")
+    if t.gather_negatives and cfg.task != "retrieval":
+        fail("train.gather_negatives", "only applies to task=retrieval")
+    if not 0 < t.mlm_probability < 1:
+        fail("train.mlm_probability", "must be in (0, 1)")
+    if not e.ks or any(not isinstance(k, int) or k < 1 for k in e.ks):
+        fail("eval.ks", f"must be a list of positive integers, got {e.ks}")
     if t.max_steps is not None and t.max_steps < 1:
         fail("train.max_steps", "must be >= 1 (or null to train for train.epochs)")
     if t.epochs <= 0:
@@ -379,6 +420,13 @@ def check_world_size(cfg: RunConfig, world_size: int) -> None:
                 f"grad_accum={t.grad_accum} x world_size={world_size} = {got} ({cfg.source}). "
                 f"Change train.grad_accum or train.micro_batch_size so the product matches."
             )
+
+
+def export_config(cfg: RunConfig) -> RunConfig:
+    """The config written beside an export: a plain model has no resume point, no training strategy (its
+    DeepSpeed JSON may not travel) and no adapters (LoRA is merged on export)."""
+    train = dataclasses.replace(cfg.train, resume_from=None, distributed="ddp", offload="none", deepspeed_config=None)
+    return dataclasses.replace(cfg, train=train, model=dataclasses.replace(cfg.model, lora=None))
 
 
 def dump_config(cfg: RunConfig, path: Path) -> None:

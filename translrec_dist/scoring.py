@@ -24,6 +24,10 @@ from translrec_dist.models.cross_encoder import load_export
 
 
 def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dict:
+    if cfg.task == "retrieval":
+        from translrec_dist.ranking import evaluate_retrieval_export
+
+        return {**evaluate_retrieval_export(cfg, model_dir, split), "split": split, "model": str(model_dir)}
     model, tokenizer, _ = load_export(model_dir)
     accelerator = Accelerator()
     model = accelerator.prepare(model)

@@ -8,7 +8,6 @@ with ``transformers.AutoModel.from_pretrained`` alone; the score is ``head(pool(
 from __future__ import annotations
 
 import inspect
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from transformers import AutoConfig, AutoModel, BertConfig
 
 from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.transfer import apply_transfer_knobs, merged_encoder
 
 HEAD_FILE = "head.safetensors"
 CONFIG_FILE = "translrec.yaml"
@@ -65,15 +65,19 @@ def drop_pooler(encoder: nn.Module) -> nn.Module:
     return encoder
 
 
+def tiny_bert_config(cfg: RunConfig, vocab_size: int | None = None) -> BertConfig:
+    t = cfg.model.tiny
+    return BertConfig(vocab_size=vocab_size or t.vocab_size, hidden_size=t.hidden_size,
+                      num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
+                      intermediate_size=t.intermediate_size, max_position_embeddings=t.max_position_embeddings,
+                      hidden_dropout_prob=t.hidden_dropout_prob,
+                      attention_probs_dropout_prob=t.attention_probs_dropout_prob)
+
+
 def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
     m = cfg.model
     if m.tiny is not None and m.init_from is None:
-        t = m.tiny
-        config = BertConfig(vocab_size=vocab_size or t.vocab_size, hidden_size=t.hidden_size,
-                            num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
-                            intermediate_size=t.intermediate_size, max_position_embeddings=t.max_position_embeddings,
-                            hidden_dropout_prob=t.hidden_dropout_prob,
-                            attention_probs_dropout_prob=t.attention_probs_dropout_prob)
+        config = tiny_bert_config(cfg, vocab_size)
         return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
     path = m.init_from or m.name_or_path
     try:
@@ -84,11 +88,13 @@ def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
     if max_pos and cfg.data.max_length > max_pos:
         raise ConfigError(f"data.max_length={cfg.data.max_length} exceeds the encoder's "
                           f"max_position_embeddings={max_pos} ({cfg.source})")
+    if m.random_init:  # the pretrained architecture and tokenizer, random weights: the "from scratch" baseline
+        return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
     return load_pretrained_encoder(path, m.attn_implementation, m.trust_remote_code)
 
 
 def build_model(cfg: RunConfig, tokenizer, label_mean: float | None = None) -> CrossEncoder:
-    encoder = build_encoder(cfg, vocab_size=len(tokenizer))
+    encoder = apply_transfer_knobs(build_encoder(cfg, vocab_size=len(tokenizer)), cfg)
     model = CrossEncoder(encoder, cfg.model.pooling, cfg.model.head_dropout)
     if cfg.model.init_from and (Path(cfg.model.init_from) / HEAD_FILE).is_file():
         model.head.load_state_dict(load_file(str(Path(cfg.model.init_from) / HEAD_FILE)))
@@ -101,7 +107,7 @@ def build_model(cfg: RunConfig, tokenizer, label_mean: float | None = None) -> C
 
 def save_export(out_dir: Path, state_dict: dict, model: CrossEncoder, tokenizer, cfg: RunConfig) -> None:
     """Write the export from a full (consolidated) state dict. Call on the main process only."""
-    from translrec_dist.config import dump_config
+    from translrec_dist.config import dump_config, export_config
 
     out_dir.mkdir(parents=True, exist_ok=True)
     enc_state = {k[len("encoder."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("encoder.")}
@@ -109,12 +115,11 @@ def save_export(out_dir: Path, state_dict: dict, model: CrossEncoder, tokenizer,
     if not enc_state or not head_state or any(v.numel() == 0 for v in enc_state.values()):
         raise RuntimeError("refusing to write an empty export: the state dict has no encoder/head weights "
                            "(under ZeRO-3 set stage3_gather_16bit_weights_on_model_save)")
-    model.encoder.save_pretrained(str(out_dir), state_dict=enc_state, safe_serialization=True)
+    encoder, enc_state = merged_encoder(model.encoder, enc_state)  # LoRA adapters merged: a plain encoder
+    encoder.save_pretrained(str(out_dir), state_dict=enc_state, safe_serialization=True)
     save_file(head_state, str(out_dir / HEAD_FILE))
     tokenizer.save_pretrained(str(out_dir))
-    # An export is a plain model: no resume point and no training strategy (its DeepSpeed JSON may not travel).
-    plain = replace(cfg.train, resume_from=None, distributed="ddp", offload="none", deepspeed_config=None)
-    dump_config(replace(cfg, train=plain), out_dir / CONFIG_FILE)
+    dump_config(export_config(cfg), out_dir / CONFIG_FILE)
 
 
 def load_export(model_dir: str | Path):

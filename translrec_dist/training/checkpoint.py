@@ -15,6 +15,7 @@ from pathlib import Path
 from translrec_dist.errors import ConfigError
 
 STATE_FILE = "trainer_state.json"
+BEST_DIR = "best"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -46,7 +47,22 @@ def resolve_resume(resume_from: str | None, output_dir: str | Path) -> Path | No
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, keep: int) -> Path:
     root = checkpoint_root(output_dir)
-    final, tmp = root / f"step_{step}", root / f"step_{step}.tmp"
+    final = save_state_atomically(accelerator, root / f"step_{step}", state)
+    if accelerator.is_main_process:
+        for old in complete_checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def best_checkpoint(output_dir: str | Path) -> Path:
+    """``checkpoints/best``: the state with the best validation ``eval.best_metric`` (never pruned)."""
+    return checkpoint_root(output_dir) / BEST_DIR
+
+
+def save_state_atomically(accelerator, final: Path, state: dict) -> Path:
+    """Every rank saves into ``final.tmp`` (a collective under ZeRO); the main process renames it."""
+    tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -58,8 +74,6 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        for old in complete_checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 

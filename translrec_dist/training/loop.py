@@ -24,17 +24,22 @@ from translrec_dist.data.loader import eval_loader, train_loader, train_steps_pe
 from translrec_dist.data.tokenize import load_tokenizer, save_tokenizer
 from translrec_dist.evaluation import evaluate
 from translrec_dist.models.cross_encoder import build_model, save_export
+from translrec_dist.models.transfer import encoder_depth, layer_lr_scale
 from translrec_dist.training.checkpoint import (
+    STATE_FILE,
+    best_checkpoint,
     checkpoint_root,
     load_checkpoint,
     read_trainer_state,
     resolve_resume,
     save_checkpoint,
+    save_state_atomically,
 )
 from translrec_dist.training.distributed import build_accelerator, stop_requested, zero_stage
 from translrec_dist.training.memory import write_memory_report
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
+from translrec_dist.training.tasks import SELF_LOSS_TASKS, build_self_loss_task
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +51,16 @@ def loss_fn(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 def build_optimizer(cfg: RunConfig, model) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and LayerNorm; optional separate head learning rate."""
+    """AdamW; no weight decay on biases and LayerNorm; optional separate head learning rate and
+    layer-wise decay of the encoder's learning rate (train.layer_lr_decay)."""
     t = cfg.train
+    num_layers = encoder_depth(model)
     groups: dict[tuple, list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        lr = (t.head_lr or t.lr) if name.startswith("head.") else t.lr
+        lr = (t.head_lr or t.lr) if name.startswith("head.") else t.lr * layer_lr_scale(name, num_layers,
+                                                                                        t.layer_lr_decay)
         wd = 0.0 if p.ndim < 2 else t.weight_decay
         groups.setdefault((lr, wd), []).append(p)
     return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
@@ -101,27 +109,37 @@ def run_training(cfg: RunConfig) -> dict:
     resume_path = resolve_resume(cfg.train.resume_from, cfg.output_dir)
     out = prepare_output_dir(cfg, accelerator, resuming=resume_path is not None)
 
-    # ---- data
+    # ---- data and model
     t, task = cfg.train, cfg.task
-    if cfg.data.streaming:  # prepared shards (translrec prepare; built here if missing), train streamed per rank
-        prepared = load_prepared_splits(cfg, accelerator.is_main_process)
-        tokenizer, splits, label_mean = prepared.tokenizer, prepared.splits, prepared.label_mean
+    if task in SELF_LOSS_TASKS:  # the model computes its loss; the task brings its data and evaluator
+        setup = build_self_loss_task(cfg, lambda texts: get_tokenizer(cfg, texts, accelerator, resume_path is not None))
+        tokenizer, splits, collate, model = setup.tokenizer, setup.splits, setup.collate, setup.model
+        evaluate_split, write_export = setup.evaluate, setup.save_export
     else:
-        texts = load_text_splits(cfg)
-        tokenizer = get_tokenizer(cfg, texts, accelerator, resuming=resume_path is not None)
-        splits = tokenize_splits(cfg, texts, tokenizer)
-        label_mean = float(texts.frames["train"]["label"].mean()) if task == "rating" else None
-    collate = PadCollator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
+        if cfg.data.streaming:  # prepared shards (translrec prepare; built here if missing), streamed per rank
+            prepared = load_prepared_splits(cfg, accelerator.is_main_process)
+            tokenizer, splits, label_mean = prepared.tokenizer, prepared.splits, prepared.label_mean
+        else:
+            texts = load_text_splits(cfg)
+            tokenizer = get_tokenizer(cfg, texts, accelerator, resuming=resume_path is not None)
+            splits = tokenize_splits(cfg, texts, tokenizer)
+            label_mean = float(texts.frames["train"]["label"].mean()) if task == "rating" else None
+        collate = PadCollator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
+        model = build_model(cfg, tokenizer, label_mean)
+        write_export = save_export
+
+        def evaluate_split(prepared, split: str, accelerator) -> dict:
+            loader = eval_loader(splits[split], collate, batch_size=cfg.eval.micro_batch_size,
+                                 rank=accelerator.process_index, world=accelerator.num_processes)
+            return evaluate(prepared, loader, accelerator, task)
+
     spe = train_steps_per_epoch(splits["train"], t.micro_batch_size, t.grad_accum, world)
-    lengths = None  # tokens per row, for length grouping of map-style data (streaming groups on its own)
-    if cfg.data.group_by_length and not cfg.data.streaming:
-        lengths = np.fromiter(map(len, splits["train"]["input_ids"]), dtype=np.int64, count=len(splits["train"]))
     if spe == 0:
         raise_small_data(cfg, len(splits["train"]), world)
     total_steps = t.max_steps or max(1, math.ceil(t.epochs * spe))
-
-    # ---- model
-    model = build_model(cfg, tokenizer, label_mean)
+    lengths = None  # tokens per row, for length grouping of map-style data (streaming groups on its own)
+    if cfg.data.group_by_length and not cfg.data.streaming and task not in SELF_LOSS_TASKS:
+        lengths = np.fromiter(map(len, splits["train"]["input_ids"]), dtype=np.int64, count=len(splits["train"]))
     optimizer = build_optimizer(cfg, model)
     scheduler = get_scheduler(t.schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
@@ -133,7 +151,7 @@ def run_training(cfg: RunConfig) -> dict:
         accelerator.init_trackers(Path(cfg.output_dir).name, config=flat_config(cfg))
 
     stage = zero_stage(accelerator)
-    step = 0
+    step, best = 0, read_best(cfg)
     if resume_path is not None:
         check_resume_compatible(cfg, read_trainer_state(resume_path), world, resume_path, stage, spe)
         step = load_checkpoint(accelerator, resume_path)["step"]
@@ -158,8 +176,8 @@ def run_training(cfg: RunConfig) -> dict:
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    logits = model(**batch)
-                loss = loss_fn(task, logits, batch["labels"])
+                    output = model(**batch)
+                loss = output if task in SELF_LOSS_TASKS else loss_fn(task, output, batch["labels"])
                 accelerator.backward(loss)
                 guard.add(loss)
                 # the optimizer step of a non-finite micro-batch is skipped on every rank alike
@@ -188,9 +206,9 @@ def run_training(cfg: RunConfig) -> dict:
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 write_metrics(accelerator, out, record)
             if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < total_steps:
-                valid = evaluate(model, eval_loader(splits["valid"], collate, batch_size=cfg.eval.micro_batch_size,
-                                                    rank=rank, world=world), accelerator, task)
+                valid = evaluate_split(model, "valid", accelerator)
                 write_metrics(accelerator, out, {"step": step, **{f"valid/{k}": v for k, v in valid.items()}})
+                best = keep_if_best(cfg, accelerator, valid, step, best)
             state = trainer_state(cfg, step, world, total_steps, stage, spe)
             stop = stop_requested(accelerator, cfg.output_dir) or (
                 t.stop_after_steps is not None and steps_this_run >= t.stop_after_steps)
@@ -215,18 +233,57 @@ def run_training(cfg: RunConfig) -> dict:
 
     save_checkpoint(accelerator, cfg.output_dir, step, trainer_state(cfg, step, world, total_steps, stage, spe),
                     t.keep_checkpoints)
-    results = final_evaluation(cfg, model, splits, collate, accelerator, step)
-    export(cfg, accelerator, model, tokenizer)
+    step = restore_if_better(cfg, accelerator, model, evaluate_split, step, best)
+    results = final_evaluation(cfg, model, evaluate_split, accelerator, step)
+    export(cfg, accelerator, model, tokenizer, write_export)
     accelerator.end_training()
     return results
 
 
-def final_evaluation(cfg, model, splits, collate, accelerator, step: int) -> dict:
+def metric_value(cfg: RunConfig, metrics: dict) -> float:
+    from translrec_dist.errors import ConfigError
+
+    if cfg.eval.best_metric not in metrics:
+        raise ConfigError(f"eval.best_metric={cfg.eval.best_metric} is not a validation metric of task={cfg.task}; "
+                          f"choose one of {', '.join(k for k in metrics if k != 'step')} ({cfg.source})")
+    return float(metrics[cfg.eval.best_metric])
+
+
+def read_best(cfg: RunConfig) -> dict | None:
+    path = best_checkpoint(cfg.output_dir) / STATE_FILE
+    return json.loads(path.read_text()) if cfg.eval.best_metric and path.is_file() else None
+
+
+def keep_if_best(cfg: RunConfig, accelerator, valid: dict, step: int, best: dict | None) -> dict | None:
+    """Checkpoint selection on validation (higher is better, e.g. ndcg@10): the best state is kept aside."""
+    if not cfg.eval.best_metric:
+        return best
+    value = metric_value(cfg, valid)
+    if best is not None and value <= best["value"]:
+        return best
+    best = {"step": step, "value": value, "metric": cfg.eval.best_metric}
+    save_state_atomically(accelerator, best_checkpoint(cfg.output_dir), best)
+    return best
+
+
+def restore_if_better(cfg: RunConfig, accelerator, model, evaluate_split, step: int, best: dict | None) -> int:
+    """Go back to the best validated state when the last step validates worse; returns the step evaluated."""
+    if best is None or best["step"] == step:
+        return step
+    last = metric_value(cfg, evaluate_split(model, "valid", accelerator))
+    if last >= best["value"]:
+        log.info("last step validates best (%s=%.4f)", cfg.eval.best_metric, last)
+        return step
+    log.info("restoring step %d (%s=%.4f > %.4f at the last step)", best["step"], cfg.eval.best_metric,
+             best["value"], last)
+    accelerator.load_state(str(best_checkpoint(cfg.output_dir)))
+    return best["step"]
+
+
+def final_evaluation(cfg, model, evaluate_split, accelerator, step: int) -> dict:
     results: dict = {}
     for split in cfg.eval.splits:
-        loader = eval_loader(splits[split], collate, batch_size=cfg.eval.micro_batch_size,
-                             rank=accelerator.process_index, world=accelerator.num_processes)
-        metrics = {**evaluate(model, loader, accelerator, cfg.task), "step": step}
+        metrics = {**evaluate_split(model, split, accelerator), "step": step}
         if split == "test":
             results.update(metrics)
         else:
@@ -239,13 +296,13 @@ def final_evaluation(cfg, model, splits, collate, accelerator, step: int) -> dic
     return results
 
 
-def export(cfg: RunConfig, accelerator, model, tokenizer) -> None:
+def export(cfg: RunConfig, accelerator, model, tokenizer, write_export=save_export) -> None:
     """``final/``: every rank joins the gather (a collective under ZeRO-3); the main process writes."""
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         final, tmp = Path(cfg.output_dir, "final"), Path(cfg.output_dir, "final.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        save_export(tmp, state_dict, accelerator.unwrap_model(model), tokenizer, cfg)
+        write_export(tmp, state_dict, accelerator.unwrap_model(model), tokenizer, cfg)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         log.info("exported %s", final)

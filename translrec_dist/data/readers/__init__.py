@@ -16,7 +16,7 @@ from translrec_dist.config import DataConfig
 from translrec_dist.data.readers.amazon import read_amazon
 from translrec_dist.data.readers.movielens import read_movielens
 from translrec_dist.data.readers.normalize import finish
-from translrec_dist.data.readers.recbole import read_recbole
+from translrec_dist.data.readers.recbole import bundled_ml100k, read_recbole
 from translrec_dist.data.readers.rows import BadRows
 from translrec_dist.data.readers.table import read_tables
 from translrec_dist.data.synthetic import generate_synthetic
@@ -39,7 +39,7 @@ def read_source(cfg: DataConfig, need_rating: bool) -> Source:
     if cfg.format == "movielens":
         inter, items, files = read_movielens(cfg.path, bad)
     elif cfg.format == "recbole":
-        inter, items, files = read_recbole(cfg.path, bad, cfg.columns)
+        inter, items, files = read_recbole(cfg.path or bundled_ml100k(), bad, cfg.columns)
     elif cfg.format == "amazon":
         inter, items, files = read_amazon(cfg.path, bad)
     elif cfg.format in ("interactions", "table"):

@@ -7,6 +7,7 @@ the id is item text.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from translrec_dist.data.readers.files import read_delimited, require_columns
@@ -45,3 +46,13 @@ def read_recbole(path: str | Path, bad: BadRows, columns: dict[str, str]):
     require_columns(items, ["item_id"], item_path, hint)
     keep = [c for c in ("user_id", "item_id", "rating", "timestamp", "_line") if c in inter.columns]
     return inter[keep], items, [inter_path, item_path]
+
+
+def bundled_ml100k() -> Path:
+    """MovieLens-100k as shipped in the recbole wheel (``data.format=recbole`` with no ``data.path``); the
+    files are only read, recbole itself is never imported."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("data.format=recbole with no data.path reads the MovieLens-100k files of the recbole "
+                        "wheel: pip install --no-deps recbole==1.2.1 (or set data.path)")
+    return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from translrec_dist.ranking import all_metrics, ranking_metrics, target_ranks
+
+
+def test_ranking_metrics_against_hand_computed_values():
+    ranks = np.array([0, 3, 12, 60])  # 0-based positions of the target among all items
+    m = ranking_metrics(ranks, ks=(10, 50))
+    assert m["ndcg@10"] == pytest.approx((1.0 + 1 / math.log2(5)) / 4)
+    assert m["recall@10"] == pytest.approx(0.5)
+    assert m["ndcg@50"] == pytest.approx((1.0 + 1 / math.log2(5) + 1 / math.log2(14)) / 4)
+    assert m["recall@50"] == pytest.approx(0.75)
+    assert m["mrr"] == pytest.approx((1 + 1 / 4 + 1 / 13 + 1 / 61) / 4)
+
+
+def test_target_ranks_full_catalog_with_and_without_history_masking():
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.7, 0.3],
+                           [0.2, 0.8, 0.9, 0.1, 0.6]])
+    targets = torch.tensor([2, 4])
+    history = [[0, 3], [2, 4]]  # user 1 re-consumes its target (4): it must stay rankable
+    ranks, masked = target_ranks(scores, targets, history)
+    assert ranks.tolist() == [2, 2]  # 0.9 and 0.7 beat 0.5; 0.8 and 0.9 beat 0.6
+    assert masked.tolist() == [0, 1]  # user 0's history removed; user 1 keeps 0.8 above its target
+
+
+def test_all_metrics_reports_cold_start_targets_separately():
+    ranks, masked = np.array([0, 9, 20]), np.array([0, 5, 10])
+    cold = np.array([False, True, True])
+    m = all_metrics(ranks, masked, cold, ks=(10,))
+    assert m["num_cold"] == 2 and m["num_examples"] == 3
+    assert m["cold_recall@10"] == pytest.approx(0.5)
+    assert m["cold_recall@10_masked"] == pytest.approx(0.5)
+    assert m["cold_ndcg@10_masked"] == pytest.approx((1 / math.log2(7)) / 2)
+    assert m["recall@10"] == pytest.approx(2 / 3)
+
+
+def test_retrieval_examples_histories_cold_items_and_popularity(tiny_cfg):
+    from translrec_dist.data.retrieval import build_retrieval_data
+
+    cfg = tiny_cfg("task=retrieval", "data.history_length=2")
+    inter = pd.DataFrame({"user_id": ["u"] * 5 + ["v"] * 4,
+                          "item_id": ["a", "b", "c", "d", "e", "b", "a", "c", "x"],
+                          "timestamp": [1, 2, 2, 3, 4, 1, 2, 3, 4]})
+    items = pd.DataFrame({"item_id": ["a", "b", "c", "d", "e", "x", "z"],
+                          "title": ["A", "B", "C", "D", "E", "X", ""]})
+    data = build_retrieval_data(inter, items, cfg)
+    assert list(data.item_ids) == ["a", "b", "c", "d", "e", "x"]  # empty text: not in the catalog
+    test = data.splits["test"].set_index("user_id")
+    assert test.loc["u", "label"] == 4 and test.loc["u", "history"] == [0, 1, 2, 3]
+    assert test.loc["u", "text"] == "D ; C"  # newest first, history_length=2
+    assert bool(test.loc["v", "cold"])  # x never occurs in a training interaction
+    assert bool(test.loc["u", "cold"])  # e is only u's test target
+    valid = data.splits["valid"].set_index("user_id")
+    assert valid.loc["u", "label"] == 3 and valid.loc["v", "label"] == 2
+    assert data.popularity.tolist() == [2, 2, 1, 0, 0, 0]  # train: u: a b c, v: b a
+    assert len(data.splits["train"]) == 2 + 1  # positions 1..2 of u, 1 of v

@@ -1,0 +1,93 @@
+"""Transfer-learning knobs on a pretrained encoder: freezing, LoRA adapters, layer-wise learning-rate decay.
+
+Freezing the embeddings and lower layers keeps what pretraining learned about language when the
+recommendation data is small; layer-wise decay (ULMFiT, ELECTRA) does the same softly.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+from torch import nn
+
+from translrec_dist.config import RunConfig
+from translrec_dist.errors import ConfigError
+
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def transformer_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of transformer blocks (BERT: encoder.layer; DistilBERT: transformer.layer)."""
+    n = getattr(encoder.config, "num_hidden_layers", None)
+    for module in encoder.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise ConfigError(f"cannot find the {n} transformer layers of {type(encoder).__name__} to freeze")
+
+
+def apply_transfer_knobs(encoder: nn.Module, cfg: RunConfig) -> nn.Module:
+    m = cfg.model
+    if m.freeze_embeddings:
+        embeddings = encoder.get_input_embeddings()
+        owner = getattr(encoder, "embeddings", embeddings)  # BERT: word + position + type embeddings + norm
+        for p in owner.parameters():
+            p.requires_grad_(False)
+    if m.freeze_layers:
+        layers = transformer_layers(encoder)
+        if m.freeze_layers > len(layers):
+            raise ConfigError(f"model.freeze_layers={m.freeze_layers} but the encoder has {len(layers)} layers "
+                              f"({cfg.source})")
+        for layer in layers[: m.freeze_layers]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+    if m.lora is not None:
+        encoder = add_lora(encoder, cfg)
+    return encoder
+
+
+def add_lora(encoder: nn.Module, cfg: RunConfig) -> nn.Module:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("model.lora needs the peft package: pip install peft (or set model.lora=null)") from None
+    lc = cfg.model.lora
+    names = {name.rsplit(".", 1)[-1] for name, _ in encoder.named_modules()}
+    missing = [t for t in lc.target_modules if t not in names]
+    if missing:
+        raise ConfigError(f"model.lora.target_modules: {missing[0]!r} is not a module of the encoder "
+                          f"({cfg.source}); BERT uses query, key, value, dense")
+    config = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules))
+    return get_peft_model(encoder, config)
+
+
+def merged_encoder(module: nn.Module, state: dict) -> tuple[nn.Module, dict]:
+    """(plain encoder, its state dict) for saving: LoRA adapters are merged into the base weights."""
+    if not hasattr(module, "merge_and_unload"):
+        return module, state
+    clone = copy.deepcopy(module).cpu()
+    clone.load_state_dict(state)
+    plain = clone.merge_and_unload()
+    return plain, {k: v.contiguous() for k, v in plain.state_dict().items()}
+
+
+def encoder_depth(model: nn.Module) -> int:
+    """Number of transformer layers of the (first) encoder inside ``model``; 0 if there is none."""
+    for module in model.modules():
+        layers = getattr(getattr(module, "config", None), "num_hidden_layers", None)
+        if isinstance(layers, int):
+            return layers
+    return 0
+
+
+def layer_lr_scale(name: str, num_layers: int, decay: float) -> float:
+    """decay^(distance from the top): heads x1, layer i (0-based) x decay^(L-i), embeddings x decay^(L+1)."""
+    if decay == 1.0:
+        return 1.0
+    if "embeddings." in name and "item_ids" not in name:
+        depth = 0
+    elif match := _LAYER.search(name):
+        depth = min(int(match.group(1)) + 1, num_layers)
+    else:
+        depth = num_layers + 1
+    return decay ** (num_layers + 1 - depth)

@@ -1,0 +1,123 @@
+"""Full-catalog ranking evaluation (the Recformer / UniSRec protocol): every target against every item.
+
+The catalog is encoded in slices, one per rank, and gathered; each rank scores its users in batches
+with one matmul against the whole catalog. The rank of the target is the number of items scoring
+strictly higher, so NDCG@K, Recall@K and MRR come from one integer per user. Metrics without a suffix
+rank the user's earlier items too (comparable with Recformer and RecBole's unfiltered full ranking);
+``_masked`` removes them from the ranking; ``cold_*`` restrict to targets no training interaction has.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from translrec_dist.data.loader import eval_loader
+
+
+def ranking_metrics(ranks: np.ndarray, ks=(10, 50), suffix: str = "") -> dict[str, float]:
+    """0-based ranks of the targets -> ndcg@K, recall@K (one relevant item per user) and mrr."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    if len(ranks) == 0:
+        return out
+    for k in ks:
+        hit = ranks < k
+        out[f"ndcg@{k}{suffix}"] = float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)))
+        out[f"recall@{k}{suffix}"] = float(np.mean(hit))
+    out[f"mrr{suffix}"] = float(np.mean(1.0 / (ranks + 1.0)))
+    return out
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: list[list[int]]) -> tuple[torch.Tensor, ...]:
+    """(rank, rank with the history masked) of each row's target in ``scores`` [users x items]."""
+    target_score = scores.gather(1, targets[:, None])
+    ranks = (scores > target_score).sum(1)
+    rows = torch.repeat_interleave(torch.arange(len(history)), torch.tensor([len(h) for h in history]))
+    cols = torch.tensor([i for h in history for i in h], dtype=torch.long)
+    masked = scores.clone()
+    masked[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
+    masked.scatter_(1, targets[:, None], target_score)  # a re-consumed target stays rankable
+    return ranks, (masked > target_score).sum(1)
+
+
+@torch.no_grad()
+def encode_catalog(model, catalog, collate, accelerator, batch_size: int) -> torch.Tensor:
+    """[num_items x dim] item vectors: each rank encodes a slice (same length on every rank, as ZeRO-3
+    forwards are collectives), then the slices are gathered and put back in catalog order."""
+    loader = eval_loader(catalog, collate, batch_size=batch_size, rank=accelerator.process_index,
+                         world=accelerator.num_processes)
+    ids, vecs = [], []
+    for batch in loader:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            vecs.append(model(**batch, encode="items").float())
+        ids.append(batch["example_id"])
+    ids_all = accelerator.gather(torch.cat(ids))
+    vecs_all = accelerator.gather(torch.cat(vecs))
+    keep = ids_all >= 0
+    out = torch.empty(len(catalog), vecs_all.shape[1], device=vecs_all.device)
+    out[ids_all[keep]] = vecs_all[keep]
+    return out
+
+
+@torch.no_grad()
+def evaluate_ranking(model, users, frame, catalog, collate, accelerator, batch_size: int,
+                     ks=(10, 50)) -> dict[str, float]:
+    """Metrics of one split. ``users``: tokenized histories; ``frame``: the split's rows (history, cold)."""
+    was_training = model.training
+    model.eval()
+    items = encode_catalog(model, catalog, collate, accelerator, batch_size)
+    history = dict(zip(frame["example_id"].to_numpy(), frame["history"], strict=True))
+    loader = eval_loader(users, collate, batch_size=batch_size, rank=accelerator.process_index,
+                         world=accelerator.num_processes)
+    ids, ranks, ranks_masked = [], [], []
+    for batch in loader:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            vectors = model(**batch, encode="users").float()
+        example_ids = batch["example_id"]
+        hist = [history.get(int(i), []) if i >= 0 else [] for i in example_ids.tolist()]
+        r, rm = target_ranks(vectors @ items.T, batch["item_index"], hist)
+        ids.append(example_ids)
+        ranks.append(r)
+        ranks_masked.append(rm)
+    model.train(was_training)
+    ids_all, r_all, rm_all = (accelerator.gather(torch.cat(x)).cpu().numpy() for x in (ids, ranks, ranks_masked))
+    keep = ids_all >= 0
+    ids_all, first = np.unique(ids_all[keep], return_index=True)
+    r_all, rm_all = r_all[keep][first], rm_all[keep][first]
+    cold = frame.set_index("example_id")["cold"].reindex(ids_all).to_numpy().astype(bool)
+    return {**all_metrics(r_all, rm_all, cold, ks), "num_items": len(catalog)}
+
+
+def all_metrics(ranks: np.ndarray, ranks_masked: np.ndarray, cold: np.ndarray, ks=(10, 50)) -> dict[str, float]:
+    return {**ranking_metrics(ranks, ks), **ranking_metrics(ranks_masked, ks, "_masked"),
+            **{f"cold_{k}": v for k, v in ranking_metrics(ranks[cold], ks).items()},
+            **{f"cold_{k}": v for k, v in ranking_metrics(ranks_masked[cold], ks, "_masked").items()},
+            "num_examples": int(len(ranks)), "num_cold": int(cold.sum())}
+
+
+def evaluate_retrieval_export(cfg, model_dir, split: str = "test") -> dict:
+    """Full-catalog metrics of a retrieval export on ``split`` of the config's data (one or more processes)."""
+    from accelerate import Accelerator
+
+    from translrec_dist.data import read_source
+    from translrec_dist.data.retrieval import build_retrieval_data
+    from translrec_dist.models.bi_encoder import load_bi_export
+
+    model, tokenizer, _ = load_bi_export(model_dir)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    data = build_retrieval_data(*read_source(cfg), cfg)
+    return evaluate_on_data(accelerator.prepare(model), tokenizer, cfg, data, split, accelerator)
+
+
+def evaluate_on_data(model, tokenizer, cfg, data, split: str, accelerator) -> dict:
+    """Tokenize one split's histories and the catalog with ``tokenizer``, then rank (``evaluate_ranking``)."""
+    from translrec_dist.data.retrieval import RetrievalCollator, tokenize_catalog, tokenize_users
+
+    n = cfg.data.max_length
+    users = tokenize_users(data.splits[split], tokenizer, n)
+    catalog = tokenize_catalog(data.item_text, tokenizer, n)
+    return evaluate_ranking(model, users, data.splits[split], catalog, RetrievalCollator(tokenizer.pad_token_id),
+                            accelerator, cfg.eval.micro_batch_size, cfg.eval.ks)
