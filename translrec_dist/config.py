@@ -131,6 +131,10 @@ class TrainConfig:
     collective_timeout_s: int = 600  # a dead rank ends the job after this long instead of hanging
     max_bad_steps: int = 3  # consecutive optimizer steps with a NaN/inf loss (skipped) before the run stops
     deterministic: bool = True
+    # Data parallelism: plain DDP, or DeepSpeed ZeRO stage 1/2/3 (configs/deepspeed/zeroN.json)
+    distributed: Literal["ddp", "zero1", "zero2", "zero3"] = "ddp"
+    offload: Literal["none", "optimizer", "all"] = "none"  # ZeRO CPU offload; "all" (parameters too) needs zero3
+    deepspeed_config: Optional[str] = None  # your own DeepSpeed JSON ("auto" values are filled from this YAML)
     layer_lr_decay: float = 1.0  # lr x decay^(depth from the top) per encoder layer; 1.0: off
     gather_negatives: bool = False  # retrieval: item embeddings of all ranks are negatives (world x batch)
     mlm_probability: float = 0.15  # task mlm: fraction of tokens masked
