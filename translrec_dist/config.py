@@ -105,6 +105,9 @@ class DataConfig:
     shuffle_buffer: int = 10_000
     group_by_length: bool = False  # batches of similar length inside windows of 64 batches (less padding)
     record_example_ids: bool = False  # streaming: each rank logs consumed ids to OUTPUT_DIR/example_ids/
+    # false: prepare writes the example texts and the streaming loader tokenizes them on the fly
+    # (num_workers > 0: in DataLoader workers), for corpora too big to pre-tokenize. Needs streaming=true.
+    pretokenize: bool = True
 
 
 @dataclass
@@ -326,6 +329,9 @@ def validate(cfg: RunConfig) -> None:
         fail("model.lora", "needs r >= 1 and a non-empty target_modules list (e.g. [query, value])")
     if m.item_id_embeddings and cfg.task != "retrieval":
         fail("model.item_id_embeddings", "only applies to task=retrieval")
+    if not d.pretokenize and not d.streaming:
+        fail("data.pretokenize", "false (tokenize raw text on the fly) only applies to the streaming loader; "
+             "add data.streaming=true, or drop data.pretokenize=false to tokenize up front")
     if cfg.task in ("retrieval", "mlm") and d.format == "text_label":
         fail("task", f"task={cfg.task} needs item texts; use a recommendation format (e.g. synthetic, recbole)")
     if cfg.task == "mlm" and m.init_from is not None:

@@ -16,7 +16,7 @@ from translrec_dist.data import readers
 from translrec_dist.data.examples import build_examples, split_text_label
 from translrec_dist.data.filtering import kcore
 from translrec_dist.data.tables import read_text_label
-from translrec_dist.data.tokenize import load_tokenizer, tokenize_frame, train_wordpiece
+from translrec_dist.data.tokenize import ArrowEncoder, load_tokenizer, tokenize_dataset, tokenize_frame, train_wordpiece
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()
@@ -104,11 +104,15 @@ def load_prepared_splits(cfg: RunConfig, is_main: bool) -> PreparedSplits:
     manifest = read_manifest(directory)
     shards = manifest["splits"]["train"]["shards"]
     d = cfg.data
+    tokenizer = load_tokenizer(str(directory / "tokenizer"))
+    raw = not manifest.get("pretokenize", True)  # text shards: tokenized here (eval) and in the loader (train)
     train = ShardedTrain(directory, [s["file"] for s in shards], [s["examples"] for s in shards], d.shuffle_buffer,
-                         d.group_by_length, Path(cfg.output_dir) / "example_ids" if d.record_example_ids else None)
+                         d.group_by_length, Path(cfg.output_dir) / "example_ids" if d.record_example_ids else None,
+                         ArrowEncoder(tokenizer, d.max_length) if raw else None)
     splits: dict = {"train": train}
     for name in ("valid", "test"):
         files = [str(directory / s["file"]) for s in manifest["splits"][name]["shards"]]
         splits[name] = datasets.Dataset(pq.read_table(files))
-    tokenizer = load_tokenizer(str(directory / "tokenizer"))
+        if raw:
+            splits[name] = tokenize_dataset(splits[name], tokenizer, d.max_length)
     return PreparedSplits(directory, tokenizer, splits, manifest["label_mean"])

@@ -64,7 +64,7 @@ def train_loader(ds, collate, *, micro: int, accum: int, rank: int, world: int, 
     """
     if isinstance(ds, ShardedTrain):  # streamed shards: the split across ranks is by shard (see streaming)
         return stream_loader(ds, collate, micro=micro, accum=accum, rank=rank, world=world, seed=seed, epoch=epoch,
-                             skip_batches=skip_batches)
+                             skip_batches=skip_batches, num_workers=num_workers)
     steps = steps_per_epoch(len(ds), micro, accum, world)
     order = epoch_permutation(len(ds), seed, epoch)[: steps * accum * world * micro]
     if lengths is not None:

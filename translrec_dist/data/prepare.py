@@ -7,6 +7,8 @@ the task and seed, the tokenizer, and the source files' contents)::
     tokenizer/                the tokenizer the shards were made with (trained here for tiny models)
     train/part-00000.parquet  example_id, label, input_ids[, token_type_ids]; rows shuffled once, then cut
     valid/..., test/...       into equal shards (sizes differ by at most one row)
+                              data.pretokenize=false: example_id, label, text[, text_pair] instead of token
+                              ids (tokenized on the fly by the streaming loader; no token counts)
     ids/users.parquet         user_id -> index; ids/items.parquet: item_id -> index, text
 
 A build goes to ``<key>.tmp-PID`` and is renamed when complete, so a crash never leaves a half cache
@@ -128,7 +130,7 @@ def prepare(cfg: RunConfig, force: bool = False) -> Path:
 
 def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
     from translrec_dist.data import build_tokenizer, load_text_splits
-    from translrec_dist.data.tokenize import save_tokenizer, tokenize_frame
+    from translrec_dist.data.tokenize import save_tokenizer, text_columns, tokenize_dataset
 
     d, timings = cfg.data, {}
     start = time.perf_counter()
@@ -143,19 +145,21 @@ def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
     for name, df in texts.frames.items():
         if name == "train":  # shuffled once so every shard is a random sample, not a block of users
             df = df.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
-        log.info("tokenizing %s: %d examples", name, len(df))
-        datasets.enable_progress_bars()  # the tokenize bar is prepare's progress display
-        try:
-            ds = tokenize_frame(df, tokenizer, d.max_length, num_proc=d.num_proc)
-        finally:
-            datasets.disable_progress_bars()
+        ds = text_columns(df)
+        if d.pretokenize:
+            log.info("tokenizing %s: %d examples", name, len(df))
+            datasets.enable_progress_bars()  # the tokenize bar is prepare's progress display
+            try:
+                ds = tokenize_dataset(ds, tokenizer, d.max_length, num_proc=d.num_proc)
+            finally:
+                datasets.disable_progress_bars()
         splits[name] = write_shards(ds, out / name, d.num_shards if name == "train" else 1)
-    timings["tokenize_and_write_s"] = time.perf_counter() - start
+    timings["tokenize_and_write_s" if d.pretokenize else "write_s"] = time.perf_counter() - start
     write_id_maps(texts, out / "ids")
     frames = texts.frames
     return {
         "version": PREPARE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "task": cfg.task, "format": d.format, **inputs,
+        "task": cfg.task, "format": d.format, "pretokenize": d.pretokenize, **inputs,
         "tokenizer": {**inputs["tokenizer"], "hash": tokenizer_hash(tokenizer), "dir": "tokenizer",
                       "vocab_size": len(tokenizer)},
         "splits": splits, "report": texts.report,
@@ -174,10 +178,12 @@ def write_shards(ds: datasets.Dataset, directory: Path, num_shards: int, progres
         part = ds.shard(num_shards=num_shards, index=i, contiguous=True)
         path = directory / f"part-{i:05d}.parquet"
         part.to_parquet(str(path))
-        lengths = pc.list_value_length(part.data.column("input_ids"))
-        shards.append({"file": f"{directory.name}/{path.name}", "examples": len(part),
-                       "tokens": int(pc.sum(lengths).as_py() or 0)})
-    return {"examples": len(ds), "tokens": sum(s["tokens"] for s in shards), "shards": shards}
+        tokens = None  # unknown for raw-text shards
+        if "input_ids" in part.column_names:
+            tokens = int(pc.sum(pc.list_value_length(part.data.column("input_ids"))).as_py() or 0)
+        shards.append({"file": f"{directory.name}/{path.name}", "examples": len(part), "tokens": tokens})
+    counted = [s["tokens"] for s in shards if s["tokens"] is not None]
+    return {"examples": len(ds), "tokens": sum(counted) if len(counted) == len(shards) else None, "shards": shards}
 
 
 def write_id_maps(texts, directory: Path) -> None:

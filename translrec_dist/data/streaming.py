@@ -12,6 +12,10 @@ deterministic stream and skips that many batches without collating them: it sees
 had not seen yet, in the same batches. Changing the world size mid-epoch would change every rank's stream,
 so the training loop refuses it (resume with the same number of processes).
 
+Raw-text shards (``data.pretokenize=false``) go through the same stream; each window of rows is tokenized
+just before it is cut into batches (in DataLoader workers when data.num_workers > 0), so the batches equal
+those of the pretokenized shards, length grouping included (it sorts the freshly tokenized window).
+
 Every rank takes the same number of steps per epoch, computed from the manifest's shard sizes without
 communication: a rank running dry before the others would hang the next collective.
 """
@@ -19,13 +23,15 @@ communication: a rank running dry before the others would hang the next collecti
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow.compute as pc
+import torch.utils.data
 from datasets.distributed import split_dataset_by_node
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ class ShardedTrain:
     shuffle_buffer: int
     group_by_length: bool = False
     trace_dir: Path | None = None  # when set, each rank appends the example ids it consumes (tests, debugging)
+    encode: Callable | None = None  # raw-text shards (data.pretokenize=false): Arrow rows -> rows with token ids
 
     def __len__(self) -> int:
         return sum(self.shard_sizes)
@@ -72,11 +79,12 @@ class ShardedTrain:
         ds.set_epoch(epoch)  # last: with_format returns a copy that does not keep the epoch
         return ds
 
-    def batches(self, *, micro: int, accum: int, rank: int, world: int, seed: int, epoch: int) -> Iterator:
-        """This rank's micro-batches of the epoch as Arrow tables, exactly steps_per_epoch * accum of them.
+    def windows(self, *, micro: int, accum: int, rank: int, world: int, seed: int, epoch: int) -> Iterator:
+        """(window index, index of its first micro-batch, micro-batches it gives, rows) of this rank's epoch.
 
-        Arrow end to end (shuffle buffer, batching, length grouping): no Python object per row, so reading
-        stays a small fraction of even a tiny model's step.
+        Rows are read in windows (LENGTH_GROUP_WINDOW micro-batches with length grouping, else one) and cut
+        into micro-batches by ``cut``; together the windows give exactly steps_per_epoch * accum micro-batches.
+        Nothing is tokenized here, so a skipped window (resume, another worker's) costs only the read.
         """
         wanted = self.steps_per_epoch(micro, accum, world) * accum
         if wanted == 0:
@@ -85,46 +93,102 @@ class ShardedTrain:
         stream = self.stream(rank=rank, world=world, seed=seed, epoch=epoch)
         made = 0
         for w, chunk in enumerate(stream.iter(batch_size=window * micro)):
-            if self.group_by_length:  # stable sort: equal lengths keep stream order
-                order = np.argsort(pc.list_value_length(chunk.column("input_ids")).to_numpy(), kind="stable")
-                chunk = chunk.take(order)
-            group = [chunk.slice(i, micro) for i in range(0, len(chunk) - micro + 1, micro)]
-            if self.group_by_length:
-                group = [group[i] for i in np.random.default_rng([seed, epoch, rank, w]).permutation(len(group))]
-            for batch in group[:wanted - made]:
-                made += 1
-                yield batch
+            take = min(len(chunk) // micro, wanted - made)
+            yield w, made, take, chunk
+            made += take
             if made == wanted:
                 return
         raise RuntimeError(f"rank {rank} ran out of examples at batch {made} of {wanted} in epoch {epoch}: the "
                            f"shards differ from the manifest ({self.directory})")
 
+    def cut(self, w: int, take: int, chunk, *, micro: int, rank: int, seed: int, epoch: int) -> list:
+        """The first ``take`` micro-batches (Arrow tables with token ids) of window ``w``'s rows."""
+        if self.encode is not None:  # raw-text shards: tokenize the window in one batched call
+            chunk = self.encode(chunk)
+        if self.group_by_length:  # stable sort: equal lengths keep stream order
+            order = np.argsort(pc.list_value_length(chunk.column("input_ids")).to_numpy(), kind="stable")
+            chunk = chunk.take(order)
+        group = [chunk.slice(i, micro) for i in range(0, len(chunk) - micro + 1, micro)]
+        if self.group_by_length:
+            group = [group[i] for i in np.random.default_rng([seed, epoch, rank, w]).permutation(len(group))]
+        return group[:take]
+
+    def batches(self, *, micro: int, accum: int, rank: int, world: int, seed: int, epoch: int) -> Iterator:
+        """This rank's micro-batches of the epoch as Arrow tables, exactly steps_per_epoch * accum of them.
+
+        Arrow end to end (shuffle buffer, batching, length grouping): no Python object per row, so reading
+        stays a small fraction of even a tiny model's step.
+        """
+        for w, _, take, chunk in self.windows(micro=micro, accum=accum, rank=rank, world=world, seed=seed,
+                                              epoch=epoch):
+            yield from self.cut(w, take, chunk, micro=micro, rank=rank, seed=seed, epoch=epoch)
+
+
+def collated_windows(train: ShardedTrain, collate, *, micro: int, accum: int, rank: int, world: int, seed: int,
+                     epoch: int, skip_batches: int, worker: int = 0, workers: int = 1) -> Iterator[list]:
+    """For every ``workers``-th window from ``worker``: its [(batch index, example ids, collated batch)] after
+    ``skip_batches``. One item per window, even an empty one, so that a DataLoader taking its workers' items
+    round-robin returns the windows in stream order."""
+    for w, first, take, chunk in train.windows(micro=micro, accum=accum, rank=rank, world=world, seed=seed,
+                                               epoch=epoch):
+        if w % workers != worker:
+            continue
+        if first + take <= skip_batches:
+            yield []
+            continue
+        group = train.cut(w, take, chunk, micro=micro, rank=rank, seed=seed, epoch=epoch)
+        yield [(first + j, rows.column("example_id").to_pylist(), collate.arrow(rows))
+               for j, rows in enumerate(group) if first + j >= skip_batches]
+
+
+class _WorkerWindows(torch.utils.data.IterableDataset):
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        return collated_windows(**self.kwargs, worker=info.id, workers=info.num_workers)
+
+
+def _as_is(item):
+    return item
+
 
 def stream_loader(train: ShardedTrain, collate, *, micro: int, accum: int, rank: int, world: int, seed: int,
-                  epoch: int, skip_batches: int = 0) -> Iterator[dict]:
-    """Collated batches for this rank and epoch, after skipping the first ``skip_batches`` (resume)."""
+                  epoch: int, skip_batches: int = 0, num_workers: int = 0) -> Iterator[dict]:
+    """Collated batches for this rank and epoch, after skipping the first ``skip_batches`` (resume).
+
+    ``num_workers`` > 0: DataLoader workers tokenize (raw-text shards) and collate whole windows, each taking
+    every num_workers-th; every worker reads the whole stream (cheap Arrow) and skips the others' windows.
+    """
     if rank == 0 and epoch == 0 and skip_batches == 0 and world > 1 and not train.whole_shards(world):
         n = len(train.shard_files)
         log.warning("%d train shards do not divide %d processes: every rank reads all shards and keeps 1/%d of "
                     "the rows. Re-run prepare with data.num_shards=%d (a multiple of the world size)",
                     n, world, world, -(-n // world) * world)
-
-    def produce():
-        for i, rows in enumerate(train.batches(micro=micro, accum=accum, rank=rank, world=world, seed=seed,
-                                               epoch=epoch)):
-            if i >= skip_batches:
-                yield i, rows.column("example_id").to_pylist(), collate.arrow(rows)
+    args = dict(train=train, collate=collate, micro=micro, accum=accum, rank=rank, world=world, seed=seed,
+                epoch=epoch, skip_batches=skip_batches)
+    if num_workers > 0:
+        # The workers' tokenizers must not each start a thread pool (oversubscription, fork warnings).
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # batch_size=None: items are whole windows; the DataLoader returns them in worker round-robin order,
+        # which is stream order (see collated_windows). A private generator keeps the global RNG untouched.
+        windows = torch.utils.data.DataLoader(_WorkerWindows(**args), batch_size=None, num_workers=num_workers,
+                                              collate_fn=_as_is, generator=torch.Generator().manual_seed(seed))
+    else:
+        windows = collated_windows(**args)
 
     trace = None
     if train.trace_dir is not None:
         train.trace_dir.mkdir(parents=True, exist_ok=True)
         trace = open(train.trace_dir / f"rank{rank}.txt", "a")  # noqa: SIM115 - closed below
     try:
-        for i, ids, batch in produce():
-            if trace is not None:  # written when the loop takes the batch, not when it is read ahead
-                trace.write(f"{epoch} {i} {' '.join(map(str, ids))}\n")
-                trace.flush()
-            yield batch
+        for window in windows:
+            for i, ids, batch in window:
+                if trace is not None:  # written when the loop takes the batch, not when it is read ahead
+                    trace.write(f"{epoch} {i} {' '.join(map(str, ids))}\n")
+                    trace.flush()
+                yield batch
     finally:
         if trace is not None:
             trace.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
+import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -85,11 +86,46 @@ def batch_encoder(tokenizer, max_length: int):
     return encode
 
 
-def tokenize_frame(df: pd.DataFrame, tokenizer, max_length: int, num_proc: int | None = None) -> datasets.Dataset:
-    """Tokenize a split in batches; no padding here (the collator pads each batch to its longest row)."""
+def text_columns(df: pd.DataFrame) -> datasets.Dataset:
+    """The example columns that tokenization reads: example_id, text, label[, text_pair when any row has one]."""
     pair = "text_pair" in df and df["text_pair"].notna().any()
     cols = ["example_id", "text", "label"] + (["text_pair"] if pair else [])
-    ds = datasets.Dataset.from_pandas(df[cols], preserve_index=False)
+    return datasets.Dataset.from_pandas(df[cols], preserve_index=False)
+
+
+def tokenize_dataset(ds: datasets.Dataset, tokenizer, max_length: int, num_proc: int | None = None) -> datasets.Dataset:
+    """Tokenize a text split in batches; no padding here (the collator pads each batch to its longest row)."""
     return ds.map(batch_encoder(tokenizer, max_length), batched=True, batch_size=1000, num_proc=num_proc,
-                  remove_columns=[c for c in cols if c not in ("example_id", "label")], desc="tokenize",
+                  remove_columns=[c for c in ds.column_names if c not in ("example_id", "label")], desc="tokenize",
                   load_from_cache_file=False)
+
+
+def tokenize_frame(df: pd.DataFrame, tokenizer, max_length: int, num_proc: int | None = None) -> datasets.Dataset:
+    return tokenize_dataset(text_columns(df), tokenizer, max_length, num_proc)
+
+
+class ArrowEncoder:
+    """Tokenizes an Arrow table of text rows into the columns of a pretokenized shard (raw-text streaming).
+
+    The same ``batch_encoder`` as ``prepare``, so the ids equal the pretokenized ones. Picklable: DataLoader
+    workers get a copy and build their own Rust tokenizer on first use.
+    """
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self._encode = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_encode": None}
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        if self._encode is None:
+            self._encode = batch_encoder(self.tokenizer, self.max_length)
+        texts = {"text": table.column("text").to_pylist()}
+        if "text_pair" in table.column_names:
+            texts["text_pair"] = table.column("text_pair").to_pylist()
+        encoded = self._encode(texts)
+        out = table.select(["example_id", "label"])
+        for key, values in encoded.items():
+            out = out.append_column(key, pa.array(values, type=pa.list_(pa.int32())))
+        return out
