@@ -19,9 +19,10 @@ def test_tiny_config_loads_with_defaults_filled():
 
 def test_overrides_are_yaml_scalars_including_exponent_without_dot():
     cfg = load_config(TINY, ["train.lr=3e-5", "data.max_length=64", "train.report_to=[tensorboard]",
-                             "train.max_grad_norm=null"])
+                             "train.max_grad_norm=null", "train.precision=no"])
     assert cfg.train.lr == pytest.approx(3e-5) and cfg.data.max_length == 64
     assert cfg.train.report_to == ["tensorboard"] and cfg.train.max_grad_norm is None
+    assert cfg.train.precision == "no"  # YAML reads a bare `no` as false
 
 
 def test_switch_tiny_config_to_a_checkpoint(tmp_path):

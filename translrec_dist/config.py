@@ -244,6 +244,8 @@ def convert(tp, value, key: str, where: str):
         return build_dataclass(tp, value, key + ".", where)
     if origin is Literal:
         choices = typing.get_args(tp)
+        if value is False and "no" in choices:  # YAML 1.1 reads a bare `no` as false (train.precision=no)
+            value = "no"
         if value not in choices:
             raise ConfigError(
                 f"{key}: {value!r} is not one of {', '.join(map(str, choices))} ({where}). "
