@@ -72,8 +72,9 @@ class Recommender:
         return self._source
 
     def item_titles(self, items: pd.DataFrame, text: pd.Series) -> list[str]:
-        if "title" in items.columns:
-            return items["title"].fillna("").astype(str).tolist()
+        for column in ("title", "movie_title", "name"):  # generic tables, MovieLens/RecBole, Amazon-like
+            if column in items.columns:
+                return items[column].fillna("").astype(str).tolist()
         return text.tolist()
 
     # ------------------------------------------------------------------ index
