@@ -37,6 +37,17 @@ class _Rows(Dataset):
         return self.ds[int(self.indices[i])]
 
 
+class _ArrowBatches(Dataset):
+    def __init__(self, ds, batches: np.ndarray, collate):
+        self.ds, self.batches, self.collate = ds.with_format("arrow"), batches, collate
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return self.collate.arrow(self.ds[self.batches[i].tolist()])
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
@@ -72,8 +83,12 @@ def train_loader(ds, collate, *, micro: int, accum: int, rank: int, world: int, 
     batches = order.reshape(-1, micro)[rank::world][skip_batches:]
     # A private generator: creating the iterator must not draw from the global torch RNG, or a resumed
     # run's dropout masks would drift from the uninterrupted run's.
+    generator = torch.Generator().manual_seed(seed + epoch)
+    if hasattr(collate, "arrow") and hasattr(ds, "with_format"):  # one Arrow read per micro-batch, not a dict per row
+        return DataLoader(_ArrowBatches(ds, batches, collate), batch_size=None, shuffle=False,
+                          num_workers=num_workers, generator=generator)
     return DataLoader(_Rows(ds, batches.reshape(-1)), batch_size=micro, shuffle=False, collate_fn=collate,
-                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed + epoch))
+                      num_workers=num_workers, generator=generator)
 
 
 def eval_loader(ds, collate, *, batch_size: int, rank: int, world: int) -> DataLoader:
