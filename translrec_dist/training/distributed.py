@@ -104,13 +104,19 @@ def zero_stage(accelerator: Accelerator) -> int | None:
     return None if plugin is None else int(plugin.deepspeed_config["zero_optimization"]["stage"])
 
 
-def stop_requested(accelerator: Accelerator, output_dir: str) -> bool:
-    """True on every rank as soon as any rank sees a STOP file or got SIGTERM/SIGUSR1 (all stop on the same step)."""
-    local = stop_signal() is not None or Path(output_dir, STOP_FILE).exists()
-    if accelerator.num_processes == 1:
-        return local
-    flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+def stop_requested_here(output_dir: str) -> bool:
+    """This rank saw a STOP file or got SIGTERM/SIGUSR1 (ranks agree on it through ``agree``)."""
+    return stop_signal() is not None or Path(output_dir, STOP_FILE).exists()
+
+
+def agree(accelerator: Accelerator, *counts: float | torch.Tensor) -> list[float]:
+    """Per-rank counts summed over all ranks in one all-reduce: every decision that all ranks must take at the
+    same step (skip a non-finite step, stop) costs one host sync per optimizer step, not one each."""
+    dev = accelerator.device
+    stacked = torch.stack([torch.as_tensor(c, dtype=torch.float32, device=dev).reshape(()) for c in counts])
+    if accelerator.num_processes > 1:
+        stacked = accelerator.reduce(stacked, reduction="sum")
+    return stacked.tolist()
 
 
 def shutdown_process_group() -> None:

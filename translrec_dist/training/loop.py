@@ -35,7 +35,7 @@ from translrec_dist.training.checkpoint import (
     save_checkpoint,
     save_state_atomically,
 )
-from translrec_dist.training.distributed import build_accelerator, stop_requested, zero_stage
+from translrec_dist.training.distributed import agree, build_accelerator, stop_requested_here, zero_stage
 from translrec_dist.training.memory import write_memory_report
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
@@ -164,7 +164,7 @@ def run_training(cfg: RunConfig) -> dict:
     meter = Meter(accelerator)
     guard = NonFiniteLossGuard(accelerator, t.max_bad_steps)
     last_checkpoint = str(resume_path) if resume_path else None
-    stopped_early = False
+    stopped_early = stop_signalled = False
     steps_this_run = 0
     model.train()
     while step < total_steps:
@@ -180,8 +180,10 @@ def run_training(cfg: RunConfig) -> dict:
                 loss = output if task in SELF_LOSS_TASKS else loss_fn(task, output, batch["labels"])
                 accelerator.backward(loss)
                 guard.add(loss)
-                # the optimizer step of a non-finite micro-batch is skipped on every rank alike
-                finite = guard.step_is_finite() if accelerator.sync_gradients else True
+                finite = True
+                if accelerator.sync_gradients:  # one all-reduce for both step decisions every rank must share
+                    bad, stop_votes = agree(accelerator, guard.take(), stop_requested_here(cfg.output_dir))
+                    finite, stop_signalled = bad == 0, stop_votes > 0  # a non-finite step is skipped everywhere
                 if finite:
                     if accelerator.sync_gradients and t.max_grad_norm is not None:
                         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -210,8 +212,7 @@ def run_training(cfg: RunConfig) -> dict:
                 write_metrics(accelerator, out, {"step": step, **{f"valid/{k}": v for k, v in valid.items()}})
                 best = keep_if_best(cfg, accelerator, valid, step, best)
             state = trainer_state(cfg, step, world, total_steps, stage, spe)
-            stop = stop_requested(accelerator, cfg.output_dir) or (
-                t.stop_after_steps is not None and steps_this_run >= t.stop_after_steps)
+            stop = stop_signalled or (t.stop_after_steps is not None and steps_this_run >= t.stop_after_steps)
             periodic = t.checkpoint_every and step % t.checkpoint_every == 0 and guard.streak == 0
             if step < total_steps and (stop or periodic):
                 last_checkpoint = str(save_checkpoint(accelerator, cfg.output_dir, step, state, t.keep_checkpoints))

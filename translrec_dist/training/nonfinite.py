@@ -27,13 +27,12 @@ class NonFiniteLossGuard:
         """Record one micro-batch loss (no host sync)."""
         self._bad += (~torch.isfinite(loss.detach())).float()
 
-    def step_is_finite(self) -> bool:
-        """At an optimizer step: were all micro-batch losses finite on every rank since the last step?"""
-        bad = self._bad
-        if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad.clone(), reduction="sum")
+    def take(self) -> torch.Tensor:
+        """This rank's count of non-finite micro-batch losses since the last optimizer step (then reset);
+        the loop sums it over ranks with ``distributed.agree`` so that all ranks skip together."""
+        bad = self._bad.clone()
         self._bad.zero_()
-        return not bad.item() > 0
+        return bad
 
     def skipped(self, step: int, last_checkpoint: str | None) -> None:
         self.streak += 1

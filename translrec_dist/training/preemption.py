@@ -3,7 +3,7 @@
 SLURM sends SIGTERM on ``scancel`` and at the time limit (SIGKILL follows after KillWait, 30 s by default);
 the batch-shell trap of ``slurm/*.sbatch`` (``--signal=B:USR1@N``) writes ``output_dir/STOP`` instead,
 because torchrun forwards only TERM/INT/HUP/QUIT to its workers and SIGKILLs them ~30 s after a TERM.
-Either way ``distributed.stop_requested`` sees the request on some rank, all ranks agree through an
+Either way ``distributed.stop_requested_here`` sees the request on some rank, all ranks agree through an
 all-reduce, write one complete checkpoint and exit 0. Repeated signals change nothing: under srun a worker
 gets SIGTERM from slurmstepd and again from torchrun within milliseconds; both follow up with SIGKILL after
 their grace period (KillWait, torchrun's 30 s), which bounds the time a checkpoint may take.
