@@ -1,0 +1,69 @@
+"""Checkpoint file checks without training: what resolve_resume accepts, skips and refuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from translrec_dist.errors import ConfigError
+from translrec_dist.training.checkpoint import (
+    FILES_MANIFEST,
+    STATE_FILE,
+    checkpoint_problem,
+    checkpoint_root,
+    resolve_resume,
+    write_file_manifest,
+)
+
+
+def fake_checkpoint(out, step: int, manifest: bool = True):
+    path = checkpoint_root(out) / f"step_{step}"
+    (path / "pytorch_model").mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(bytes(range(256)) * 40)
+    (path / "pytorch_model" / "rank_1_states.pt").write_bytes(b"shard of rank 1" * 100)
+    if manifest:
+        write_file_manifest(path)
+    (path / STATE_FILE).write_text(json.dumps({"step": step}))
+    return path
+
+
+def test_intact_checkpoints_pass_and_auto_takes_the_newest(tmp_path):
+    for step in (2, 4):
+        fake_checkpoint(tmp_path, step)
+    assert checkpoint_problem(checkpoint_root(tmp_path) / "step_4") is None
+    listed = json.loads((checkpoint_root(tmp_path) / "step_4" / FILES_MANIFEST).read_text())["files"]
+    assert set(listed) == {"model.safetensors", "pytorch_model/rank_1_states.pt"}
+    assert resolve_resume("auto", tmp_path) == checkpoint_root(tmp_path) / "step_4"
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda p: p.joinpath("model.safetensors").write_bytes(p.joinpath("model.safetensors").read_bytes()[:999]),
+     "model.safetensors has 999 bytes, 10240 were written"),
+    (lambda p: p.joinpath("pytorch_model", "rank_1_states.pt").write_bytes(b"X" * 1500),
+     "pytorch_model/rank_1_states.pt does not match the SHA-256"),
+    (lambda p: p.joinpath("pytorch_model", "rank_1_states.pt").unlink(), "pytorch_model/rank_1_states.pt is missing"),
+    (lambda p: p.joinpath(STATE_FILE).write_text('{"st'), f"{STATE_FILE} is unreadable"),
+])
+def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_naming_it(tmp_path, caplog, damage, expected):
+    fake_checkpoint(tmp_path, 2)
+    newest = fake_checkpoint(tmp_path, 4)
+    damage(newest)
+    with caplog.at_level(logging.WARNING):
+        assert resolve_resume("auto", tmp_path) == checkpoint_root(tmp_path) / "step_2"
+    assert f"skipping checkpoint {newest}: {expected}" in caplog.text
+    with pytest.raises(ConfigError, match=f"train.resume_from={newest} is damaged: {expected}"):
+        resolve_resume(str(newest), tmp_path)
+
+
+def test_no_intact_checkpoint_stops_instead_of_starting_over(tmp_path):
+    only = fake_checkpoint(tmp_path, 2)
+    (only / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="no intact checkpoint .*step_2 \\(model.safetensors has 0 bytes"):
+        resolve_resume("auto", tmp_path)
+
+
+def test_checkpoints_from_before_the_file_list_are_used_unchecked(tmp_path):
+    old = fake_checkpoint(tmp_path, 2, manifest=False)
+    assert resolve_resume("auto", tmp_path) == old
