@@ -30,10 +30,10 @@ class Cluster:
     env: dict
 
     def submit(self, script: str, args: list[str], *, log: Path, procs_per_node: int, cpus: int = 2,
-               env: dict | None = None) -> str:
+               env: dict | None = None, sbatch_args: tuple[str, ...] = ()) -> str:
         """sbatch a script of slurm/ on the CPU-only test cluster; returns the job id."""
         cmd = ["sbatch", "--parsable", "--gpus-per-node=0", f"--cpus-per-task={cpus}", f"--output={log}",
-               str(REPO / "slurm" / script), *args]
+               *sbatch_args, str(REPO / "slurm" / script), *args]
         full_env = {**self.env, "TRANSLREC_NPROC_PER_NODE": str(procs_per_node), **(env or {})}
         out = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=REPO, timeout=60)
         assert out.returncode == 0, f"sbatch failed: {out.stderr}"
@@ -43,6 +43,9 @@ class Cluster:
         out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, env=self.env,
                              timeout=30)
         return dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
+
+    def scontrol(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["scontrol", *args], capture_output=True, text=True, env=self.env, timeout=30)
 
     def wait(self, job_id: str, log: Path, timeout: float, poll=None) -> dict:
         """Poll until the job is finished (a requeued job is not); ``poll(info)`` runs on every round."""
