@@ -45,10 +45,11 @@ def pytest_runtest_makereport(item, call):
 
 
 def run_cli(args: list[str], *, launcher: list[str] | None = None, env: dict | None = None, timeout: int = 600,
-            check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m translrec_dist ARGS`` (optionally under a launcher) and return the finished process."""
+            check: bool = True, module: str = "translrec_dist") -> subprocess.CompletedProcess:
+    """Run ``python -m translrec_dist ARGS`` (optionally under a launcher, or another entry point ``module``, e.g.
+    tests.training.cli_hooks) and return the finished process."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
-    cmd = (launcher or [sys.executable]) + ["-m", "translrec_dist", *args]
+    cmd = (launcher or [sys.executable]) + ["-m", module, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 
+from tests.conftest import run_cli
 from translrec_dist.errors import ConfigError
 from translrec_dist.training.checkpoint import (
     FILES_MANIFEST,
@@ -67,3 +69,16 @@ def test_no_intact_checkpoint_stops_instead_of_starting_over(tmp_path):
 def test_checkpoints_from_before_the_file_list_are_used_unchecked(tmp_path):
     old = fake_checkpoint(tmp_path, 2, manifest=False)
     assert resolve_resume("auto", tmp_path) == old
+
+
+def test_rank_0_decides_and_every_rank_gets_its_answer_or_its_error(tmp_path):
+    good, broken = tmp_path / "good", tmp_path / "broken"
+    fake_checkpoint(good, 2)
+    (fake_checkpoint(good, 4) / "model.safetensors").write_bytes(b"cut")
+    (fake_checkpoint(broken, 2) / "model.safetensors").write_bytes(b"cut")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29661"]
+    run_cli([str(good), str(broken), str(tmp_path / "rank")], launcher=launcher, module="tests.training.decide_worker")
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert results[0] == results[1], results
+    assert results[1]["good"] == str(checkpoint_root(good) / "step_2")
+    assert "no intact checkpoint" in results[1]["broken"] and str(checkpoint_root(broken)) in results[1]["broken"]
