@@ -68,6 +68,7 @@ def test_every_strategy_ends_with_the_weights_of_one_process(runs):
         other = weights(runs[name] / "final")
         assert other.keys() == one.keys(), name
         worst = max((other[k] - one[k]).abs().max().item() for k in one)
+        print(f"\n[equivalence] {name}: max |w - w(1 process)| = {worst:.1e} (updates moved weights by {moved:.1e})")
         assert worst <= TOL, f"{name}: max |w - w(1 process)| = {worst:.2e} after {STEPS} SGD steps"
         assert losses(runs[name]) == pytest.approx(losses(runs["one"]), abs=TOL), name
 
