@@ -110,8 +110,9 @@ def apply_override(raw: dict, item: str, where: str = "the config") -> None:
             child = node[part] = {}
         elif not isinstance(child, dict):
             # Replacing it with {} would silently drop what the file says (a list, a scalar) for defaults.
-            section = ".".join(parts[:depth + 1])
-            raise ConfigError(f"override {item}: {section} is a {type(child).__name__} in {where}, not a mapping, "
+            section, kind = ".".join(parts[:depth + 1]), type(child).__name__
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ConfigError(f"override {item}: {section} is {article} {kind} in {where}, not a mapping, "
                               f"so {key} cannot be set inside it. Write {section} as a mapping (key: value lines)")
         node = child
     node[parts[-1]] = parsed

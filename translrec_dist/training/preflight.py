@@ -19,8 +19,9 @@ def preflight(cfg: RunConfig, world: int) -> None:
     """Every check that needs the file system, the environment or the world size, in one call."""
     where = cfg.source
     out = Path(cfg.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output_dir: {out} exists and is not a directory ({where}); choose another "
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)  # a file may sit above it too
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"output_dir: {existing} is a file, not a directory ({where}); choose another "
                           f"output_dir or move the file away")
     resume = cfg.train.resume_from
     if resume not in (None, "auto") and not Path(resume).is_dir():
