@@ -110,6 +110,10 @@ TINY_BASE = "model:\n  tiny: {}\n"  # lines 1-2 of every file below
     ("data:\n  history_template: '{foo} {text}'\n", [], "data.history_template", ["{foo}", "only field is {text}"]),
     ("data:\n  history_template: '{text'\n", [], "data.history_template", ["not a valid template"]),
     ("", ["data.item_text={title}"], "data.item_text", ["expected a string", "quote"]),
+    # an empty split that evaluation needs (text_label splits by fraction)
+    ("data:\n  format: text_label\n  path: x.csv\n  valid_fraction: 0\n", ["eval.every_steps=5"],
+     "data.valid_fraction", ["split is empty"]),
+    ("data:\n  format: text_label\n  path: x.csv\n  test_fraction: 0\n", [], "data.test_fraction", ["test split"]),
     # others
     ("eval:\n  greater_is_better: false\n", [], "eval.greater_is_better", ["eval.best_metric"]),
     ("train:\n  progress_bar: 1\n", [], "train.progress_bar", ["true or false"]),

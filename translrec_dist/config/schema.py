@@ -280,6 +280,14 @@ class RunConfig(Section):
             raise invalid("data.max_length", f"{d.max_length} exceeds the encoder's max_position_embeddings="
                                              f"{m.tiny.max_position_embeddings}; lower data.max_length or raise "
                                              f"model.tiny.max_position_embeddings")
+        if d.format == "text_label":  # a fraction of 0 leaves that split empty; evaluating it crashes after training
+            e = self.eval
+            for split, fraction in (("valid", d.valid_fraction), ("test", d.test_fraction)):
+                used = split in e.splits or (split == "valid" and (e.every_steps or e.best_metric))
+                if fraction == 0 and used:
+                    raise invalid(f"data.{split}_fraction", f"is 0, so the {split} split is empty, but eval "
+                                                            f"(splits, every_steps or best_metric) uses it; set "
+                                                            f"data.{split}_fraction above 0 or stop evaluating {split}")
         if d.format == "synthetic" and d.item_text is not None:
             unknown = [f for f in template_fields(d.item_text, "data.item_text") if f not in SYNTHETIC_ITEM_FIELDS]
             if unknown:
