@@ -35,8 +35,11 @@ shift
 overrides=("$@")
 restarts=${SLURM_RESTART_COUNT:-0}  # unset (not 0) on the first run
 py=${TRANSLREC_PYTHON:-python3}
-# a requeued job continues from its newest complete checkpoint
-if ((restarts > 0)); then overrides+=("train.resume_from=auto"); fi
+# Always resume: a re-submitted job continues its checkpoints instead of starting over, and a requeued one
+# continues from its newest complete checkpoint (a checkpoint path given by hand holds for the first run only).
+given_resume=0
+for o in "${overrides[@]}"; do [[ $o == train.resume_from=* ]] && given_resume=1; done
+if ((restarts > 0 || !given_resume)); then overrides+=("train.resume_from=auto"); fi
 
 # validates the whole config now, on one node, before any node starts a process group
 output_dir=$("$py" -m translrec_dist config-get "$config" output_dir "${overrides[@]}") || exit 2
@@ -89,26 +92,30 @@ echo "translrec: node $SLURMD_NODENAME is node rank $SLURM_NODEID of $SLURM_NNOD
 exec "$py" -m accelerate.commands.launch --machine_rank "$SLURM_NODEID" "$@"
 '
 
-# --kill-on-bad-exit: one failed node ends the step instead of leaving the others in a collective
-srun --nodes="$nnodes" --ntasks-per-node=1 --kill-on-bad-exit=1 \
+# --kill-on-bad-exit: one failed node ends the step instead of leaving the others in a collective.
+# --cpus-per-task: since SLURM 22.05 srun no longer inherits it from the allocation; without it, on clusters
+# that bind CPUs, every rank and its loader workers share one CPU.
+step_opts=(--nodes="$nnodes" --ntasks-per-node=1 --kill-on-bad-exit=1)
+if [[ -n ${SLURM_CPUS_PER_TASK:-} ]]; then step_opts+=(--cpus-per-task="$SLURM_CPUS_PER_TASK"); fi
+srun "${step_opts[@]}" \
   bash -c "$node_script" translrec-node "$py" "$master_addr" "$master_port" "${launch[@]}" \
   -m translrec_dist train "$config" "${overrides[@]}" &
 srun_pid=$!
 
-# bash runs a trap only between commands: srun runs in the background and `wait` returns early on a signal
+# bash runs a trap only between commands: srun runs in the background, and wait_child tells a wait cut short by
+# a trap from srun's real exit status
+source "$(dirname "${BASH_SOURCE[0]}")/wait_child.sh"
 while :; do
-  if ((stop_requested)); then
-    if ! kill -0 "$srun_pid" 2>/dev/null; then wait "$srun_pid"; rc=$?; break; fi
+  if ((stop_requested)) && kill -0 "$srun_pid" 2>/dev/null; then
     # training deletes a stale STOP when it starts; keep it there until the processes have seen it
     [[ -e $output_dir/STOP ]] || touch "$output_dir/STOP"
     sleep 2 &
     wait $!
-  else
-    wait "$srun_pid"
-    rc=$?
-    kill -0 "$srun_pid" 2>/dev/null || break  # still running: a trap interrupted the wait
+    continue
   fi
+  wait_child "$srun_pid" && break
 done
+rc=$child_rc
 
 last_ckpt=$(ls -d "$output_dir"/checkpoints/step_*/trainer_state.json 2>/dev/null | sort -V | tail -n 1)
 last_ckpt=${last_ckpt%/trainer_state.json}

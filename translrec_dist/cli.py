@@ -92,6 +92,18 @@ def cmd_check_master(args) -> int:
     return 0
 
 
+def cmd_configs(args) -> int:
+    from translrec_dist.builtin_configs import write_configs
+
+    written = write_configs(args.out, force=args.force)
+    for path in written:
+        print(path)
+    print(f"wrote {len(written)} files; e.g. accelerate launch --config_file {Path(args.out) / 'accelerate'}/"
+          f"multi_gpu_zero2.yaml ..., or train.deepspeed_config={Path(args.out) / 'deepspeed'}/zero2.json",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_synth(args) -> int:
     from translrec_dist.config import SyntheticConfig
     from translrec_dist.data.synthetic import generate_synthetic
@@ -220,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--user", required=True)
     ex.add_argument("--item", required=True)
     ex.set_defaults(func=cmd_explain)
+
+    cf = sub.add_parser("configs", help="write the packaged DeepSpeed JSONs and accelerate YAMLs for editing")
+    cf.add_argument("--out", required=True, help="directory; files go to OUT/deepspeed/ and OUT/accelerate/")
+    cf.add_argument("--force", action="store_true", help="overwrite files that already exist")
+    cf.set_defaults(func=cmd_configs)
 
     s = sub.add_parser("synth", help="write the built-in synthetic dataset as files")
     s.add_argument("--out", required=True)

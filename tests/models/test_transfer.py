@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -61,7 +60,6 @@ def test_layer_wise_lr_decay(tiny_cfg, tok):
     assert lr_of[id(params["encoder.encoder.layer.1.output.dense.weight"])] == pytest.approx(0.5)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft not installed (optional extra)")
 def test_lora_trains_adapters_only_and_exports_a_merged_plain_encoder(tiny_cfg, tok, tmp_path: Path):
     cfg = tiny_cfg("task=retrieval", "model.lora.r=4", "model.pooling=mean")
     model = build_bi_encoder(cfg, tok)

@@ -89,7 +89,9 @@ JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 SwitchType=switch/none
 MailProg=/bin/true
-JobRequeue=1
+# Batch jobs are not requeueable unless submitted with --requeue (as slurm/*.sbatch are): the tests show that
+# the scripts themselves make requeue work, not a site default (SLURM's own default is JobRequeue=1).
+JobRequeue=0
 ReturnToService=2
 SlurmdParameters=config_overrides
 MinJobAge=600

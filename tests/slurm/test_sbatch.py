@@ -179,3 +179,65 @@ def test_unreachable_master_fails_with_address_and_port(slurm, base_export, tmp_
     port = 29811 + int(job) % 2000
     assert f"cannot reach the rendezvous master at 192.0.2.1:{port} from" in log.read_text(), tail(log)
     assert not (out / "checkpoints").exists()
+
+
+def test_requeue_is_off_on_the_test_cluster_unless_a_job_asks_for_it(slurm, tmp_path):
+    """JobRequeue=0 (tests/slurm/cluster.sh): the requeues above come from the scripts' own --requeue."""
+    for flag, expected in (("--no-requeue", "disabled"), ("--requeue", "requeued")):
+        log = tmp_path / f"{flag}.out"
+        wrap = ('if [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then scontrol requeue "$SLURM_JOB_ID" 2>&1; '
+                'else echo requeued; fi')  # --wrap runs sh
+        out = subprocess.run(["sbatch", "--parsable", flag, f"--output={log}", "--open-mode=append", "--wrap", wrap],
+                             capture_output=True, text=True, env=slurm.env, timeout=60, check=True)
+        job = out.stdout.strip()
+        deadline = time.monotonic() + 60
+        while expected not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        subprocess.run(["scancel", job], env=slurm.env, timeout=30)
+        assert expected in log.read_text(), tail(log)
+
+
+TIME_LIMIT_STEPS = 2500  # ~50 s of training on 2 idle cores: still running when the warning comes (<= 30 s)
+
+
+def test_time_limit_warning_checkpoints_requeues_and_finishes_exactly(slurm, base_export, tmp_path):
+    """The real time-limit path: slurmctld sends --signal=B:USR1@90 before the job's --time runs out, the batch
+    shell has training checkpoint, requeues the job itself (the cluster has JobRequeue=0), and the requeued run
+    resumes and ends with the exact step count.
+
+    To be independent of this machine's speed, the job starts with a long limit; once training runs, the test
+    cuts the limit to 2 minutes (inside the 90 s warning window, so slurmctld signals at its next time check,
+    within ~30 s), and after the requeue gives the new run a long limit again so that it can finish."""
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    start = time.monotonic()
+    job = slurm.submit("train.sbatch", run_args(base_export, out, f"train.max_steps={TIME_LIMIT_STEPS}"), log=log,
+                       procs_per_node=2, sbatch_args=("--time=15", "--signal=B:USR1@90"))
+    wait_for_step(out, 4, log)
+    cut = slurm.scontrol("update", f"JobId={job}", "TimeLimit=2")
+    assert cut.returncode == 0, cut.stderr
+    limited = time.monotonic()
+    seen: dict[str, float] = {}
+
+    def watch(info):
+        if "signal" not in seen and "got SIGUSR1" in log.read_text():
+            seen["signal"] = time.monotonic() - limited
+        if "requeued" not in seen and info.get("Restarts") == "1":
+            seen["requeued"] = time.monotonic() - limited
+            slurm.scontrol("update", f"JobId={job}", "TimeLimit=15")  # the requeued run may finish
+        if "resumed" not in seen and "resumed from" in log.read_text():
+            seen["resumed"] = time.monotonic() - limited
+
+    info = slurm.wait(job, log, timeout=600, poll=watch)
+    nan = float("nan")
+    print(f"\n[slurm] time limit: job {job} {time.monotonic() - start:.1f} s; limit cut -> USR1 "
+          f"{seen.get('signal', nan):.1f} s, -> requeued {seen.get('requeued', nan):.1f} s, -> training resumed "
+          f"{seen.get('resumed', nan):.1f} s")
+    assert info["Restarts"] == "1", info
+    assert_done(info, log, TIME_LIMIT_STEPS, out)
+    text = log.read_text()
+    assert text.count("got SIGUSR1 (preemption or time limit ahead)") == 1, tail(log)
+    assert f"requeueing job {job}" in text
+    stopped = re.search(r"stopped at step (\d+) on a STOP file", text)
+    resumed = re.search(r"resumed from \S+/step_(\d+) at step (\d+)", text)
+    assert stopped and resumed, tail(log)
+    assert 4 <= int(stopped.group(1)) == int(resumed.group(1)) == int(resumed.group(2)) < TIME_LIMIT_STEPS

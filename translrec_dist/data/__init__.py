@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,19 +87,14 @@ def load_prepared_splits(cfg: RunConfig, is_main: bool) -> PreparedSplits:
     not in a collective, since a first prepare can take longer than any collective timeout."""
     import pyarrow.parquet as pq
 
-    from translrec_dist.data.prepare import MANIFEST, cache_key, cache_root, prepare, read_manifest
+    from translrec_dist.data.prepare import cache_key, cache_root, prepare, read_manifest, wait_for_manifest
     from translrec_dist.data.streaming import ShardedTrain
 
     if is_main:
         directory = prepare(cfg)
     else:
         directory = cache_root(cfg) / cache_key(cfg)[0]
-        waited = 0
-        while not (directory / MANIFEST).is_file():
-            if waited % 60 == 0:
-                log.info("waiting for the main process to prepare %s", directory)
-            time.sleep(1)
-            waited += 1
+        wait_for_manifest(directory)
     manifest = read_manifest(directory)
     shards = manifest["splits"]["train"]["shards"]
     d = cfg.data

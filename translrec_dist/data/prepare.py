@@ -39,6 +39,9 @@ PREPARE_VERSION = 1
 MANIFEST = "manifest.json"
 # Data settings that only change how prepared shards are read, not what they hold.
 READ_TIME_KEYS = {"streaming", "shuffle_buffer", "group_by_length", "num_workers", "cache_dir", "num_proc"}
+# How long the other ranks wait for the main process's manifest: a first prepare of a large corpus takes long,
+# but a data.cache_dir that is not shared between nodes must not make them wait for ever.
+MANIFEST_WAIT_S = 4 * 3600
 
 
 def cache_root(cfg: RunConfig) -> Path:
@@ -199,3 +202,26 @@ def write_id_maps(texts, directory: Path) -> None:
 
 def read_manifest(directory: Path) -> dict:
     return json.loads((directory / MANIFEST).read_text())
+
+
+def wait_for_manifest(directory: Path, timeout_s: float = MANIFEST_WAIT_S, max_poll_s: float = 10.0) -> None:
+    """Non-main ranks: wait until the main process has written ``directory/manifest.json``.
+
+    A file-system wait, not a collective (a first prepare can outlast any collective timeout); the poll backs
+    off to ``max_poll_s`` so many ranks do not hammer a shared file system's metadata server."""
+    path = directory / MANIFEST
+    main = f"the main process (rank 0, at MASTER_ADDR={os.environ.get('MASTER_ADDR', 'this host')})"
+    start = last_log = time.monotonic()
+    poll = 0.2
+    log.info("waiting for %s to prepare %s", main, path)
+    while not path.is_file():
+        waited = time.monotonic() - start
+        if waited >= timeout_s:
+            raise DataError(f"waited {waited:.0f} s for {path}, which {main} writes when it has prepared the data. "
+                            f"Check that process's log for an error; on several nodes data.cache_dir must be on a "
+                            f"file system all nodes share; or run `translrec prepare CONFIG` before training")
+        if time.monotonic() - last_log >= 300:
+            log.info("still waiting for %s (%.0f s) to write %s", main, waited, path)
+            last_log = time.monotonic()
+        time.sleep(min(poll, max(timeout_s - waited, 0.0)))
+        poll = min(poll * 2, max_poll_s)

@@ -1,20 +1,29 @@
-"""Checkpoints: ``output_dir/checkpoints/step_N/`` written complete or not at all.
+"""Checkpoints: ``output_dir/checkpoints/step_N/`` written complete or not at all, and checked before use.
 
 Every rank calls ``accelerator.save_state`` into ``step_N.tmp`` (under ZeRO it is a collective and each
-rank writes its shard); the main process adds ``trainer_state.json`` last and renames the directory. A
-crash mid-save leaves only a ``.tmp`` directory, which ``resume_from=auto`` never picks.
+rank writes its shard); the main process records every file's size and SHA-256 in ``checkpoint_files.json``,
+adds ``trainer_state.json`` last and renames the directory. A crash mid-save leaves only a ``.tmp``
+directory, which ``resume_from=auto`` never picks. A checkpoint damaged later (a truncated or overwritten
+file: a full disk, a file system fault, a copy cut short) fails its check at resume: ``auto`` skips it with a
+warning and takes the previous one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from translrec_dist.errors import ConfigError
+from translrec_dist.training.distributed import decided_by_main
 
+log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
+FILES_MANIFEST = "checkpoint_files.json"
 BEST_DIR = "best"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -33,16 +42,91 @@ def complete_checkpoints(root: Path) -> list[Path]:
 
 
 def resolve_resume(resume_from: str | None, output_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: ``auto`` takes the newest complete one that passes its file check.
+
+    Once the process group is up, the main process alone reads the files and every rank gets its answer (a
+    collective then: call it on every rank)."""
     if resume_from is None:
         return None
+    return decided_by_main(lambda: _resolve_resume(resume_from, output_dir))
+
+
+def _resolve_resume(resume_from: str, output_dir: str | Path) -> Path | None:
     if resume_from == "auto":
         done = complete_checkpoints(checkpoint_root(output_dir))
-        return done[-1] if done else None
+        skipped = []
+        for path in reversed(done):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            log.warning("skipping checkpoint %s: %s; trying the one before it", path, problem)
+            skipped.append(f"{path.name} ({problem})")
+        if skipped:
+            raise ConfigError(f"train.resume_from=auto: no intact checkpoint in {checkpoint_root(output_dir)}: "
+                              f"{'; '.join(skipped)}. Restore one from a backup, or move them away to start over")
+        return None
     path = Path(resume_from)
     if not (path / STATE_FILE).is_file():
         raise ConfigError(f"train.resume_from={path} is not a complete checkpoint (no {STATE_FILE}); "
                           f"use auto or one of {checkpoint_root(output_dir)}/step_N")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ConfigError(f"train.resume_from={path} is damaged: {problem}. Use train.resume_from=auto (the newest "
+                          f"intact checkpoint) or another step_N")
     return path
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the files of a complete checkpoint cannot be trusted, or None. Sizes first (cheap, catches
+    truncation), then SHA-256. Checkpoints written before ``checkpoint_files.json`` existed are not checked."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        if not isinstance(state, dict) or "step" not in state:
+            return f"{STATE_FILE} has no step"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{STATE_FILE} is unreadable ({e})"
+    listing = path / FILES_MANIFEST
+    if not listing.is_file():
+        log.info("%s has no %s (written by an older version); its files are not checked", path, FILES_MANIFEST)
+        return None
+    try:
+        expected = json.loads(listing.read_text())["files"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        return f"{FILES_MANIFEST} is unreadable ({e})"
+    for name, meta in expected.items():
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != meta["bytes"]:
+            return f"{name} has {f.stat().st_size} bytes, {meta['bytes']} were written"
+    digests = _sha256_all([path / name for name in expected])
+    for name, digest in zip(expected, digests, strict=True):
+        if digest != expected[name]["sha256"]:
+            return f"{name} does not match the SHA-256 recorded when it was written"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256_all(paths: list[Path]) -> list[str]:
+    # hashlib releases the GIL on large buffers: threads hash several shard files at once
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(_sha256, paths))
+
+
+def write_file_manifest(directory: Path) -> None:
+    """Size and SHA-256 of every file the ranks wrote into ``directory`` (main process, after save_state)."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in (STATE_FILE, FILES_MANIFEST))
+    digests = _sha256_all(files)
+    listing = {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": d}
+               for p, d in zip(files, digests, strict=True)}
+    (directory / FILES_MANIFEST).write_text(json.dumps({"files": listing}, indent=1))
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, keep: int) -> Path:
@@ -70,7 +154,8 @@ def save_state_atomically(accelerator, final: Path, state: dict) -> Path:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        write_file_manifest(tmp)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))  # last: it marks the checkpoint complete
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

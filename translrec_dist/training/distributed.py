@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from accelerate import Accelerator
@@ -17,6 +19,7 @@ from translrec_dist.training.preflight import preflight
 from translrec_dist.training.zero_config import resolve_deepspeed_config
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 STOP_FILE = "STOP"
 
 
@@ -106,8 +109,17 @@ def zero_stage(accelerator: Accelerator) -> int | None:
 
 
 def stop_requested_here(output_dir: str) -> bool:
-    """This rank saw a STOP file or got SIGTERM/SIGUSR1 (ranks agree on it through ``agree``)."""
-    return stop_signal() is not None or Path(output_dir, STOP_FILE).exists()
+    """This rank got SIGTERM/SIGUSR1, or (rank 0 only) a STOP file exists; ``agree`` shares the vote.
+
+    Only rank 0 looks for the file: every rank stat-ing it every step is metadata load on a shared file system
+    at scale, and the all-reduce in ``agree`` already carries rank 0's vote to all others."""
+    return stop_signal() is not None or (global_rank() == 0 and Path(output_dir, STOP_FILE).exists())
+
+
+def global_rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def agree(accelerator: Accelerator, *counts: float | torch.Tensor) -> list[float]:
@@ -118,6 +130,26 @@ def agree(accelerator: Accelerator, *counts: float | torch.Tensor) -> list[float
     if accelerator.num_processes > 1:
         stacked = accelerator.reduce(stacked, reduction="sum")
     return stacked.tolist()
+
+
+def decided_by_main(decide: Callable[[], T]) -> T:
+    """``decide()`` runs on the main process only and every rank gets its result, or its exception, so that all
+    ranks take the same decision from one reading of the file system. A collective once the process group is up
+    (every rank must call it); a plain call before that."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
+            torch.distributed.get_world_size() == 1:
+        return decide()
+    box: list = [None]
+    if torch.distributed.get_rank() == 0:
+        try:
+            box[0] = (True, decide())
+        except Exception as e:  # the others must not wait in the broadcast for an answer that never comes
+            box[0] = (False, e)
+    torch.distributed.broadcast_object_list(box, src=0)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 def shutdown_process_group() -> None:

@@ -13,12 +13,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+from translrec_dist.builtin_configs import builtin_dir, packaged_deepspeed
 from translrec_dist.errors import ConfigError
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
+BUILTIN_DIR = builtin_dir("deepspeed")  # inside the package: found by any install (importlib.resources)
 STAGES = {"zero1": 1, "zero2": 2, "zero3": 3}
 # Values the client AdamW and schedule take from the YAML; the JSON may only leave them "auto" or repeat them.
 _OPTIMIZER_TYPES = ("adam", "adamw")
@@ -29,14 +33,14 @@ def uses_deepspeed(cfg: RunConfig) -> bool:
     return cfg.train.distributed != "ddp" or cfg.train.deepspeed_config is not None
 
 
-def builtin_config_path(distributed: str, offload: str) -> Path:
+def builtin_config_path(distributed: str, offload: str) -> Traversable:
     stage = STAGES[distributed]
     offloaded = (stage == 2 and offload == "optimizer") or (stage == 3 and offload == "all")
     return BUILTIN_DIR / f"zero{stage}{'_offload' if offloaded else ''}.json"
 
 
-def read_deepspeed_json(path: str | Path, key: str = "train.deepspeed_config") -> dict:
-    p = Path(path)
+def read_deepspeed_json(path: str | Path | Traversable, key: str = "train.deepspeed_config") -> dict:
+    p = Path(path) if isinstance(path, str) else path
     if not p.is_file():
         raise ConfigError(f"{key}: DeepSpeed config {p} not found. Pass the path of a JSON file, e.g. "
                           f"configs/deepspeed/zero2.json, or use train.distributed=zero1|zero2|zero3")
@@ -51,16 +55,15 @@ def read_deepspeed_json(path: str | Path, key: str = "train.deepspeed_config") -
     return data
 
 
-def launcher_deepspeed_file() -> str | None:
+def launcher_deepspeed_file() -> Path | Traversable | None:
     """The DeepSpeed JSON named by an Accelerate config (``deepspeed_config_file``), if launched that way."""
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
         return None
     path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
     if path == "none":
         return None
-    # The shipped accelerate configs name configs/deepspeed/... relative to the repository.
-    in_repo = BUILTIN_DIR.parents[1] / path
-    return str(in_repo) if not Path(path).exists() and in_repo.exists() else path
+    # The shipped accelerate configs name configs/deepspeed/... relative to a checkout of the repository.
+    return packaged_deepspeed(path) or Path(path)
 
 
 def select_deepspeed_json(cfg: RunConfig) -> tuple[dict, Path] | None:
@@ -71,7 +74,7 @@ def select_deepspeed_json(cfg: RunConfig) -> tuple[dict, Path] | None:
         if t.offload != "none":
             raise ConfigError(f"train.offload={t.offload} needs ZeRO; set train.distributed=zero2 or zero3 ({where})")
         return None
-    path = Path(user) if user else builtin_config_path(t.distributed, t.offload)
+    path = Path(user) if isinstance(user, str) else user or builtin_config_path(t.distributed, t.offload)
     raw = read_deepspeed_json(path)
     zero = raw.get("zero_optimization")
     if not isinstance(zero, dict):
