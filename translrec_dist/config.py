@@ -154,7 +154,7 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    task: Literal["ctr", "rating", "retrieval", "mlm"] = "ctr"
+    task: str = "ctr"  # a name in the task registry (translrec_dist.tasks): ctr, rating, retrieval, mlm, ...
     output_dir: str = "runs/default"
     seed: int = 42
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -305,6 +305,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"{key}: {msg} ({where})")
 
     m, d, t, e = cfg.model, cfg.data, cfg.train, cfg.eval
+    from translrec_dist.tasks import validate_task
+
+    validate_task(cfg)  # the name (with "did you mean") and the task's own checks
     if (m.name_or_path is None) == (m.tiny is None) and m.init_from is None:
         fail("model", "set exactly one of model.name_or_path (a pretrained encoder) or model.tiny "
              "(a random-init BERT); to switch a tiny config to a checkpoint: model.tiny=null model.name_or_path=DIR")
