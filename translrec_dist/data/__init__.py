@@ -7,17 +7,20 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import pandas as pd
 
-from translrec_dist.config import RunConfig
 from translrec_dist.data import readers
 from translrec_dist.data.examples import build_examples, split_text_label
 from translrec_dist.data.filtering import kcore
 from translrec_dist.data.tables import read_text_label
 from translrec_dist.data.tokenize import ArrowEncoder, load_tokenizer, tokenize_dataset, tokenize_frame, train_wordpiece
 from translrec_dist.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()

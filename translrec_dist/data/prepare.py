@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
@@ -32,9 +33,11 @@ import pandas as pd
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from translrec_dist.config import RunConfig
 from translrec_dist.errors import DataError
 from translrec_dist.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1

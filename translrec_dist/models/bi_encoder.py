@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from translrec_dist.config import RunConfig
 from translrec_dist.models.cross_encoder import build_encoder, load_pretrained_encoder, pool
 from translrec_dist.models.transfer import apply_transfer_knobs
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 EXTRA_FILE = "bi_encoder.safetensors"
 ITEM_ENCODER_DIR = "item_encoder"

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig
 
-from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
 from translrec_dist.models.transfer import apply_transfer_knobs
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 HEAD_FILE = "head.safetensors"
 

@@ -6,13 +6,17 @@ fine-tune starts from it with ``model.name_or_path=RUN/final`` (AutoModel loads 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM
 
-from translrec_dist.config import RunConfig
 from translrec_dist.models.cross_encoder import tiny_bert_config
 from translrec_dist.models.transfer import apply_transfer_knobs
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 
 class MaskedLM(nn.Module):
