@@ -21,12 +21,12 @@ PAUSE_MARKER = "test hook: paused inside the save of"
 def use_sgd() -> None:
     import torch
 
-    from translrec_dist.training import loop
+    from translrec_dist.training import trainer
 
     def build_sgd(cfg, model):
         return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
 
-    loop.build_optimizer = build_sgd
+    trainer.build_optimizer = build_sgd
 
 
 def pause_in_save(step: int) -> None:

@@ -11,6 +11,7 @@ import sys
 import torch.distributed as dist
 
 from translrec_dist.errors import ConfigError
+from translrec_dist.run_dir import RunDir
 from translrec_dist.training.checkpoint import resolve_resume
 
 
@@ -19,9 +20,9 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     elsewhere = f"{good}-rank{rank}-sees-nothing"
-    result = {"good": str(resolve_resume("auto", good if rank == 0 else elsewhere))}
+    result = {"good": str(resolve_resume("auto", RunDir(good if rank == 0 else elsewhere)))}
     try:
-        resolve_resume("auto", broken if rank == 0 else elsewhere)
+        resolve_resume("auto", RunDir(broken if rank == 0 else elsewhere))
         result["broken"] = "no error"
     except ConfigError as e:
         result["broken"] = str(e)

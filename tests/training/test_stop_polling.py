@@ -5,23 +5,25 @@ from __future__ import annotations
 import os
 import signal
 
-from translrec_dist.training.distributed import STOP_FILE, stop_requested_here
+from translrec_dist.run_dir import RunDir
+from translrec_dist.training.distributed import stop_requested_here
 from translrec_dist.training.preemption import stop_signals_requested
 
 
 def test_only_rank_0_polls_the_stop_file(tmp_path, monkeypatch):
-    (tmp_path / STOP_FILE).touch()
+    stop = RunDir(tmp_path).stop
+    stop.touch()
     monkeypatch.setenv("RANK", "1")
-    assert not stop_requested_here(str(tmp_path))
+    assert not stop_requested_here(RunDir(tmp_path).stop)
     monkeypatch.setenv("RANK", "0")
-    assert stop_requested_here(str(tmp_path))
-    (tmp_path / STOP_FILE).unlink()
-    assert not stop_requested_here(str(tmp_path))
+    assert stop_requested_here(RunDir(tmp_path).stop)
+    stop.unlink()
+    assert not stop_requested_here(RunDir(tmp_path).stop)
 
 
 def test_a_signal_on_any_rank_is_a_stop_vote(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with stop_signals_requested():
-        assert not stop_requested_here(str(tmp_path))
+        assert not stop_requested_here(RunDir(tmp_path).stop)
         os.kill(os.getpid(), signal.SIGUSR1)
-        assert stop_requested_here(str(tmp_path))
+        assert stop_requested_here(RunDir(tmp_path).stop)

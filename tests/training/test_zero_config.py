@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from translrec_dist.errors import ConfigError
-from translrec_dist.training.loop import check_resume_compatible
 from translrec_dist.training.preflight import check_world_size, preflight
+from translrec_dist.training.resume import check_resume_compatible
 from translrec_dist.training.zero_config import BUILTIN_DIR, resolve_deepspeed_config
 
 

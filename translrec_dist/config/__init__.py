@@ -6,10 +6,10 @@ Every error names the key, the file it came from and what to do, e.g.
 - ``schema.py``: the sections (field types, defaults, checks within the config);
 - ``loader.py``: YAML reading (duplicate keys refused), dotted overrides, dump and export;
 - ``messages.py``: pydantic's errors turned into the messages above;
-- ``task_checks.py``: the checks that depend on the task (moving to the task registry).
 
-Checks that read files or the environment live in ``translrec_dist.training.preflight``. This package
-imports nothing from the rest of translrec_dist except ``errors``.
+Checks that read files or the environment live in ``translrec_dist.training.preflight``; checks that depend on
+the task belong to the task (``translrec_dist.tasks``, called at the end of ``load_config``). Apart from that
+call, this package imports nothing from the rest of translrec_dist except ``errors``.
 """
 
 from translrec_dist.config.loader import apply_override, dump_config, export_config, load_config, parse_yaml
@@ -24,10 +24,9 @@ from translrec_dist.config.schema import (
     TrainConfig,
     higher_is_better,
 )
-from translrec_dist.config.task_checks import builtin_task_checks
 
 __all__ = [
     "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig", "RunConfig", "SyntheticConfig", "TinyBertConfig",
-    "TrainConfig", "apply_override", "builtin_task_checks", "dump_config", "export_config", "higher_is_better",
+    "TrainConfig", "apply_override", "dump_config", "export_config", "higher_is_better",
     "load_config", "parse_yaml",
 ]

@@ -11,7 +11,6 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from translrec_dist.config.messages import describe, dotted
 from translrec_dist.config.schema import RunConfig
-from translrec_dist.config.task_checks import builtin_task_checks
 from translrec_dist.errors import ConfigError
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -87,7 +86,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> R
     except ValidationError as e:
         raise ConfigError(describe(e, RunConfig, where)) from None
     cfg.source = where
-    builtin_task_checks(cfg)
+    # The task's name and its own checks belong to the task (translrec_dist.tasks); the tasks import the config
+    # only for type hints, so this call-time import makes no cycle.
+    from translrec_dist.tasks import validate_task
+
+    validate_task(cfg)
     return cfg
 
 

@@ -1,7 +1,7 @@
 """The run config's sections: field types, defaults and every check that needs nothing but the config itself.
 
 Checks that read files or the environment are in ``translrec_dist.training.preflight``; the checks that
-depend on the task are in ``task_checks.py``.
+depend on the task belong to each task (``translrec_dist.tasks``).
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def higher_is_better(metric: str) -> bool:
 
 
 class RunConfig(Section):
-    task: str = "ctr"  # ctr, rating, retrieval or mlm; checked in task_checks.py (moving to the task registry)
+    task: str = "ctr"  # a name in the task registry (translrec_dist.tasks): ctr, rating, retrieval, mlm, ...
     output_dir: Annotated[str, Field(min_length=1)] = "runs/default"
     seed: Int = 42
     model: Annotated[ModelConfig, _NULL_IS_DEFAULTS] = _section()

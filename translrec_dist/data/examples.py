@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import string
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from translrec_dist.config import DataConfig
 from translrec_dist.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from translrec_dist.config import DataConfig
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
@@ -31,12 +32,16 @@ import pandas as pd
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from translrec_dist.config import RunConfig
 from translrec_dist.errors import DataError
+from translrec_dist.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1
 MANIFEST = "manifest.json"
+TOKENIZER_DIR = "tokenizer"  # inside a prepared directory (named in the manifest)
 # Data settings that only change how prepared shards are read, not what they hold.
 READ_TIME_KEYS = {"streaming", "shuffle_buffer", "group_by_length", "num_workers", "cache_dir", "num_proc"}
 # How long the other ranks wait for the main process's manifest: a first prepare of a large corpus takes long,
@@ -45,7 +50,7 @@ MANIFEST_WAIT_S = 4 * 3600
 
 
 def cache_root(cfg: RunConfig) -> Path:
-    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "prepared"
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else RunDir(cfg.output_dir).prepared
 
 
 def source_files(cfg: RunConfig) -> list[Path]:
@@ -140,7 +145,7 @@ def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
     timings["read_and_examples_s"] = time.perf_counter() - start
     start = time.perf_counter()
     tokenizer = build_tokenizer(cfg, texts)
-    save_tokenizer(tokenizer, out / "tokenizer")
+    save_tokenizer(tokenizer, out / TOKENIZER_DIR)
     timings["tokenizer_s"] = time.perf_counter() - start
     splits = {}
     start = time.perf_counter()
@@ -162,7 +167,7 @@ def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
     return {
         "version": PREPARE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "task": cfg.task, "format": d.format, "pretokenize": d.pretokenize, **inputs,
-        "tokenizer": {**inputs["tokenizer"], "hash": tokenizer_hash(tokenizer), "dir": "tokenizer",
+        "tokenizer": {**inputs["tokenizer"], "hash": tokenizer_hash(tokenizer), "dir": TOKENIZER_DIR,
                       "vocab_size": len(tokenizer)},
         "splits": splits, "report": texts.report,
         "label_mean": float(frames["train"]["label"].mean()) if cfg.task == "rating" else None,

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
 import pandas as pd
 import torch
 
-from translrec_dist.config import RunConfig
 from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.examples import SPLITS, chronological_order, render_history, render_item_texts, split_positions
 from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import DataError
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 log = logging.getLogger(__name__)
 

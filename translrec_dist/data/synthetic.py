@@ -7,10 +7,14 @@ learn "does the candidate's category show up in this history", so a trained mode
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from translrec_dist.config import SyntheticConfig
+if TYPE_CHECKING:
+    from translrec_dist.config import SyntheticConfig
+
 
 CATEGORIES = {
     "jazz": "saxophone trumpet swing bebop club improvisation smoky blues quartet",

@@ -60,10 +60,13 @@ def to_numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 def read_interactions_dir(directory: str | Path, need_rating: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``interactions.*`` + ``items.*`` under the default bad-row budget (kept for callers of the core API)."""
-    from translrec_dist.config import DataConfig
+    from types import SimpleNamespace
+
     from translrec_dist.data.readers import read_source
 
-    src = read_source(DataConfig(format="interactions", path=str(directory)), need_rating)
+    # The fields read_source uses, with data.max_bad_fraction's default (config is above this layer).
+    data = SimpleNamespace(format="interactions", path=str(directory), columns={}, max_bad_fraction=0.001)
+    src = read_source(data, need_rating)
     return src.interactions, src.items
 
 

@@ -1,4 +1,5 @@
-"""Checkpoints: ``output_dir/checkpoints/step_N/`` written complete or not at all, and checked before use.
+"""Checkpoints: ``RUN/checkpoints/step_N/`` written complete or not at all, and checked before use (layout:
+``run_dir.RunDir``).
 
 Every rank calls ``accelerator.save_state`` into ``step_N.tmp`` (under ZeRO it is a collective and each
 rank writes its shard); the main process records every file's size and SHA-256 in ``checkpoint_files.json``,
@@ -13,47 +14,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from translrec_dist.errors import ConfigError
+from translrec_dist.run_dir import FILES_MANIFEST, STATE_FILE, RunDir
 from translrec_dist.training.distributed import decided_by_main
 
 log = logging.getLogger(__name__)
-STATE_FILE = "trainer_state.json"
-FILES_MANIFEST = "checkpoint_files.json"
-BEST_DIR = "best"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def checkpoint_root(output_dir: str | Path) -> Path:
-    return Path(output_dir) / "checkpoints"
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _STEP_DIR.match(p.name)) and (p / STATE_FILE).is_file()]
-    return [p for _, p in sorted(found)]
-
-
-def resolve_resume(resume_from: str | None, output_dir: str | Path) -> Path | None:
+def resolve_resume(resume_from: str | None, run: RunDir) -> Path | None:
     """The checkpoint to resume from: ``auto`` takes the newest complete one that passes its file check.
 
     Once the process group is up, the main process alone reads the files and every rank gets its answer (a
     collective then: call it on every rank)."""
     if resume_from is None:
         return None
-    return decided_by_main(lambda: _resolve_resume(resume_from, output_dir))
+    return decided_by_main(lambda: _resolve_resume(resume_from, run))
 
 
-def _resolve_resume(resume_from: str, output_dir: str | Path) -> Path | None:
+def _resolve_resume(resume_from: str, run: RunDir) -> Path | None:
     if resume_from == "auto":
-        done = complete_checkpoints(checkpoint_root(output_dir))
+        done = run.complete_checkpoints()
         skipped = []
         for path in reversed(done):
             problem = checkpoint_problem(path)
@@ -62,13 +46,13 @@ def _resolve_resume(resume_from: str, output_dir: str | Path) -> Path | None:
             log.warning("skipping checkpoint %s: %s; trying the one before it", path, problem)
             skipped.append(f"{path.name} ({problem})")
         if skipped:
-            raise ConfigError(f"train.resume_from=auto: no intact checkpoint in {checkpoint_root(output_dir)}: "
+            raise ConfigError(f"train.resume_from=auto: no intact checkpoint in {run.checkpoints}: "
                               f"{'; '.join(skipped)}. Restore one from a backup, or move them away to start over")
         return None
     path = Path(resume_from)
-    if not (path / STATE_FILE).is_file():
-        raise ConfigError(f"train.resume_from={path} is not a complete checkpoint (no {STATE_FILE}); "
-                          f"use auto or one of {checkpoint_root(output_dir)}/step_N")
+    if not RunDir.is_complete(path):
+        raise ConfigError(f"train.resume_from={path} is not a complete checkpoint (no "
+                          f"{RunDir.state_file(path).name}); use auto or one of {run.checkpoints}/step_N")
     problem = checkpoint_problem(path)
     if problem is not None:
         raise ConfigError(f"train.resume_from={path} is damaged: {problem}. Use train.resume_from=auto (the newest "
@@ -80,7 +64,7 @@ def checkpoint_problem(path: Path) -> str | None:
     """Why the files of a complete checkpoint cannot be trusted, or None. Sizes first (cheap, catches
     truncation), then SHA-256. Checkpoints written before ``checkpoint_files.json`` existed are not checked."""
     try:
-        state = json.loads((path / STATE_FILE).read_text())
+        state = read_trainer_state(path)
         if not isinstance(state, dict) or "step" not in state:
             return f"{STATE_FILE} has no step"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -129,19 +113,13 @@ def write_file_manifest(directory: Path) -> None:
     (directory / FILES_MANIFEST).write_text(json.dumps({"files": listing}, indent=1))
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, keep: int) -> Path:
-    root = checkpoint_root(output_dir)
-    final = save_state_atomically(accelerator, root / f"step_{step}", state)
+def save_checkpoint(accelerator, run: RunDir, step: int, state: dict, keep: int) -> Path:
+    final = save_state_atomically(accelerator, run.checkpoint(step), state)
     if accelerator.is_main_process:
-        for old in complete_checkpoints(root)[:-keep]:
+        for old in run.complete_checkpoints()[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
-
-
-def best_checkpoint(output_dir: str | Path) -> Path:
-    """``checkpoints/best``: the state with the best validation ``eval.best_metric`` (never pruned)."""
-    return checkpoint_root(output_dir) / BEST_DIR
 
 
 def save_state_atomically(accelerator, final: Path, state: dict) -> Path:
@@ -155,7 +133,7 @@ def save_state_atomically(accelerator, final: Path, state: dict) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_file_manifest(tmp)
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))  # last: it marks the checkpoint complete
+        RunDir.state_file(tmp).write_text(json.dumps(state, indent=2))  # last: it marks the checkpoint complete
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -164,7 +142,7 @@ def save_state_atomically(accelerator, final: Path, state: dict) -> Path:
 
 
 def read_trainer_state(path: Path) -> dict:
-    return json.loads((path / STATE_FILE).read_text())
+    return json.loads(RunDir.state_file(path).read_text())
 
 
 def load_checkpoint(accelerator, path: Path) -> dict:

@@ -16,11 +16,10 @@ from accelerate.utils import DeepSpeedPlugin, DistributedType, GradientAccumulat
 from translrec_dist.config import RunConfig
 from translrec_dist.training.preemption import stop_signal
 from translrec_dist.training.preflight import preflight
-from translrec_dist.training.zero_config import resolve_deepspeed_config
+from translrec_dist.training.zero_config import fill_hidden_size_buckets, resolve_deepspeed_config
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-STOP_FILE = "STOP"
 
 
 def build_accelerator(cfg: RunConfig) -> Accelerator:
@@ -102,18 +101,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def size_zero_buckets(accelerator: Accelerator, hidden_size: int) -> None:
+    """Before ``prepare``: fill the DeepSpeed bucket sizes left "auto" from the model's hidden size."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        fill_hidden_size_buckets(plugin.deepspeed_config, hidden_size)
+
+
 def zero_stage(accelerator: Accelerator) -> int | None:
     """The ZeRO stage of a DeepSpeed run, None under DDP."""
     plugin = accelerator.state.deepspeed_plugin
     return None if plugin is None else int(plugin.deepspeed_config["zero_optimization"]["stage"])
 
 
-def stop_requested_here(output_dir: str) -> bool:
+def stop_requested_here(stop_file: Path) -> bool:
     """This rank got SIGTERM/SIGUSR1, or (rank 0 only) a STOP file exists; ``agree`` shares the vote.
 
     Only rank 0 looks for the file: every rank stat-ing it every step is metadata load on a shared file system
     at scale, and the all-reduce in ``agree`` already carries rank 0's vote to all others."""
-    return stop_signal() is not None or (global_rank() == 0 and Path(output_dir, STOP_FILE).exists())
+    return stop_signal() is not None or (global_rank() == 0 and stop_file.exists())
 
 
 def global_rank() -> int:

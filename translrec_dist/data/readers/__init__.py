@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from translrec_dist.config import DataConfig
 from translrec_dist.data.readers.amazon import read_amazon
 from translrec_dist.data.readers.movielens import read_movielens
 from translrec_dist.data.readers.normalize import finish
@@ -21,6 +21,9 @@ from translrec_dist.data.readers.rows import BadRows
 from translrec_dist.data.readers.table import read_tables
 from translrec_dist.data.synthetic import generate_synthetic
 from translrec_dist.errors import DataError
+
+if TYPE_CHECKING:
+    from translrec_dist.config import DataConfig
 
 
 @dataclass
