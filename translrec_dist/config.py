@@ -42,6 +42,31 @@ class LoraConfig:
 
 
 @dataclass
+class SequenceConfig:
+    """task=sequential: a causal transformer (SASRec) over item vectors from the pretrained text encoder."""
+
+    item_repr: Literal["text", "id", "text+id"] = "text"  # id: no text at all (the SASRec baseline)
+    encoder: Literal["frozen", "top_layers", "full"] = "frozen"  # frozen: item vectors computed once and cached
+    train_layers: int = 2  # encoder=top_layers: the top N encoder layers train
+    refresh_every: int = 50  # encoder=top_layers|full: catalog vectors re-encoded every N optimizer steps
+    adaptor: Literal["linear", "mlp", "whitening", "moe"] = "mlp"  # text vector -> hidden (UniSRec: whitening, moe)
+    adaptor_experts: int = 4  # adaptor=moe
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    inner: int = 256  # feed-forward width
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    adaptor_dropout: float = 0.2  # on the text vectors before the adaptor
+    normalize: bool = False  # cosine scores (x 1/temperature) instead of dot products
+    temperature: float = 0.07
+    loss: Literal["full", "sampled"] = "full"  # full-catalog softmax, or in-batch + sampled negatives with logQ
+    num_negatives: int = 256  # loss=sampled: extra negatives per batch, drawn by training popularity
+    logq: bool = True  # loss=sampled: subtract log(sampling probability) from each negative's logit
+    window_stride: Optional[int] = None  # training windows start every N items (None: data.max_history)
+
+
+@dataclass
 class ModelConfig:
     name_or_path: Optional[str] = None  # hub id or local directory of a pretrained encoder
     tiny: Optional[TinyBertConfig] = None  # or a tiny random-init BERT (CI, laptops)
@@ -60,6 +85,7 @@ class ModelConfig:
     temperature: float = 0.05  # softmax temperature of the in-batch loss (cosine similarity)
     share_towers: bool = True  # one encoder for users and items; false: a separate item encoder
     item_id_embeddings: bool = False  # add a learned per-item vector to the item text embedding (SASRec-style)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)  # task: sequential
 
 
 @dataclass
@@ -90,6 +116,8 @@ class DataConfig:
     positive_threshold: Optional[float] = None  # rating >= threshold is a positive; None: all
     negatives_per_positive: int = 4
     eval_items_per_user: int = 1  # leave-k-out: last k -> test, the k before -> valid
+    max_history: int = 50  # task=sequential: items the sequence model reads (training windows and eval histories)
+    cold_item_fraction: float = 0.0  # task=sequential: seeded share of items whose interactions all leave train
     # text_label
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -154,7 +182,7 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    task: Literal["ctr", "rating", "retrieval", "mlm"] = "ctr"
+    task: Literal["ctr", "rating", "retrieval", "mlm", "sequential"] = "ctr"
     output_dir: str = "runs/default"
     seed: int = 42
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -305,7 +333,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"{key}: {msg} ({where})")
 
     m, d, t, e = cfg.model, cfg.data, cfg.train, cfg.eval
-    if (m.name_or_path is None) == (m.tiny is None) and m.init_from is None:
+    id_only = cfg.task == "sequential" and m.sequence.item_repr == "id"  # the SASRec baseline reads no text
+    if (m.name_or_path is None) == (m.tiny is None) and m.init_from is None and not (id_only and m.tiny is None):
         fail("model", "set exactly one of model.name_or_path (a pretrained encoder) or model.tiny "
              "(a random-init BERT); to switch a tiny config to a checkpoint: model.tiny=null model.name_or_path=DIR")
     if m.name_or_path is not None and m.tiny is not None:
@@ -377,8 +406,9 @@ def validate(cfg: RunConfig) -> None:
 
     if not 0 < t.layer_lr_decay <= 1:
         fail("train.layer_lr_decay", f"must be in (0, 1], got {t.layer_lr_decay}")
-    if t.gather_negatives and cfg.task != "retrieval":
-        fail("train.gather_negatives", "only applies to task=retrieval")
+    if t.gather_negatives and cfg.task not in ("retrieval", "sequential"):
+        fail("train.gather_negatives", "only applies to task=retrieval and task=sequential")
+    validate_sequence(cfg, fail)
     if not 0 < t.mlm_probability < 1:
         fail("train.mlm_probability", "must be in (0, 1)")
     if not e.ks or any(not isinstance(k, int) or k < 1 for k in e.ks):
@@ -439,6 +469,35 @@ def export_config(cfg: RunConfig) -> RunConfig:
     DeepSpeed JSON may not travel) and no adapters (LoRA is merged on export)."""
     train = dataclasses.replace(cfg.train, resume_from=None, distributed="ddp", offload="none", deepspeed_config=None)
     return dataclasses.replace(cfg, train=train, model=dataclasses.replace(cfg.model, lora=None))
+
+
+def validate_sequence(cfg: RunConfig, fail) -> None:
+    s, d = cfg.model.sequence, cfg.data
+    if cfg.task != "sequential":
+        return
+    if d.format == "text_label":
+        fail("task", "task=sequential needs interactions; use a recommendation format (e.g. synthetic, recbole)")
+    if d.max_history < 1:
+        fail("data.max_history", f"must be >= 1, got {d.max_history}")
+    if not 0 <= d.cold_item_fraction < 1:
+        fail("data.cold_item_fraction", f"must be in [0, 1), got {d.cold_item_fraction}")
+    if s.hidden % s.heads:
+        fail("model.sequence.hidden", f"{s.hidden} is not divisible by model.sequence.heads={s.heads}")
+    for key, value in [("layers", s.layers), ("heads", s.heads), ("hidden", s.hidden), ("inner", s.inner),
+                       ("refresh_every", s.refresh_every), ("adaptor_experts", s.adaptor_experts),
+                       ("window_stride", s.window_stride or 1)]:
+        if value < 1:
+            fail(f"model.sequence.{key}", f"must be >= 1, got {value}")
+    for key, value in [("dropout", s.dropout), ("attn_dropout", s.attn_dropout),
+                       ("adaptor_dropout", s.adaptor_dropout)]:
+        if not 0 <= value < 1:
+            fail(f"model.sequence.{key}", f"must be in [0, 1), got {value}")
+    if s.loss == "sampled" and s.num_negatives < 0:
+        fail("model.sequence.num_negatives", "must be >= 0")
+    if s.encoder != "frozen" and s.item_repr == "id":
+        fail("model.sequence.encoder", "an ID-only model has no encoder; use encoder=frozen")
+    if not s.temperature > 0:
+        fail("model.sequence.temperature", f"must be > 0, got {s.temperature}")
 
 
 def dump_config(cfg: RunConfig, path: Path) -> None:

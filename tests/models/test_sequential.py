@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from translrec_dist.config import SequenceConfig
+from translrec_dist.models.sequential import SequenceModel
+
+P = -1
+
+
+def tiny(item_repr="text+id", **kw) -> SequenceModel:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SequenceConfig(item_repr=item_repr, hidden=16, heads=2, inner=32, layers=2,
+                                             dropout=0.0, attn_dropout=0.0, adaptor_dropout=0.0), **kw)
+    model = SequenceModel(cfg, num_items=7, max_history=5, text_dim=6 if item_repr != "id" else 0)
+    if item_repr != "id":
+        model.items.set_text_vectors(torch.randn(7, 6))
+    model.set_popularity(torch.tensor([5.0, 1, 1, 2, 3, 0, 4]))
+    return model.eval()
+
+
+WINDOWS = torch.tensor([[0, 1, 2, 3, 4, 6], [P, P, P, 3, 1, 0], [P, P, P, P, 2, 6]])
+
+
+def test_full_softmax_loss_equals_a_hand_computation_over_every_real_position():
+    model = tiny()
+    vectors = model.catalog()
+    states = model.states(WINDOWS[:, :-1], vectors)
+    terms = []
+    for b in range(3):
+        for t in range(5):
+            inp, tgt = int(WINDOWS[b, t]), int(WINDOWS[b, t + 1])
+            if inp >= 0 and tgt >= 0:
+                logits = states[b, t] @ vectors.T
+                terms.append(torch.logsumexp(logits, 0) - logits[tgt])
+    assert len(terms) == 5 + 2 + 1
+    assert float(model(WINDOWS)) == pytest.approx(float(torch.stack(terms).mean()), rel=1e-5)
+
+
+def test_states_are_causal_and_ignore_left_padding():
+    model = tiny()
+    vectors = model.catalog()
+    a = model.states(torch.tensor([[0, 1, 2, 3, 4]]), vectors)
+    b = model.states(torch.tensor([[0, 1, 2, 5, 6]]), vectors)  # the future differs
+    assert torch.allclose(a[0, :3], b[0, :3], atol=1e-6) and not torch.allclose(a[0, 3:], b[0, 3:])
+    short = model.user_vectors(torch.tensor([[2, 3]]))
+    padded = model.user_vectors(torch.tensor([[P, P, P, 2, 3]]))
+    assert torch.allclose(short, padded, atol=1e-6)
+
+
+def test_sampled_softmax_applies_logq_and_masks_accidental_hits():
+    model = tiny(loss="sampled", logq=True)
+    negatives = torch.tensor([6, 3, 0])
+    vectors = model.catalog()
+    inputs, targets = WINDOWS[:, :-1], WINDOWS[:, 1:]
+    keep = (inputs >= 0) & (targets >= 0)
+    states, tgt = model.states(inputs, vectors)[keep], targets[keep]
+    cand = torch.cat([tgt, negatives])
+    log_q = torch.log(torch.tensor([5.0, 1, 1, 2, 3, 0, 4]) / 16).clamp(min=-27.6)
+    expected = []
+    for r in range(len(tgt)):
+        logits = states[r] @ vectors[cand].T - log_q[cand]
+        hit = (cand == tgt[r]) & (torch.arange(len(cand)) != r)  # the same item elsewhere is no negative
+        logits = logits.masked_fill(hit, float("-inf"))
+        expected.append(torch.logsumexp(logits, 0) - logits[r])
+    got = model(WINDOWS, negatives)
+    assert float(got) == pytest.approx(float(torch.stack(expected).mean()), rel=1e-5)
+    without = tiny(loss="sampled", logq=False)(WINDOWS, negatives)
+    assert abs(float(without) - float(got)) > 1e-3  # the correction changes the loss
+
+
+def test_id_only_model_has_no_text_and_new_items_use_text_alone():
+    ids = tiny("id")
+    assert not ids.items.use_text and ids.catalog().shape == (7, 16)
+    text = tiny("text+id")
+    new = torch.randn(2, 6)
+    alone = text.items.adaptor(new)
+    assert torch.allclose(text.items(text=new, index=torch.tensor([-1, 99])), alone)
+
+
+@pytest.mark.parametrize("adaptor", ["linear", "mlp", "whitening", "moe"])
+def test_adaptors_train(adaptor):
+    model = tiny("text", adaptor=adaptor).train()
+    model(WINDOWS).backward()
+    assert all(p.grad is not None for p in model.items.adaptor.parameters())
