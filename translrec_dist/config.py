@@ -220,6 +220,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> R
         apply_override(raw, item)
     cfg = build_dataclass(RunConfig, raw, "", where)
     cfg.source = where
+    from translrec_dist.pretrained import resolve_pretrained
+
+    cfg.model.name_or_path = resolve_pretrained(cfg.model.name_or_path)
     validate(cfg)
     return cfg
 

@@ -24,20 +24,34 @@ from translrec_dist.ranking import all_metrics, target_ranks
 log = logging.getLogger(__name__)
 
 
-def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path) -> torch.Tensor:
-    """Pooled vectors of every catalog item's text from ``model.name_or_path`` (cached per encoder)."""
-    from translrec_dist.data.tokenize import load_tokenizer
+def item_encoder(cfg: RunConfig, catalog_texts: list[str]):
+    """(encoder, tokenizer) of the item tower: ``model.name_or_path``, or a tiny BERT (seeded, with a
+    WordPiece vocabulary trained on the catalog's texts) so that export and reload see the same encoder."""
+    from translrec_dist.data.tokenize import load_tokenizer, train_wordpiece
     from translrec_dist.models.cross_encoder import build_encoder
 
+    m = cfg.model
+    if m.tiny is None:
+        tokenizer = load_tokenizer(m.name_or_path, m.trust_remote_code)
+    else:
+        tokenizer = train_wordpiece(iter(catalog_texts), m.tiny.vocab_size, cfg.data.max_length)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        encoder = build_encoder(cfg, vocab_size=len(tokenizer))
+    return encoder, tokenizer
+
+
+def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path) -> torch.Tensor:
+    """Pooled vectors of every catalog item's text (cached per encoder state and catalog)."""
     m = cfg.model
     texts = [str(t) for t in data.item_text.to_numpy()]
 
     def compute(texts):
-        tokenizer = load_tokenizer(m.name_or_path, m.trust_remote_code)
-        encoder = build_encoder(cfg, vocab_size=len(tokenizer))
+        encoder, tokenizer = item_encoder(cfg, texts)
         return encode_texts(encoder, tokenizer, texts, m.pooling, cfg.data.max_length)
 
-    return cached_text_vectors(cache_dir, [str(m.name_or_path), m.pooling, str(cfg.data.max_length)], texts, compute)
+    key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length)]
+    return cached_text_vectors(cache_dir, key, texts, compute)
 
 
 def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Tensor | None) -> SequenceModel:
@@ -77,7 +91,7 @@ def fit(model: SequenceModel, data: SequenceData, cfg: RunConfig, eval_every: in
         for i in range(0, len(order), t.micro_batch_size):
             batch = windows[order[i:i + t.micro_batch_size]]
             negatives = model.sample_negatives(s.num_negatives, gen) if s.loss == "sampled" else None
-            loss = model(batch, negatives)
+            loss = model(batch, negatives if s.num_negatives else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if t.max_grad_norm:

@@ -80,8 +80,9 @@ class SequenceModel(nn.Module):
 
     # ----------------------------------------------------------------- training
 
-    def forward(self, windows: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean next-item loss over every real position of ``windows`` [B x (L+1)]."""
+    def forward(self, windows: torch.Tensor, negatives: torch.Tensor | None = None, **_batch) -> torch.Tensor:
+        """Mean next-item loss over every real position of ``windows`` [B x (L+1)]. ``loss: sampled`` draws
+        ``num_negatives`` by training popularity when ``negatives`` is not given."""
         inputs, targets = windows[:, :-1], windows[:, 1:]
         keep = (inputs >= 0) & (targets >= 0)
         vectors = self.catalog()
@@ -90,6 +91,8 @@ class SequenceModel(nn.Module):
         if self.cfg.loss == "full":
             losses = F.cross_entropy(self.score(states, vectors), targets, reduction="none")
         else:
+            if negatives is None and self.cfg.num_negatives:
+                negatives = self.sample_negatives(self.cfg.num_negatives).to(targets.device)
             losses = self.sampled_losses(states, targets, vectors, negatives)
         return global_mean(losses)
 

@@ -114,7 +114,7 @@ def run_training(cfg: RunConfig) -> dict:
     if task in SELF_LOSS_TASKS:  # the model computes its loss; the task brings its data and evaluator
         setup = build_self_loss_task(cfg, lambda texts: get_tokenizer(cfg, texts, accelerator, resume_path is not None))
         tokenizer, splits, collate, model = setup.tokenizer, setup.splits, setup.collate, setup.model
-        evaluate_split, write_export = setup.evaluate, setup.save_export
+        evaluate_split, write_export, after_step = setup.evaluate, setup.save_export, setup.after_step
     else:
         if cfg.data.streaming:  # prepared shards (translrec prepare; built here if missing), streamed per rank
             prepared = load_prepared_splits(cfg, accelerator.is_main_process)
@@ -126,7 +126,7 @@ def run_training(cfg: RunConfig) -> dict:
             label_mean = float(texts.frames["train"]["label"].mean()) if task == "rating" else None
         collate = PadCollator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
         model = build_model(cfg, tokenizer, label_mean)
-        write_export = save_export
+        write_export, after_step = save_export, None
 
         def evaluate_split(prepared, split: str, accelerator) -> dict:
             loader = eval_loader(splits[split], collate, batch_size=cfg.eval.micro_batch_size,
@@ -197,6 +197,8 @@ def run_training(cfg: RunConfig) -> dict:
             step += 1
             steps_this_run += 1
             bar.update(1)
+            if after_step is not None:  # e.g. the sequential task re-encodes its catalog every N steps
+                after_step(accelerator.unwrap_model(model), step)
             if steps_this_run == 1:  # optimizer state exists now; a collective, so every rank writes it
                 write_memory_report(accelerator, model, optimizer, stage, out)
             if finite:

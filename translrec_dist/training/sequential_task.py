@@ -32,9 +32,14 @@ ENCODER_DIR = "item_encoder"
 
 
 class WindowCollator:
+    """Windows as one tensor; ``attention_mask`` marks trained positions, so the loop's tokens/s meter
+    reports target positions/s, and ``labels`` (the window ids) its samples/s."""
+
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return {"windows": torch.tensor([r["window"] for r in rows], dtype=torch.long),
-                "example_id": torch.tensor([int(r["example_id"]) for r in rows])}
+        windows = torch.tensor([r["window"] for r in rows], dtype=torch.long)
+        ids = torch.tensor([int(r["example_id"]) for r in rows])
+        return {"windows": windows, "example_id": ids, "labels": ids,
+                "attention_mask": (windows[:, :-1] >= 0) & (windows[:, 1:] >= 0)}
 
 
 def build_sequential_task(cfg: RunConfig):
@@ -77,12 +82,12 @@ def save_sequential_export(out_dir: Path, state_dict: dict, model, data, cfg: Ru
     (out_dir / CATALOG_FILE).write_text(json.dumps({"item_ids": [str(i) for i in data.item_ids],
                                                     "texts": [str(t) for t in data.item_text.to_numpy()],
                                                     "popularity": data.popularity.tolist()}))
-    if model.items.use_text and cfg.model.name_or_path:
-        from translrec_dist.data.tokenize import load_tokenizer
-        from translrec_dist.models.cross_encoder import build_encoder
+    if model.items.use_text:
+        from translrec_dist.sequential_run import item_encoder
 
-        build_encoder(cfg).save_pretrained(str(out_dir / ENCODER_DIR), safe_serialization=True)
-        load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code).save_pretrained(str(out_dir / ENCODER_DIR))
+        encoder, tokenizer = item_encoder(cfg, [str(t) for t in data.item_text.to_numpy()])
+        encoder.save_pretrained(str(out_dir / ENCODER_DIR), safe_serialization=True)
+        tokenizer.save_pretrained(str(out_dir / ENCODER_DIR))
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
 
 

@@ -32,7 +32,7 @@ from translrec_dist.models.mlm import build_mlm_model, save_mlm_export
 from translrec_dist.ranking import evaluate_ranking
 
 log = logging.getLogger(__name__)
-SELF_LOSS_TASKS = ("retrieval", "mlm")
+SELF_LOSS_TASKS = ("retrieval", "mlm", "sequential")
 
 
 @dataclass
@@ -43,9 +43,14 @@ class TaskSetup:
     model: torch.nn.Module
     evaluate: Callable  # (prepared model, split name, accelerator) -> metrics
     save_export: Callable  # (out_dir, state_dict, unwrapped model, tokenizer, cfg)
+    after_step: Callable | None = None  # (unwrapped model, step): e.g. refresh cached catalog vectors
 
 
 def build_self_loss_task(cfg: RunConfig, get_tokenizer: Callable[[TextSplits], object]) -> TaskSetup:
+    if cfg.task == "sequential":
+        from translrec_dist.training.sequential_task import build_sequential_task
+
+        return build_sequential_task(cfg)
     inter, items = read_source(cfg)
     if cfg.task == "retrieval":
         return build_retrieval_task(cfg, inter, items, get_tokenizer)
