@@ -55,6 +55,12 @@ class Recommender:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str | None = None, index: bool = True) -> Recommender:
+        from translrec_dist.training.sequential_task import WEIGHTS_FILE
+
+        if cls is Recommender and (Path(model_dir) / WEIGHTS_FILE).is_file():  # a task=sequential export
+            from translrec_dist.sequential_serving import SequentialRecommender
+
+            return SequentialRecommender.from_pretrained(model_dir, device, index)
         model, tokenizer, cfg = load_bi_export(model_dir)
         rec = cls(model, tokenizer, cfg, Path(model_dir), device)
         if index:
