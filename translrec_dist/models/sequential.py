@@ -30,6 +30,7 @@ class SequenceModel(nn.Module):
                  gather_negatives: bool = False):
         super().__init__()
         self.cfg, self.max_history, self.gather_negatives = cfg, max_history, gather_negatives
+        self.global_batch_mean = True  # false: this rank's mean even under torch.distributed (a reference)
         self.items = ItemTower(cfg, num_items, text_dim)
         self.positions = nn.Embedding(max_history, cfg.hidden)
         self.norm = nn.LayerNorm(cfg.hidden, eps=1e-12)
@@ -94,7 +95,7 @@ class SequenceModel(nn.Module):
             if negatives is None and self.cfg.num_negatives:
                 negatives = self.sample_negatives(self.cfg.num_negatives).to(targets.device)
             losses = self.sampled_losses(states, targets, vectors, negatives)
-        return global_mean(losses)
+        return global_mean(losses) if self.global_batch_mean else losses.mean()
 
     def sampled_losses(self, states, targets, vectors, negatives) -> torch.Tensor:
         """Softmax over the (global) batch's targets plus ``negatives``, each logit minus log q(item)
