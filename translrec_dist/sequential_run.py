@@ -60,6 +60,13 @@ def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Ten
                           text_vectors.shape[1] if text_vectors is not None else 0, cfg.train.gather_negatives)
     if text_vectors is not None and s.item_repr != "id":
         model.items.set_text_vectors(text_vectors)
+    if s.encoder != "frozen" and s.item_repr != "id":
+        from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog_tensors
+
+        texts = [str(t) for t in data.item_text.to_numpy()]
+        encoder, tokenizer = item_encoder(cfg, texts)
+        tokens = tokenize_catalog_tensors(tokenizer, texts, cfg.data.max_length)
+        model.attach_text_encoder(TextEncoderItems(encoder, tokens, cfg.model.pooling, s.encoder, s.train_layers))
     model.set_popularity(torch.as_tensor(data.popularity))
     return model
 

@@ -109,3 +109,25 @@ def test_two_processes_with_gathered_negatives_equal_one_process_on_the_concaten
         # a rank's own loss differs (its rows only): the comparison is not trivially satisfied
         assert abs(r[f"{kind}_local_loss"].item() - r[f"{kind}_ref_loss"].item()) > 1e-4
         torch.testing.assert_close(r[f"{kind}_grad"], r[f"{kind}_ref_grad"], rtol=1e-4, atol=1e-6)
+
+
+def test_top_layers_regime_trains_the_top_encoder_layer_and_refreshes_cached_vectors(tiny_cfg):
+    from translrec_dist.data import read_source
+    from translrec_dist.data.sequences import build_sequence_data, training_windows
+    from translrec_dist.sequential_run import build_sequential, item_text_vectors
+
+    cfg = tiny_cfg("task=sequential", "model.sequence.encoder=top_layers", "model.sequence.train_layers=1",
+                   "model.sequence.hidden=16", "model.sequence.inner=32", "data.max_history=6")
+    data = build_sequence_data(*read_source(cfg), cfg)
+    model = build_sequential(cfg, data, item_text_vectors(cfg, data, cfg.output_dir)).train()
+    windows = torch.as_tensor(training_windows(data.train, 6)[:4])
+    model(windows).backward()
+    layers = model.text_items.encoder.encoder.layer
+    assert all(p.grad is not None for p in layers[-1].parameters())  # the top layer learns
+    assert all(p.grad is None for p in layers[0].parameters())  # the lower layer stays frozen
+    before = model.items.text.clone()
+    with torch.no_grad():
+        for p in layers[-1].parameters():
+            p.add_(0.05)
+    model.refresh_catalog()
+    assert not torch.allclose(before, model.items.text)

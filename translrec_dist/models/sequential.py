@@ -39,6 +39,7 @@ class SequenceModel(nn.Module):
                                              cfg.attn_dropout)
         self.register_buffer("log_q", torch.zeros(num_items), persistent=False)
         self.apply(self._init)
+        self.text_items = None  # TextEncoderItems when the encoder trains (attach_text_encoder)
         if self.items.ids is not None:
             with torch.no_grad():
                 self.items.ids.weight[0].zero_()
@@ -58,7 +59,21 @@ class SequenceModel(nn.Module):
 
     # ----------------------------------------------------------------- towers
 
-    def catalog(self) -> torch.Tensor:
+    def attach_text_encoder(self, text_items) -> None:
+        """Regimes top_layers / full: the encoder trains; set after the init above (keeps its weights)."""
+        self.text_items = text_items
+
+    @torch.no_grad()
+    def refresh_catalog(self) -> None:
+        """Re-encode every item's text with the current encoder (the every-N-steps hook)."""
+        if self.text_items is not None:
+            self.items.set_text_vectors(self.text_items.encode_all())
+
+    def catalog(self, batch_items: torch.Tensor | None = None) -> torch.Tensor:
+        if self.text_items is not None and self.training and batch_items is not None:
+            text = self.text_items.with_fresh(self.items.text, batch_items)
+            index = torch.arange(len(text), device=text.device)
+            return self.items(text=text, index=index)
         return self.items()
 
     def states(self, seq: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
@@ -86,7 +101,7 @@ class SequenceModel(nn.Module):
         ``num_negatives`` by training popularity when ``negatives`` is not given."""
         inputs, targets = windows[:, :-1], windows[:, 1:]
         keep = (inputs >= 0) & (targets >= 0)
-        vectors = self.catalog()
+        vectors = self.catalog(windows)
         states = self.states(inputs, vectors)[keep]
         targets = targets[keep]
         if self.cfg.loss == "full":

@@ -65,7 +65,11 @@ def build_sequential_task(cfg: RunConfig):
     def save(out_dir: Path, state_dict: dict, unwrapped, tokenizer, cfg_: RunConfig) -> None:
         save_sequential_export(out_dir, state_dict, unwrapped, data, cfg_)
 
-    return TaskSetup(None, {"train": train}, WindowCollator(), model, evaluate, save)
+    def refresh(unwrapped, step: int) -> None:
+        if unwrapped.text_items is not None and step % s.refresh_every == 0:
+            unwrapped.refresh_catalog()
+
+    return TaskSetup(None, {"train": train}, WindowCollator(), model, evaluate, save, refresh)
 
 
 def save_sequential_export(out_dir: Path, state_dict: dict, model, data, cfg: RunConfig) -> None:
@@ -75,7 +79,9 @@ def save_sequential_export(out_dir: Path, state_dict: dict, model, data, cfg: Ru
     from translrec_dist.config import dump_config, export_config
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    encoder_state = {k[len("text_items.encoder."):]: v for k, v in state_dict.items()
+                     if k.startswith("text_items.encoder.")}
+    weights = {k: v.detach().contiguous().cpu() for k, v in state_dict.items() if not k.startswith("text_items.")}
     if model.items.use_text:
         weights["items.text"] = model.items.text.detach().contiguous().cpu()
     save_file(weights, str(out_dir / WEIGHTS_FILE))
@@ -86,6 +92,8 @@ def save_sequential_export(out_dir: Path, state_dict: dict, model, data, cfg: Ru
         from translrec_dist.sequential_run import item_encoder
 
         encoder, tokenizer = item_encoder(cfg, [str(t) for t in data.item_text.to_numpy()])
+        if encoder_state:  # the encoder trained (top_layers / full): its trained weights, not the pretrained
+            encoder.load_state_dict(encoder_state)
         encoder.save_pretrained(str(out_dir / ENCODER_DIR), safe_serialization=True)
         tokenizer.save_pretrained(str(out_dir / ENCODER_DIR))
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
