@@ -127,7 +127,7 @@ def evaluate_sequences(model: SequenceModel, data: SequenceData, split: str, max
     for i in range(0, len(frame), batch_size):
         users = model.user_vectors(histories[i:i + batch_size], catalog)
         part = frame.iloc[i:i + batch_size]
-        r, rm = target_ranks(model.score(users, catalog), torch.as_tensor(part["label"].to_numpy()),
+        r, rm = target_ranks(model.score(users, catalog), torch.tensor(part["label"].to_numpy()),
                              list(part["history"]))
         ranks.append(r)
         masked.append(rm)
