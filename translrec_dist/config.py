@@ -497,6 +497,12 @@ def validate_sequence(cfg: RunConfig, fail) -> None:
             fail(f"model.sequence.{key}", f"must be in [0, 1), got {value}")
     if s.loss == "sampled" and s.num_negatives < 0:
         fail("model.sequence.num_negatives", "must be >= 0")
+    if d.streaming:
+        fail("data.streaming", "task=sequential trains from in-memory user windows (per-rank split and exact resume "
+             "by the map-style loader); set data.streaming=false")
+    if cfg.train.distributed == "zero3":
+        fail("train.distributed", "task=sequential evaluates outside the engine's forward, which ZeRO-3's partitioned "
+             "parameters do not allow yet; use ddp, zero1 or zero2")
     if s.encoder != "frozen" and s.item_repr == "id":
         fail("model.sequence.encoder", "an ID-only model has no encoder; use encoder=frozen")
     if not s.temperature > 0:

@@ -62,3 +62,18 @@ def test_windows_train_every_position_once_and_cover_long_sequences():
 def test_eval_histories_are_right_aligned_and_truncated():
     frame = pd.DataFrame({"history": [[1, 2, 3, 4, 5], [7]]})
     assert eval_histories(frame, 3).tolist() == [[3, 4, 5], [PAD, PAD, 7]]
+
+
+def test_sequential_config_errors_name_the_key(tiny_cfg):
+    import pytest
+
+    from translrec_dist.errors import ConfigError
+
+    for bad, key in [("data.cold_item_fraction=1.0", "data.cold_item_fraction"),
+                     ("data.max_history=0", "data.max_history"), ("model.sequence.heads=3", "model.sequence.hidden"),
+                     ("data.streaming=true", "data.streaming"),
+                     ("model.sequence.adaptor=big", "model.sequence.adaptor")]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            tiny_cfg("task=sequential", bad)
+    ids = tiny_cfg("task=sequential", "model.tiny=null", "model.sequence.item_repr=id")  # SASRec reads no text
+    assert ids.model.name_or_path is None and ids.model.tiny is None
