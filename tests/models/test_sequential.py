@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from translrec_dist.config import SequenceConfig
 from translrec_dist.models.sequential import SequenceModel
@@ -27,6 +28,7 @@ WINDOWS = torch.tensor([[0, 1, 2, 3, 4, 6], [P, P, P, 3, 1, 0], [P, P, P, P, 2, 
 
 def test_full_softmax_loss_equals_a_hand_computation_over_every_real_position():
     model = tiny()
+    model.set_popularity(torch.ones(7))  # every item trained: the softmax spans the catalog
     vectors = model.catalog()
     states = model.states(WINDOWS[:, :-1], vectors)
     terms = []
@@ -131,3 +133,15 @@ def test_top_layers_regime_trains_the_top_encoder_layer_and_refreshes_cached_vec
             p.add_(0.05)
     model.refresh_catalog()
     assert not torch.allclose(before, model.items.text)
+
+
+def test_full_softmax_leaves_out_items_without_training_interactions():
+    model = tiny()  # popularity of item 5 is 0: held out (cold) or new
+    windows = torch.tensor([[0, 1, 2, 3, 4, 6]])
+    vectors = model.catalog()
+    states = model.states(windows[:, :-1], vectors)[0]
+    keep = torch.tensor([True] * 5 + [False, True])
+    logits = states @ vectors[keep].T
+    targets = torch.tensor([1, 2, 3, 4, 5])  # positions among the kept items (item 6 -> 5)
+    expected = F.cross_entropy(logits, targets)
+    assert float(model(windows)) == pytest.approx(float(expected), rel=1e-5)

@@ -38,6 +38,7 @@ class SequenceModel(nn.Module):
         self.transformer = CausalTransformer(cfg.hidden, cfg.heads, cfg.inner, cfg.layers, cfg.dropout,
                                              cfg.attn_dropout)
         self.register_buffer("log_q", torch.zeros(num_items), persistent=False)
+        self.register_buffer("trained", torch.ones(num_items, dtype=torch.bool), persistent=False)
         self.apply(self._init)
         self.text_items = None  # TextEncoderItems when the encoder trains (attach_text_encoder)
         if self.items.ids is not None:
@@ -56,6 +57,7 @@ class SequenceModel(nn.Module):
         """Sampling distribution of in-batch targets and sampled negatives (training frequency)."""
         p = counts.double().clamp(min=0) / max(float(counts.sum()), 1.0)
         self.log_q = torch.log(p.clamp(min=1e-12)).float().to(self.log_q.device)
+        self.trained = (counts > 0).to(self.log_q.device)
 
     # ----------------------------------------------------------------- towers
 
@@ -105,7 +107,10 @@ class SequenceModel(nn.Module):
         states = self.states(inputs, vectors)[keep]
         targets = targets[keep]
         if self.cfg.loss == "full":
-            losses = F.cross_entropy(self.score(states, vectors), targets, reduction="none")
+            # The softmax spans the items training knows: an item with no training interaction (held out
+            # for cold start, or new) would otherwise be pushed down at every step and never be ranked.
+            logits = self.score(states, vectors).masked_fill(~self.trained, torch.finfo(states.dtype).min)
+            losses = F.cross_entropy(logits, targets, reduction="none")
         else:
             if negatives is None and self.cfg.num_negatives:
                 negatives = self.sample_negatives(self.cfg.num_negatives).to(targets.device)
