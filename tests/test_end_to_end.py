@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoTokenizer
 from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.config import load_config
 from translrec_dist.data import load_text_splits
-from translrec_dist.evaluation import compute_metrics
+from translrec_dist.evaluation import binary_metrics
 
 
 def train(out, *overrides, check=True):
@@ -56,7 +56,7 @@ def test_export_reloads_with_plain_transformers_and_scores_the_same(trained):
                             max_length=cfg.data.max_length, padding=True, return_tensors="pt")
             cls = encoder(**enc).last_hidden_state[:, 0]
             scores.append(cls @ head["weight"].T + head["bias"])
-    ours = compute_metrics("ctr", torch.cat(scores).squeeze(-1).numpy(), test.label.to_numpy())
+    ours = binary_metrics(torch.cat(scores).squeeze(-1).numpy(), test.label.to_numpy())
     ev = json.loads((trained / "eval.json").read_text())
     assert ours["auc"] == pytest.approx(ev["auc"], abs=1e-6)
     assert ours["logloss"] == pytest.approx(ev["logloss"], abs=1e-5)

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from translrec_dist.evaluation import compute_metrics
+from translrec_dist.evaluation import binary_metrics, regression_metrics
 
 
 def test_ctr_metrics_match_hand_computed_values():
     scores = np.array([2.0, -1.0, 0.5, -3.0])  # logits
     labels = np.array([1.0, 0.0, 0.0, 1.0])
-    m = compute_metrics("ctr", scores, labels)
+    m = binary_metrics(scores, labels)
     p = 1 / (1 + np.exp(-scores))
     expected_logloss = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))
     assert m["logloss"] == pytest.approx(expected_logloss)
@@ -17,9 +17,9 @@ def test_ctr_metrics_match_hand_computed_values():
 
 
 def test_rating_metrics():
-    m = compute_metrics("rating", np.array([3.0, 4.0, 5.0]), np.array([4.0, 4.0, 3.0]))
+    m = regression_metrics(np.array([3.0, 4.0, 5.0]), np.array([4.0, 4.0, 3.0]))
     assert m["rmse"] == pytest.approx(np.sqrt((1 + 0 + 4) / 3)) and m["mae"] == pytest.approx(1.0)
 
 
 def test_auc_is_nan_with_one_class():
-    assert np.isnan(compute_metrics("ctr", np.array([0.1, 0.2]), np.array([1.0, 1.0]))["auc"])
+    assert np.isnan(binary_metrics(np.array([0.1, 0.2]), np.array([1.0, 1.0]))["auc"])

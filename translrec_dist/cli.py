@@ -26,13 +26,13 @@ def setup_logging(debug: bool) -> None:
 def cmd_train(args) -> int:
     from translrec_dist.config import load_config
     from translrec_dist.training.distributed import shutdown_process_group
-    from translrec_dist.training.loop import train
+    from translrec_dist.training.trainer import train
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg)
     shutdown_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(result))
+        print(json.dumps(result.summary()))
     return 0
 
 

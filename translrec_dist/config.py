@@ -182,7 +182,7 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    task: Literal["ctr", "rating", "retrieval", "mlm", "sequential"] = "ctr"
+    task: str = "ctr"  # a name in the task registry (translrec_dist.tasks): ctr, rating, retrieval, mlm, ...
     output_dir: str = "runs/default"
     seed: int = 42
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -336,6 +336,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"{key}: {msg} ({where})")
 
     m, d, t, e = cfg.model, cfg.data, cfg.train, cfg.eval
+    from translrec_dist.tasks import validate_task
+
+    validate_task(cfg)  # the name (with "did you mean") and the task's own checks
     id_only = cfg.task == "sequential" and m.sequence.item_repr == "id"  # the SASRec baseline reads no text
     if (m.name_or_path is None) == (m.tiny is None) and m.init_from is None and not (id_only and m.tiny is None):
         fail("model", "set exactly one of model.name_or_path (a pretrained encoder) or model.tiny "
@@ -411,7 +414,6 @@ def validate(cfg: RunConfig) -> None:
         fail("train.layer_lr_decay", f"must be in (0, 1], got {t.layer_lr_decay}")
     if t.gather_negatives and cfg.task not in ("retrieval", "sequential"):
         fail("train.gather_negatives", "only applies to task=retrieval and task=sequential")
-    validate_sequence(cfg, fail)
     if not 0 < t.mlm_probability < 1:
         fail("train.mlm_probability", "must be in (0, 1)")
     if not e.ks or any(not isinstance(k, int) or k < 1 for k in e.ks):
@@ -472,41 +474,6 @@ def export_config(cfg: RunConfig) -> RunConfig:
     DeepSpeed JSON may not travel) and no adapters (LoRA is merged on export)."""
     train = dataclasses.replace(cfg.train, resume_from=None, distributed="ddp", offload="none", deepspeed_config=None)
     return dataclasses.replace(cfg, train=train, model=dataclasses.replace(cfg.model, lora=None))
-
-
-def validate_sequence(cfg: RunConfig, fail) -> None:
-    s, d = cfg.model.sequence, cfg.data
-    if cfg.task != "sequential":
-        return
-    if d.format == "text_label":
-        fail("task", "task=sequential needs interactions; use a recommendation format (e.g. synthetic, recbole)")
-    if d.max_history < 1:
-        fail("data.max_history", f"must be >= 1, got {d.max_history}")
-    if not 0 <= d.cold_item_fraction < 1:
-        fail("data.cold_item_fraction", f"must be in [0, 1), got {d.cold_item_fraction}")
-    if s.hidden % s.heads:
-        fail("model.sequence.hidden", f"{s.hidden} is not divisible by model.sequence.heads={s.heads}")
-    for key, value in [("layers", s.layers), ("heads", s.heads), ("hidden", s.hidden), ("inner", s.inner),
-                       ("refresh_every", s.refresh_every), ("adaptor_experts", s.adaptor_experts),
-                       ("window_stride", s.window_stride or 1)]:
-        if value < 1:
-            fail(f"model.sequence.{key}", f"must be >= 1, got {value}")
-    for key, value in [("dropout", s.dropout), ("attn_dropout", s.attn_dropout),
-                       ("adaptor_dropout", s.adaptor_dropout)]:
-        if not 0 <= value < 1:
-            fail(f"model.sequence.{key}", f"must be in [0, 1), got {value}")
-    if s.loss == "sampled" and s.num_negatives < 0:
-        fail("model.sequence.num_negatives", "must be >= 0")
-    if d.streaming:
-        fail("data.streaming", "task=sequential trains from in-memory user windows (per-rank split and exact resume "
-             "by the map-style loader); set data.streaming=false")
-    if cfg.train.distributed == "zero3":
-        fail("train.distributed", "task=sequential evaluates outside the engine's forward, which ZeRO-3's partitioned "
-             "parameters do not allow yet; use ddp, zero1 or zero2")
-    if s.encoder != "frozen" and s.item_repr == "id":
-        fail("model.sequence.encoder", "an ID-only model has no encoder; use encoder=frozen")
-    if not s.temperature > 0:
-        fail("model.sequence.temperature", f"must be > 0, got {s.temperature}")
 
 
 def dump_config(cfg: RunConfig, path: Path) -> None:

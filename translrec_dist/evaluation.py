@@ -1,22 +1,28 @@
 """Distributed evaluation: each rank scores its rows, rows are gathered and de-duplicated by example id.
 
-Metrics come from scikit-learn: ``ctr`` -> auc, logloss, accuracy; ``rating`` -> rmse, mae.
+Metrics come from scikit-learn: binary (auc, logloss, accuracy) and regression (rmse, mae).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error, roc_auc_score
 
 
-def compute_metrics(task: str, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    if task == "ctr":
-        probs = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
-        out = {"logloss": float(log_loss(labels, probs, labels=[0, 1])),
-               "accuracy": float(accuracy_score(labels, probs >= 0.5))}
-        out["auc"] = float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else float("nan")
-        return out
+def binary_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Logits against 0/1 labels (task ctr)."""
+    probs = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
+    out = {"logloss": float(log_loss(labels, probs, labels=[0, 1])),
+           "accuracy": float(accuracy_score(labels, probs >= 0.5))}
+    out["auc"] = float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else float("nan")
+    return out
+
+
+def regression_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Predicted against true values (task rating)."""
     return {"rmse": float(np.sqrt(mean_squared_error(labels, scores))),
             "mae": float(mean_absolute_error(labels, scores))}
 
@@ -41,8 +47,8 @@ def predict_scores(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, 
     return ids_all, scores_all[keep][first], labels_all[keep][first]
 
 
-def evaluate(model, loader, accelerator, task: str) -> dict[str, float]:
+def evaluate(model, loader, accelerator, metrics_fn: Callable[[np.ndarray, np.ndarray], dict]) -> dict[str, float]:
     ids, scores, labels = predict_scores(model, loader, accelerator)
-    metrics = compute_metrics(task, scores, labels)
+    metrics = metrics_fn(scores, labels)
     metrics["num_examples"] = int(len(ids))
     return metrics

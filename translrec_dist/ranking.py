@@ -108,20 +108,6 @@ def all_metrics(ranks: np.ndarray, ranks_masked: np.ndarray, cold: np.ndarray, k
             "num_examples": int(len(ranks)), "num_cold": int(cold.sum())}
 
 
-def evaluate_retrieval_export(cfg, model_dir, split: str = "test") -> dict:
-    """Full-catalog metrics of a retrieval export on ``split`` of the config's data (one or more processes)."""
-    from accelerate import Accelerator
-
-    from translrec_dist.data import read_source
-    from translrec_dist.data.retrieval import build_retrieval_data
-    from translrec_dist.models.bi_encoder import load_bi_export
-
-    model, tokenizer, _ = load_bi_export(model_dir)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    data = build_retrieval_data(*read_source(cfg), cfg)
-    return evaluate_on_data(accelerator.prepare(model), tokenizer, cfg, data, split, accelerator)
-
-
 def evaluate_on_data(model, tokenizer, cfg, data, split: str, accelerator) -> dict:
     """Tokenize one split's histories and the catalog with ``tokenizer``, then rank (``evaluate_ranking``)."""
     from translrec_dist.data.retrieval import RetrievalCollator, tokenize_catalog, tokenize_users

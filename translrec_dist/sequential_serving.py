@@ -21,7 +21,6 @@ from safetensors.torch import load_file, save_file
 from translrec_dist.data.examples import chronological_order, render_item_texts
 from translrec_dist.errors import DataError
 from translrec_dist.serving import EMBEDDINGS_FILE, INDEX_DIR, ITEMS_FILE, Recommender, model_fingerprint
-from translrec_dist.training.sequential_task import ENCODER_DIR, load_sequential_export
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,10 @@ class SequentialRecommender(Recommender):
 
     @classmethod
     def from_pretrained(cls, model_dir, device: str | None = None, index: bool = True) -> SequentialRecommender:
-        model, catalog, cfg = load_sequential_export(model_dir)
-        rec = cls(model, catalog, cfg, Path(model_dir), device)
+        from translrec_dist.models.export import read_export
+
+        model, _, cfg, _ = read_export(model_dir, expect="recommend")
+        rec = cls(model, model.catalog_info, cfg, Path(model_dir), device)
         if index:
             rec.load_index()
         return rec
@@ -66,7 +67,7 @@ class SequentialRecommender(Recommender):
         if self._encoder is None:
             from transformers import AutoModel, AutoTokenizer
 
-            path = self.model_dir / ENCODER_DIR
+            path = self.model_dir  # the item encoder, in plain Hugging Face format
             self._encoder = (AutoModel.from_pretrained(str(path)).eval(), AutoTokenizer.from_pretrained(str(path)))
         from translrec_dist.models.item_tower import encode_texts
 

@@ -23,7 +23,8 @@ from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.examples import chronological_order, render_history, render_item_texts
 from translrec_dist.data.tables import read_table, require_columns
 from translrec_dist.errors import DataError
-from translrec_dist.models.bi_encoder import ITEM_ENCODER_DIR, load_bi_export
+from translrec_dist.models.bi_encoder import ITEM_ENCODER_DIR
+from translrec_dist.models.export import read_export
 
 log = logging.getLogger(__name__)
 INDEX_DIR = "index"
@@ -55,13 +56,13 @@ class Recommender:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str | None = None, index: bool = True) -> Recommender:
-        from translrec_dist.training.sequential_task import WEIGHTS_FILE
+        from translrec_dist.tasks.sequential import WEIGHTS_FILE
 
         if cls is Recommender and (Path(model_dir) / WEIGHTS_FILE).is_file():  # a task=sequential export
             from translrec_dist.sequential_serving import SequentialRecommender
 
             return SequentialRecommender.from_pretrained(model_dir, device, index)
-        model, tokenizer, cfg = load_bi_export(model_dir)
+        model, tokenizer, cfg, _ = read_export(model_dir, expect="recommend")
         rec = cls(model, tokenizer, cfg, Path(model_dir), device)
         if index:
             rec.load_index()

@@ -115,7 +115,7 @@ def test_group_by_length_reduces_padding(tiny_cfg, tmp_path):
 
 def test_streamed_checkpoint_refuses_another_world_size(tiny_cfg):
     from translrec_dist.errors import ConfigError
-    from translrec_dist.training.loop import check_resume_compatible, trainer_state
+    from translrec_dist.training.resume import check_resume_compatible, trainer_state
 
     cfg = tiny_cfg("data.streaming=true", "train.micro_batch_size=4")
     state = trainer_state(cfg, 7, 2, 40, None, 20)

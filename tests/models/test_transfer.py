@@ -13,8 +13,9 @@ from transformers import AutoModel
 
 from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.data.tokenize import train_wordpiece
-from translrec_dist.models.bi_encoder import build_bi_encoder, save_bi_export
-from translrec_dist.training.loop import build_optimizer
+from translrec_dist.models.bi_encoder import build_bi_encoder
+from translrec_dist.models.export import write_export
+from translrec_dist.training.optim import build_optimizer
 
 TEXTS = ["galaxy robot alien", "pasta garlic chef", "ghost crypt curse", "yoga running gym"] * 20
 
@@ -75,7 +76,7 @@ def test_lora_trains_adapters_only_and_exports_a_merged_plain_encoder(tiny_cfg, 
     model.eval()
     batch = tiny_batch(tok)
     expected = model.encode_users(batch["input_ids"], batch["attention_mask"])
-    save_bi_export(tmp_path, model.state_dict(), model, tok, cfg)
+    write_export(tmp_path, model.state_dict(), model, tok, cfg)
     assert not any("lora" in k for k in load_file(str(tmp_path / "model.safetensors")))
     plain = AutoModel.from_pretrained(str(tmp_path)).eval()
     hidden = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state

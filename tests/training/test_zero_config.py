@@ -9,7 +9,7 @@ import pytest
 
 from translrec_dist.config import check_world_size
 from translrec_dist.errors import ConfigError
-from translrec_dist.training.loop import check_resume_compatible
+from translrec_dist.training.resume import check_resume_compatible
 from translrec_dist.training.zero_config import BUILTIN_DIR, resolve_deepspeed_config
 
 

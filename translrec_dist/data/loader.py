@@ -48,6 +48,11 @@ class _ArrowBatches(Dataset):
         return self.collate.arrow(self.ds[self.batches[i].tolist()])
 
 
+def token_lengths(ds) -> np.ndarray:
+    """Tokens per row of a tokenized map-style split (the key of length grouping)."""
+    return np.fromiter(map(len, ds["input_ids"]), dtype=np.int64, count=len(ds))
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 

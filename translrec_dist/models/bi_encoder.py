@@ -4,9 +4,9 @@ Both towers are Hugging Face encoders (shared weights by default). The score is 
 (or dot product) of the pooled vectors; training is softmax cross-entropy over in-batch negatives, with
 in-batch copies of the positive item masked out (they are not negatives).
 
-Export format (``final/``): the (user) encoder in plain Hugging Face format plus tokenizer files,
-``translrec.yaml``, ``item_encoder/`` when the towers are separate, and ``bi_encoder.safetensors`` for
-the optional item-id embeddings. ``AutoModel.from_pretrained(final)`` loads the encoder alone.
+The export (``tasks.retrieval``, ``models.export``): the (user) encoder in plain Hugging Face format,
+``item_encoder/`` when the towers are separate, and ``bi_encoder.safetensors`` for the optional item-id
+embeddings. ``AutoModel.from_pretrained(final)`` loads the encoder alone.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from translrec_dist.config import RunConfig
-from translrec_dist.errors import ConfigError
-from translrec_dist.models.cross_encoder import CONFIG_FILE, build_encoder, load_pretrained_encoder, pool
-from translrec_dist.models.transfer import apply_transfer_knobs, merged_encoder
+from translrec_dist.models.cross_encoder import build_encoder, load_pretrained_encoder, pool
+from translrec_dist.models.transfer import apply_transfer_knobs
 
 EXTRA_FILE = "bi_encoder.safetensors"
 ITEM_ENCODER_DIR = "item_encoder"
@@ -119,54 +117,3 @@ def build_bi_encoder(cfg: RunConfig, tokenizer, num_items: int = 0) -> BiEncoder
     return BiEncoder(encoder, item_encoder, pooling=m.pooling, similarity=m.similarity, temperature=m.temperature,
                      gather_negatives=cfg.train.gather_negatives,
                      num_items=num_items if m.item_id_embeddings else 0)
-
-
-def save_bi_export(out_dir: Path, state_dict: dict, model: BiEncoder, tokenizer, cfg: RunConfig) -> None:
-    """Write the export from a full (consolidated) state dict. Call on the main process only."""
-    from translrec_dist.config import dump_config, export_config
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for prefix, module, target in (("encoder.", model.encoder, out_dir),
-                                   ("item_encoder.", model.item_encoder, out_dir / ITEM_ENCODER_DIR)):
-        if module is None:
-            continue
-        state = {k[len(prefix):]: v.contiguous() for k, v in state_dict.items() if k.startswith(prefix)}
-        if not state or any(v.numel() == 0 for v in state.values()):
-            raise RuntimeError("refusing to write an empty export: the state dict has no encoder weights "
-                               "(under ZeRO-3 set stage3_gather_16bit_weights_on_model_save)")
-        plain, state = merged_encoder(module, state)
-        plain.save_pretrained(str(target), state_dict=state, safe_serialization=True)
-    extra = {k: v.contiguous() for k, v in state_dict.items() if k.startswith("item_ids.")}
-    if extra:
-        save_file(extra, str(out_dir / EXTRA_FILE))
-    tokenizer.save_pretrained(str(out_dir))
-    dump_config(export_config(cfg), out_dir / CONFIG_FILE)
-
-
-def load_bi_export(model_dir: str | Path):
-    """(model, tokenizer, cfg) from a retrieval export directory."""
-    from translrec_dist.config import load_config
-    from translrec_dist.data.tokenize import load_tokenizer
-
-    model_dir = Path(model_dir)
-    for f in ("config.json", CONFIG_FILE):
-        if not (model_dir / f).is_file():
-            raise ConfigError(f"{model_dir} is not a translrec export (missing {f}); pass RUN_DIR/final")
-    cfg = load_config(model_dir / CONFIG_FILE)
-    if cfg.task != "retrieval":
-        raise ConfigError(f"{model_dir} was trained with task={cfg.task}; retrieval commands need a model "
-                          f"trained with task=retrieval")
-    m = cfg.model
-    tokenizer = load_tokenizer(str(model_dir), m.trust_remote_code)
-    encoder = load_pretrained_encoder(str(model_dir), m.attn_implementation, m.trust_remote_code)
-    item_encoder = None
-    if (model_dir / ITEM_ENCODER_DIR).is_dir():
-        item_encoder = load_pretrained_encoder(str(model_dir / ITEM_ENCODER_DIR), m.attn_implementation,
-                                               m.trust_remote_code)
-    extra = load_file(str(model_dir / EXTRA_FILE)) if (model_dir / EXTRA_FILE).is_file() else {}
-    num_items = extra["item_ids.weight"].shape[0] - 1 if extra else 0
-    model = BiEncoder(encoder, item_encoder, pooling=m.pooling, similarity=m.similarity,
-                      temperature=m.temperature, num_items=num_items)
-    if extra:
-        model.item_ids.load_state_dict({"weight": extra["item_ids.weight"]})
-    return model.eval(), tokenizer, cfg

@@ -1,8 +1,7 @@
 """Cross-encoder recommender: any Hugging Face encoder + pooling + a one-unit head.
 
-Export format (``final/``): the encoder in plain Hugging Face format (``config.json``,
-``model.safetensors``, tokenizer files), ``head.safetensors`` and ``translrec.yaml``. The encoder loads
-with ``transformers.AutoModel.from_pretrained`` alone; the score is ``head(pool(encoder(x)))``.
+The export (``tasks.pointwise``, ``models.export``) is the encoder in plain Hugging Face format plus
+``head.safetensors``; the score is ``head(pool(encoder(x)))``.
 """
 
 from __future__ import annotations
@@ -11,16 +10,15 @@ import inspect
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig
 
 from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
-from translrec_dist.models.transfer import apply_transfer_knobs, merged_encoder
+from translrec_dist.models.transfer import apply_transfer_knobs
 
 HEAD_FILE = "head.safetensors"
-CONFIG_FILE = "translrec.yaml"
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -103,38 +101,3 @@ def build_model(cfg: RunConfig, tokenizer, label_mean: float | None = None) -> C
         with torch.no_grad():
             model.head.bias.fill_(label_mean)
     return model
-
-
-def save_export(out_dir: Path, state_dict: dict, model: CrossEncoder, tokenizer, cfg: RunConfig) -> None:
-    """Write the export from a full (consolidated) state dict. Call on the main process only."""
-    from translrec_dist.config import dump_config, export_config
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    enc_state = {k[len("encoder."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("encoder.")}
-    head_state = {k[len("head."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("head.")}
-    if not enc_state or not head_state or any(v.numel() == 0 for v in enc_state.values()):
-        raise RuntimeError("refusing to write an empty export: the state dict has no encoder/head weights "
-                           "(under ZeRO-3 set stage3_gather_16bit_weights_on_model_save)")
-    encoder, enc_state = merged_encoder(model.encoder, enc_state)  # LoRA adapters merged: a plain encoder
-    encoder.save_pretrained(str(out_dir), state_dict=enc_state, safe_serialization=True)
-    save_file(head_state, str(out_dir / HEAD_FILE))
-    tokenizer.save_pretrained(str(out_dir))
-    dump_config(export_config(cfg), out_dir / CONFIG_FILE)
-
-
-def load_export(model_dir: str | Path):
-    """(model, tokenizer, cfg) from an export directory."""
-    from translrec_dist.config import load_config
-    from translrec_dist.data.tokenize import load_tokenizer
-
-    model_dir = Path(model_dir)
-    for f in ("config.json", HEAD_FILE, CONFIG_FILE):
-        if not (model_dir / f).is_file():
-            raise ConfigError(f"{model_dir} is not a translrec export (missing {f}); "
-                              f"pass RUN_DIR/final or run `translrec export` on a checkpoint")
-    cfg = load_config(model_dir / CONFIG_FILE)
-    tokenizer = load_tokenizer(str(model_dir), cfg.model.trust_remote_code)
-    encoder = load_pretrained_encoder(str(model_dir), cfg.model.attn_implementation, cfg.model.trust_remote_code)
-    model = CrossEncoder(encoder, cfg.model.pooling, cfg.model.head_dropout)
-    model.head.load_state_dict(load_file(str(model_dir / HEAD_FILE)))
-    return model.eval(), tokenizer, cfg

@@ -65,7 +65,7 @@ class ItemTower(nn.Module):
         self.use_ids = cfg.item_repr != "text"
         self.hidden = cfg.hidden
         if self.use_text:
-            self.register_buffer("text", torch.zeros(num_items, text_dim), persistent=False)
+            self.register_buffer("text", torch.zeros(num_items, text_dim))  # saved: new items sit beside them
             self.adaptor = build_adaptor(cfg.adaptor, text_dim, cfg.hidden, cfg.adaptor_experts)
             self.text_dropout = nn.Dropout(cfg.adaptor_dropout)
         # Row 0 is "no id": items outside the training catalog (text alone).

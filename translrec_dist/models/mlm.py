@@ -6,15 +6,13 @@ fine-tune starts from it with ``model.name_or_path=RUN/final`` (AutoModel loads 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM
 
 from translrec_dist.config import RunConfig
-from translrec_dist.models.cross_encoder import CONFIG_FILE, tiny_bert_config
-from translrec_dist.models.transfer import apply_transfer_knobs, merged_encoder
+from translrec_dist.models.cross_encoder import tiny_bert_config
+from translrec_dist.models.transfer import apply_transfer_knobs
 
 
 class MaskedLM(nn.Module):
@@ -38,18 +36,3 @@ def build_mlm_model(cfg: RunConfig, tokenizer) -> MaskedLM:
     else:
         lm = AutoModelForMaskedLM.from_pretrained(m.name_or_path, attn_implementation=m.attn_implementation)
     return MaskedLM(apply_transfer_knobs(lm, cfg))
-
-
-def save_mlm_export(out_dir: Path, state_dict: dict, model: MaskedLM, tokenizer, cfg: RunConfig) -> None:
-    from translrec_dist.config import dump_config, export_config
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k[len("lm."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("lm.")}
-    if not state or any(v.numel() == 0 for v in state.values()):
-        raise RuntimeError("refusing to write an empty export (under ZeRO-3 set "
-                           "stage3_gather_16bit_weights_on_model_save)")
-    plain, state = merged_encoder(model.lm, state)
-    # Tied decoder weights share storage with the input embeddings; safetensors refuses duplicates.
-    plain.save_pretrained(str(out_dir), state_dict={k: v.clone() for k, v in state.items()}, safe_serialization=True)
-    tokenizer.save_pretrained(str(out_dir))
-    dump_config(export_config(cfg), out_dir / CONFIG_FILE)

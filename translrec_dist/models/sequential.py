@@ -37,8 +37,9 @@ class SequenceModel(nn.Module):
         self.dropout = FastDropout(cfg.dropout)
         self.transformer = CausalTransformer(cfg.hidden, cfg.heads, cfg.inner, cfg.layers, cfg.dropout,
                                              cfg.attn_dropout)
-        self.register_buffer("log_q", torch.zeros(num_items), persistent=False)
-        self.register_buffer("trained", torch.ones(num_items, dtype=torch.bool), persistent=False)
+        # Saved with the weights (checkpoints, exports): the training counts the loss and the export need.
+        self.register_buffer("log_q", torch.zeros(num_items))
+        self.register_buffer("trained", torch.ones(num_items, dtype=torch.bool))
         self.apply(self._init)
         self.text_items = None  # TextEncoderItems when the encoder trains (attach_text_encoder)
         if self.items.ids is not None:

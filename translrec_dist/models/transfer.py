@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import copy
 import re
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
@@ -69,6 +72,21 @@ def merged_encoder(module: nn.Module, state: dict) -> tuple[nn.Module, dict]:
     clone.load_state_dict(state)
     plain = clone.merge_and_unload()
     return plain, {k: v.contiguous() for k, v in plain.state_dict().items()}
+
+
+def save_encoder(target, module: nn.Module, state_dict: dict, prefix: str) -> None:
+    """Save the ``prefix`` part of a full state dict as a plain Hugging Face model in ``target`` (adapters merged).
+
+    Every export writes its encoders through here. Refuses an empty part: under ZeRO-3 without
+    stage3_gather_16bit_weights_on_model_save the gathered state dict holds empty tensors.
+    """
+    state = {k[len(prefix):]: v.contiguous() for k, v in state_dict.items() if k.startswith(prefix)}
+    if not state or any(v.numel() == 0 for v in state.values()):
+        raise RuntimeError(f"refusing to write an empty export: the state dict has no {prefix!r} weights "
+                           "(under ZeRO-3 set stage3_gather_16bit_weights_on_model_save)")
+    plain, state = merged_encoder(module, state)
+    # Tied weights (an MLM decoder and the input embeddings) share storage; safetensors refuses duplicates.
+    plain.save_pretrained(str(target), state_dict={k: v.clone() for k, v in state.items()}, safe_serialization=True)
 
 
 def encoder_depth(model: nn.Module) -> int:

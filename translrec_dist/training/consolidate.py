@@ -2,7 +2,7 @@
 
 ZeRO checkpoints hold one partition per rank; DeepSpeed's own ``zero_to_fp32`` route merges them into full fp32
 weights in one process, without a process group (it needs about twice the checkpoint size in RAM). The run's
-``config.yaml`` (two levels up) says how to rebuild the model and tokenizer around the weights.
+config (two levels up) says how to rebuild the model and tokenizer around the weights.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from safetensors.torch import load_file
 
 from translrec_dist.config import RunConfig, load_config
 from translrec_dist.errors import ConfigError
-from translrec_dist.training.checkpoint import STATE_FILE
+from translrec_dist.models.export import write_export
+from translrec_dist.models.source import model_source
+from translrec_dist.run_dir import RunDir
+from translrec_dist.tasks import get_task
 
 log = logging.getLogger(__name__)
 # A checkpoint is consolidated in one process whatever strategy wrote it.
@@ -34,33 +37,34 @@ def consolidated_state_dict(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def run_config_of(checkpoint_dir: Path) -> RunConfig:
-    run_dir = checkpoint_dir.parent.parent
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir / 'config.yaml'} not found: {checkpoint_dir} must sit in RUN/checkpoints/ "
-                          f"next to the run's config.yaml")
-    return load_config(run_dir / "config.yaml", [*_PLAIN, f"output_dir={run_dir}"])
+    run = RunDir.of_checkpoint(checkpoint_dir)
+    if not run.config.is_file():
+        raise ConfigError(f"{run.config} not found: {checkpoint_dir} must sit in RUN/checkpoints/ next to the "
+                          f"run's config")
+    return load_config(run.config, [*_PLAIN, f"output_dir={run.root}"])
 
 
 def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
+    """Rebuild the run's model through its task, load the consolidated weights, write the export."""
     from translrec_dist.data.tokenize import load_tokenizer
-    from translrec_dist.models.cross_encoder import build_model, save_export
 
     ckpt, out = Path(checkpoint_dir), Path(out_dir)
-    if not (ckpt / STATE_FILE).is_file():
-        raise ConfigError(f"{ckpt} is not a complete checkpoint (no {STATE_FILE}); pass RUN/checkpoints/step_N")
+    if not RunDir.is_complete(ckpt):
+        raise ConfigError(f"{ckpt} is not a complete checkpoint (no {RunDir.state_file(ckpt).name}); pass "
+                          f"RUN/checkpoints/step_N")
     cfg = run_config_of(ckpt)
-    m = cfg.model
-    if m.tiny is not None and not m.init_from:
-        tokenizer = load_tokenizer(str(Path(cfg.output_dir) / "tokenizer"))
+    kind, path = model_source(cfg)
+    if kind == "tiny":
+        tokenizer = load_tokenizer(str(RunDir(cfg.output_dir).tokenizer))
     else:
-        tokenizer = load_tokenizer(m.init_from or m.name_or_path, m.trust_remote_code)
+        tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
     state_dict = consolidated_state_dict(ckpt)
-    model = build_model(cfg, tokenizer)
+    task = get_task(cfg.task)
+    model = task.build_model(cfg, tokenizer, None, state_dict)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
-        raise ConfigError(f"{ckpt} does not match the model of {cfg.source}: missing {missing[:3]}, unexpected "
-                          f"{unexpected[:3]}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_export(out, model.state_dict(), model, tokenizer, cfg)
+        raise ConfigError(f"{ckpt} does not match the {cfg.task} model of {cfg.source}: missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}")
+    write_export(out, model.state_dict(), model, tokenizer, cfg)
     log.info("exported %s -> %s (%d tensors)", ckpt, out, len(state_dict))
     return out

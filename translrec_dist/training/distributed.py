@@ -16,7 +16,6 @@ from translrec_dist.training.preemption import stop_signal
 from translrec_dist.training.zero_config import resolve_deepspeed_config
 
 log = logging.getLogger(__name__)
-STOP_FILE = "STOP"
 
 
 def build_accelerator(cfg: RunConfig) -> Accelerator:
@@ -104,9 +103,9 @@ def zero_stage(accelerator: Accelerator) -> int | None:
     return None if plugin is None else int(plugin.deepspeed_config["zero_optimization"]["stage"])
 
 
-def stop_requested_here(output_dir: str) -> bool:
+def stop_requested_here(stop_file: Path) -> bool:
     """This rank saw a STOP file or got SIGTERM/SIGUSR1 (ranks agree on it through ``agree``)."""
-    return stop_signal() is not None or Path(output_dir, STOP_FILE).exists()
+    return stop_signal() is not None or stop_file.exists()
 
 
 def agree(accelerator: Accelerator, *counts: float | torch.Tensor) -> list[float]:

@@ -1,6 +1,6 @@
 """What each rank really holds: parameter, gradient and optimizer-state bytes read from the (DeepSpeed) engine.
 
-Written once per run to ``OUTPUT_DIR/memory.json`` after the first optimizer step, so a ZeRO run shows its
+Written once per run (``RunDir.memory``) after the first optimizer step, so a ZeRO run shows its
 partitioning (ZeRO-3: each rank's ``ds_tensor`` partition) and ``bench/memory.py`` compares strategies.
 
 - parameters: tensors the module holds on this rank (ZeRO-3: the rank's partition plus the small parameters
@@ -69,14 +69,14 @@ def ddp_bucket_bytes(model) -> int:
     return sum(int(b) for b in str(data.get("bucket_sizes", "")).split(",") if b.strip())
 
 
-def write_memory_report(accelerator, model, optimizer, zero_stage: int | None, out: Path) -> list[dict]:
-    """Gather every rank's figures (a collective: all ranks call it) and write ``memory.json`` on the main one."""
+def write_memory_report(accelerator, model, optimizer, zero_stage: int | None, path: Path) -> list[dict]:
+    """Gather every rank's figures (a collective: all ranks call it) and write them to ``path`` on the main one."""
     mine = rank_model_state(model, optimizer, zero_stage)
     local = torch.tensor([[float(mine[k]) for k in FIELDS]], dtype=torch.float64, device=accelerator.device)
     rows = accelerator.gather(local).cpu().tolist() if accelerator.num_processes > 1 else local.cpu().tolist()
     ranks = [{"rank": r, **{k: int(v) for k, v in zip(FIELDS, row, strict=True)}} for r, row in enumerate(rows)]
     if accelerator.is_main_process:
         strategy = "ddp" if zero_stage is None else f"zero{zero_stage}"
-        (out / "memory.json").write_text(json.dumps({"strategy": strategy, "world_size": accelerator.num_processes,
+        path.write_text(json.dumps({"strategy": strategy, "world_size": accelerator.num_processes,
                                                      "ranks": ranks}, indent=2))
     return ranks

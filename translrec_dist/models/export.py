@@ -1,0 +1,47 @@
+"""Every export (``RUN/final``, ``translrec export``) is written and read here.
+
+An export is a directory with the task's weights in plain Hugging Face format (the task's ``write_export``
+decides the layout: an encoder plus a head, two towers, a masked-LM), the tokenizer files, and
+``translrec.yaml``: the run's config without its training strategy, from which the task (registry) and
+the model are rebuilt. ``AutoModel.from_pretrained(DIR)`` loads the (first) encoder alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from translrec_dist.config import RunConfig, dump_config, export_config, load_config
+from translrec_dist.data.tokenize import load_tokenizer
+from translrec_dist.errors import ConfigError
+from translrec_dist.tasks import get_task
+
+CONFIG_FILE = "translrec.yaml"
+
+
+def write_export(out_dir: Path, state_dict: dict, model, tokenizer, cfg: RunConfig) -> None:
+    """Write an export from a full (consolidated) state dict and the unwrapped model. Main process only."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    get_task(cfg.task).write_export(out_dir, state_dict, model)
+    tokenizer.save_pretrained(str(out_dir))
+    dump_config(export_config(cfg), out_dir / CONFIG_FILE)
+
+
+def read_export(model_dir: str | Path, expect: str | None = None):
+    """(model in eval mode, tokenizer, cfg, task) from an export directory.
+
+    ``expect``: a capability the caller needs (``"recommend"``), checked before any weights are read.
+    """
+    model_dir = Path(model_dir)
+    for f in ("config.json", CONFIG_FILE):
+        if not (model_dir / f).is_file():
+            raise ConfigError(f"{model_dir} is not a translrec export (missing {f}); pass RUN_DIR/final or run "
+                              f"`translrec export` on a checkpoint")
+    cfg = load_config(model_dir / CONFIG_FILE)
+    task = get_task(cfg.task)
+    if expect == "recommend" and not task.serves_recommend:
+        raise ConfigError(f"{model_dir} was trained with task={cfg.task}; retrieval commands need a model "
+                          f"trained with task=retrieval")
+    tokenizer = load_tokenizer(str(model_dir), cfg.model.trust_remote_code)
+    model = task.read_export(model_dir, cfg)
+    return model.eval(), tokenizer, cfg, task

@@ -1,0 +1,127 @@
+"""The layout of a run directory (``output_dir``): the one place that names its files.
+
+Everything that reads or writes a run's files asks a ``RunDir`` for the path; nothing else spells a name.
+This module imports nothing from the package, so every layer (data, models, training, benches, tests,
+``translrec run-status`` for the SLURM scripts) can use it::
+
+    OUTPUT_DIR/
+      config.yaml             the validated config of the run (written once the config and data are checked)
+      metrics.jsonl           one JSON record per log/validation/eval line
+      eval.json               final metrics (test at the top level, other splits nested)
+      memory.json             per-rank memory after the first optimizer step
+      STOP                    created by a user or a job script: checkpoint and exit at the next step
+      tokenizer/              the vocabulary trained for a tiny model (shared by the ranks)
+      tokenized/<split>/      map-style splits tokenized by the main process, loaded by the others
+      prepared/<key>/         ``translrec prepare`` shards (default data.cache_dir)
+      example_ids/rank<R>.txt streamed example ids per rank (data.record_example_ids)
+      checkpoints/step_N/     complete checkpoints (``trainer_state.json`` written last)
+      checkpoints/best/       the state with the best validation metric
+      final/                  the export (a plain Hugging Face directory + translrec.yaml)
+      report/                 ``translrec report`` plots
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_FILE = "trainer_state.json"  # inside every checkpoint directory, written last
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    # ---- files
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def memory(self) -> Path:
+        return self.root / "memory.json"
+
+    @property
+    def stop(self) -> Path:
+        return self.root / "STOP"
+
+    # ---- directories
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    def tokenized(self, split: str) -> Path:
+        return self.root / "tokenized" / split
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def example_ids(self) -> Path:
+        return self.root / "example_ids"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step}"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    # ---- checkpoints
+    @staticmethod
+    def state_file(checkpoint: str | Path) -> Path:
+        return Path(checkpoint) / STATE_FILE
+
+    @staticmethod
+    def is_complete(checkpoint: str | Path) -> bool:
+        return RunDir.state_file(checkpoint).is_file()
+
+    def complete_checkpoints(self) -> list[Path]:
+        """Complete ``step_N`` checkpoints, oldest first (``.tmp`` and half-written ones are never listed)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir()
+                 if (m := _STEP_DIR.match(p.name)) and self.is_complete(p)]
+        return [p for _, p in sorted(found)]
+
+    @staticmethod
+    def of_checkpoint(checkpoint: str | Path) -> RunDir:
+        """The run a ``RUN/checkpoints/step_N`` directory belongs to."""
+        return RunDir(Path(checkpoint).parent.parent)
+
+    def status(self) -> dict:
+        """What a job script needs: the last complete checkpoint and whether the run finished."""
+        done = self.complete_checkpoints()
+        state = json.loads(self.state_file(done[-1]).read_text()) if done else {}
+        step = int(state.get("step", 0))
+        total = state.get("total_steps")
+        return {"run_dir": str(self.root), "last_checkpoint": str(done[-1]) if done else None, "step": step,
+                "total_steps": total, "finished": total is not None and step >= int(total),
+                "exported": self.final.is_dir()}

@@ -1,0 +1,111 @@
+"""``retrieval``: a bi-encoder (user history tower, item text tower) trained with in-batch negatives.
+
+The model computes its loss from the batch (softmax over the in-batch items, optionally gathered from all
+ranks); evaluation ranks every target against the whole catalog (``ranking``). Exports are served by
+``translrec index/recommend/explain``.
+
+Export: the (user) encoder in plain Hugging Face format, ``item_encoder/`` when the towers are separate,
+``bi_encoder.safetensors`` for the optional item-id embeddings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from safetensors.torch import load_file, save_file
+
+from translrec_dist.data import TextSplits, build_tokenizer, read_source
+from translrec_dist.data.loader import token_lengths
+from translrec_dist.data.retrieval import (
+    RetrievalCollator,
+    build_retrieval_data,
+    tokenize_catalog,
+    tokenize_users,
+)
+from translrec_dist.errors import ConfigError
+from translrec_dist.models.bi_encoder import EXTRA_FILE, ITEM_ENCODER_DIR, BiEncoder, build_bi_encoder
+from translrec_dist.models.cross_encoder import load_pretrained_encoder
+from translrec_dist.models.transfer import save_encoder
+from translrec_dist.ranking import evaluate_on_data, evaluate_ranking
+from translrec_dist.tasks.base import DataContext, Task, TaskData
+
+
+def tokenizer_corpus(train_texts, item_text: pd.Series) -> TextSplits:
+    """What a tiny model's WordPiece vocabulary is trained on: training texts and the item texts."""
+    frame = pd.DataFrame({"text": list(train_texts), "text_pair": None})
+    return TextSplits({"train": frame}, item_text)
+
+
+def needs_item_texts(cfg, name: str) -> None:
+    if cfg.data.format == "text_label":
+        raise ConfigError(f"task: task={name} needs item texts; use a recommendation format (e.g. synthetic, "
+                          f"recbole) ({cfg.source})")
+
+
+class RetrievalTask(Task):
+    name = "retrieval"
+    export_kind = "bi_encoder"
+    serves_recommend = True
+
+    def validate(self, cfg) -> None:
+        needs_item_texts(cfg, self.name)
+        if cfg.data.streaming:
+            raise ConfigError(f"data.streaming: task=retrieval reads its examples map-style for now (the prepared "
+                              f"shards hold cross-encoder pairs); drop data.streaming=true ({cfg.source})")
+
+    def build_data(self, cfg, ctx: DataContext) -> TaskData:
+        data = build_retrieval_data(*read_source(cfg), cfg)
+        corpus = tokenizer_corpus(data.splits["train"]["text"], data.item_text)
+        tokenizer = ctx.tokenizer(lambda: build_tokenizer(cfg, corpus))
+        n = cfg.data.max_length
+        catalog = ctx.tokenized("catalog", lambda: tokenize_catalog(data.item_text, tokenizer, n))
+        users = {split: ctx.tokenized(split, lambda frame=frame: tokenize_users(frame, tokenizer, n))
+                 for split, frame in data.splits.items()}
+        eval_collate = RetrievalCollator(tokenizer.pad_token_id)
+
+        def evaluate(model, split: str, accelerator) -> dict:
+            return evaluate_ranking(model, users[split], data.splits[split], catalog, eval_collate, accelerator,
+                                    cfg.eval.micro_batch_size, cfg.eval.ks)
+
+        lengths = token_lengths(users["train"]) if cfg.data.group_by_length else None
+        return TaskData(tokenizer, users["train"], RetrievalCollator(tokenizer.pad_token_id, catalog), evaluate,
+                        lengths, {"num_items": len(data.item_ids), "catalog": catalog})
+
+    def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None):
+        if data is not None:
+            num_items = data.extra["num_items"]
+        else:  # rebuilt around a checkpoint: the id table's shape says how many items it was trained with
+            weight = (state_dict or {}).get("item_ids.weight")
+            num_items = weight.shape[0] - 1 if weight is not None else 0
+        return build_bi_encoder(cfg, tokenizer, num_items=num_items)
+
+    def loss(self, model, batch: dict):
+        return model(**batch)
+
+    def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
+        save_encoder(out_dir, model.encoder, state_dict, "encoder.")
+        if model.item_encoder is not None:
+            save_encoder(out_dir / ITEM_ENCODER_DIR, model.item_encoder, state_dict, "item_encoder.")
+        extra = {k: v.contiguous() for k, v in state_dict.items() if k.startswith("item_ids.")}
+        if extra:
+            save_file(extra, str(out_dir / EXTRA_FILE))
+
+    def read_export(self, model_dir: Path, cfg):
+        m = cfg.model
+        encoder = load_pretrained_encoder(str(model_dir), m.attn_implementation, m.trust_remote_code)
+        item_encoder = None
+        if (model_dir / ITEM_ENCODER_DIR).is_dir():
+            item_encoder = load_pretrained_encoder(str(model_dir / ITEM_ENCODER_DIR), m.attn_implementation,
+                                                   m.trust_remote_code)
+        extra = load_file(str(model_dir / EXTRA_FILE)) if (model_dir / EXTRA_FILE).is_file() else {}
+        num_items = extra["item_ids.weight"].shape[0] - 1 if extra else 0
+        model = BiEncoder(encoder, item_encoder, pooling=m.pooling, similarity=m.similarity,
+                          temperature=m.temperature, num_items=num_items)
+        if extra:
+            model.item_ids.load_state_dict({"weight": extra["item_ids.weight"]})
+        return model
+
+    def evaluate_export(self, cfg, model, tokenizer, split: str, accelerator) -> dict:
+        data = build_retrieval_data(*read_source(cfg), cfg)
+        return evaluate_on_data(accelerator.prepare(model), tokenizer, cfg, data, split, accelerator)

@@ -1,0 +1,177 @@
+"""Small objects that run around the optimizer steps, each on its own schedule.
+
+A hook has ``should_run(step) -> bool`` and ``run(trainer, step)``; ``observe(trainer, outcome)`` sees every
+step's outcome (cheap, no host sync). Every rank runs the same hooks at the same steps, so a hook may run
+collectives. Tasks add their own (``Task.hooks``) without the trainer knowing them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from translrec_dist.errors import ConfigError
+from translrec_dist.run_dir import RunDir
+from translrec_dist.training.checkpoint import save_state_atomically
+from translrec_dist.training.memory import write_memory_report
+
+log = logging.getLogger(__name__)
+
+
+class Hook:
+    def should_run(self, step: int) -> bool:
+        return True
+
+    def observe(self, trainer, outcome) -> None:
+        return None
+
+    def run(self, trainer, step: int) -> None:
+        return None
+
+
+def write_metrics(accelerator, path: Path, record: dict) -> None:
+    if accelerator.is_main_process:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    accelerator.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))},
+                    step=record["step"])
+
+
+class LogHook(Hook):
+    """Loss, learning rate and throughput every ``train.log_every`` steps (and at the last step).
+
+    Accumulates on the device; syncs with the host only when a line is written.
+    """
+
+    def __init__(self, trainer):
+        self.every, self.total, self.accelerator = trainer.cfg.train.log_every, trainer.total_steps, trainer.accelerator
+        self.reset()
+
+    def reset(self) -> None:
+        dev = self.accelerator.device
+        self.loss = torch.zeros((), device=dev)
+        self.tokens = torch.zeros((), device=dev, dtype=torch.long)
+        self.samples, self.micro_steps, self.start = 0, 0, time.perf_counter()
+
+    def observe(self, trainer, outcome) -> None:
+        for loss in outcome.micro_losses:
+            self.loss += loss
+        self.tokens += outcome.tokens
+        self.samples += outcome.samples
+        self.micro_steps += len(outcome.micro_losses)
+
+    def should_run(self, step: int) -> bool:
+        return step % self.every == 0 or step == self.total
+
+    def run(self, trainer, step: int) -> None:
+        acc = self.accelerator
+        stats = torch.stack([self.loss / max(self.micro_steps, 1), self.tokens.float(),
+                             torch.tensor(float(self.samples), device=acc.device)])
+        stats = acc.reduce(stats, reduction="sum") if acc.num_processes > 1 else stats
+        loss, tokens, samples = stats.tolist()
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        record = {"step": step, "epoch": round(step / trainer.steps_per_epoch, 4), "loss": loss / acc.num_processes,
+                  "lr": trainer.scheduler.get_last_lr()[0], "samples_per_s": samples / elapsed,
+                  "tokens_per_s": tokens / elapsed}
+        self.reset()
+        trainer.bar.set_postfix(loss=f"{record['loss']:.4f}")
+        write_metrics(acc, trainer.run.metrics, record)
+
+
+class MemoryHook(Hook):
+    """Per-rank memory once, after this run's first optimizer step (optimizer state exists then)."""
+
+    def __init__(self):
+        self.done = False
+
+    def should_run(self, step: int) -> bool:
+        return not self.done
+
+    def run(self, trainer, step: int) -> None:
+        self.done = True  # a collective: every rank writes its figures
+        write_memory_report(trainer.accelerator, trainer.model, trainer.optimizer, trainer.stage, trainer.run.memory)
+
+
+class CheckpointHook(Hook):
+    """A checkpoint every ``train.checkpoint_every`` steps, never right after a skipped (non-finite) step."""
+
+    def __init__(self, trainer):
+        self.every, self.total, self.guard = trainer.cfg.train.checkpoint_every, trainer.total_steps, trainer.guard
+
+    def should_run(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0 and self.guard.streak == 0 and step < self.total
+
+    def run(self, trainer, step: int) -> None:
+        trainer.save_checkpoint()
+
+
+class ValidationHook(Hook):
+    """Validation every ``eval.every_steps``; with ``eval.best_metric`` the best state is kept aside in
+    ``checkpoints/best`` (better = the task's ``metric_mode``) and restored at the end if the last is worse."""
+
+    def __init__(self, trainer):
+        cfg = trainer.cfg
+        self.cfg, self.every, self.total = cfg, cfg.eval.every_steps, trainer.total_steps
+        self.metric = cfg.eval.best_metric
+        self.mode = trainer.task.metric_mode(self.metric) if self.metric else "max"
+        state = RunDir.state_file(trainer.run.best)
+        self.best = json.loads(state.read_text()) if self.metric and state.is_file() else None
+
+    def should_run(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0 and step < self.total
+
+    def run(self, trainer, step: int) -> None:
+        valid = trainer.data.evaluate(trainer.model, "valid", trainer.accelerator)
+        write_metrics(trainer.accelerator, trainer.run.metrics, {"step": step, **{f"valid/{k}": v
+                                                                                  for k, v in valid.items()}})
+        if not self.metric:
+            return
+        value = self.value(valid)
+        if self.best is not None and not self.better(value, self.best["value"]):
+            return
+        self.best = {"step": step, "value": value, "metric": self.metric}
+        save_state_atomically(trainer.accelerator, trainer.run.best, self.best)
+
+    def value(self, metrics: dict) -> float:
+        if self.metric not in metrics:
+            raise ConfigError(f"eval.best_metric={self.metric} is not a validation metric of task={self.cfg.task}; "
+                              f"choose one of {', '.join(k for k in metrics if k != 'step')} ({self.cfg.source})")
+        return float(metrics[self.metric])
+
+    def better(self, value: float, than: float) -> bool:
+        return value > than if self.mode == "max" else value < than
+
+    def restore_if_better(self, trainer) -> int:
+        """Go back to the best validated state when the last step validates worse; returns the step evaluated."""
+        step = trainer.step
+        if self.best is None or self.best["step"] == step:
+            return step
+        last = self.value(trainer.data.evaluate(trainer.model, "valid", trainer.accelerator))
+        if not self.better(self.best["value"], last):
+            log.info("last step validates best (%s=%.4f)", self.metric, last)
+            return step
+        log.info("restoring step %d (%s=%.4f, better than %.4f at the last step)", self.best["step"], self.metric,
+                 self.best["value"], last)
+        trainer.accelerator.load_state(str(trainer.run.best))
+        return self.best["step"]
+
+
+def final_evaluation(trainer, step: int) -> dict:
+    """Every split of ``eval.splits``; ``eval.json`` has test at the top level and the others nested."""
+    results: dict = {}
+    for split in trainer.cfg.eval.splits:
+        metrics = {**trainer.data.evaluate(trainer.model, split, trainer.accelerator), "step": step}
+        if split == "test":
+            results.update(metrics)
+        else:
+            results[split] = metrics
+    if trainer.accelerator.is_main_process:
+        trainer.run.eval.write_text(json.dumps(results, indent=2))
+        log.info("eval: %s", json.dumps(results))
+    write_metrics(trainer.accelerator, trainer.run.metrics,
+                  {"step": step, **{f"eval/{k}": v for k, v in results.items() if not isinstance(v, dict)}})
+    return results
