@@ -58,6 +58,7 @@ class SequenceConfig:
     dropout: float = 0.5
     attn_dropout: float = 0.5
     adaptor_dropout: float = 0.2  # on the text vectors before the adaptor
+    id_dropout: float = 0.0  # text+id: share of items whose ID vector is left out in each training step
     normalize: bool = False  # cosine scores (x 1/temperature) instead of dot products
     temperature: float = 0.07
     loss: Literal["full", "sampled"] = "full"  # full-catalog softmax, or in-batch + sampled negatives with logQ

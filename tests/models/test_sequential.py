@@ -145,3 +145,17 @@ def test_full_softmax_leaves_out_items_without_training_interactions():
     targets = torch.tensor([1, 2, 3, 4, 5])  # positions among the kept items (item 6 -> 5)
     expected = F.cross_entropy(logits, targets)
     assert float(model(windows)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_items_without_training_interactions_use_text_alone_and_id_dropout_drops_ids():
+    model = tiny("text+id")  # item 5 has no training interaction
+    with torch.no_grad():
+        model.items.ids.weight[1:].normal_()
+    vectors = model.catalog()
+    text_only = model.items.adaptor(model.items.text)
+    assert torch.allclose(vectors[5], text_only[5]) and not torch.allclose(vectors[0], text_only[0])
+    model.cfg = dataclasses.replace(model.cfg, id_dropout=0.5)
+    model.train()
+    torch.manual_seed(1)
+    with_ids = (model.catalog() - model.items.adaptor(model.items.text)).abs().sum(1) > 1e-6
+    assert 0 < int(with_ids.sum()) < 6 and not bool(with_ids[5])  # some IDs dropped, never the untrained one

@@ -73,11 +73,21 @@ class SequenceModel(nn.Module):
             self.items.set_text_vectors(self.text_items.encode_all())
 
     def catalog(self, batch_items: torch.Tensor | None = None) -> torch.Tensor:
+        """Every item's vector. An item without training interactions (held out, or new) has an ID vector
+        that never trained: it is represented by its text alone. ``id_dropout`` drops the ID vectors of a
+        random share of items in training, so the text part alone also ranks well (cold start)."""
+        text = None
         if self.text_items is not None and self.training and batch_items is not None:
             text = self.text_items.with_fresh(self.items.text, batch_items)
-            index = torch.arange(len(text), device=text.device)
-            return self.items(text=text, index=index)
-        return self.items()
+        if self.items.ids is None:
+            return self.items(text=text, index=torch.arange(len(text), device=text.device)) if text is not None \
+                else self.items()
+        index = torch.arange(self.items.num_items, device=self.trained.device)
+        keep = self.trained
+        if self.training and self.cfg.id_dropout > 0 and self.items.use_text:
+            keep = keep & (torch.rand(len(index), device=index.device) >= self.cfg.id_dropout)
+        index = torch.where(keep, index, torch.full_like(index, -1))
+        return self.items(text=self.items.text if text is None and self.items.use_text else text, index=index)
 
     def states(self, seq: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """[B x L x H] state at every position of right-aligned sequences (PAD = -1 on the left)."""

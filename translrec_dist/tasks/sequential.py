@@ -77,7 +77,7 @@ def check_sequence_config(cfg) -> None:
         if value < 1:
             fail(f"model.sequence.{key}", f"must be >= 1, got {value}")
     for key, value in [("dropout", s.dropout), ("attn_dropout", s.attn_dropout),
-                       ("adaptor_dropout", s.adaptor_dropout)]:
+                       ("adaptor_dropout", s.adaptor_dropout), ("id_dropout", s.id_dropout)]:
         if not 0 <= value < 1:
             fail(f"model.sequence.{key}", f"must be in [0, 1), got {value}")
     if s.num_negatives < 0:
