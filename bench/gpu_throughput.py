@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from translrec_dist.run_dir import RunDir
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_cpu.yaml"
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
@@ -57,7 +59,7 @@ def run(out: Path, dims: dict, seq: int, strategy: str, padded: bool, steps: int
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
-    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = [json.loads(line) for line in RunDir(out).metrics.read_text().splitlines()]
     logs = [r for r in logs if "samples_per_s" in r][1:] or [r for r in logs if "samples_per_s" in r]
     return {k: statistics.median(r[k] for r in logs) for k in ("samples_per_s", "tokens_per_s")}
 

@@ -1,6 +1,6 @@
 """Per-rank bytes of parameters, gradients and optimizer state under DDP and ZeRO-1/2/3 (2 CPU processes).
 
-Each strategy trains a small BERT for two steps with 2 real processes (gloo); the run writes ``memory.json``
+Each strategy trains a small BERT for two steps with 2 real processes (gloo); the run writes its memory report
 from the engines (training/memory.py: ZeRO-3 partitions read from each parameter's ``ds_tensor``, optimizer
 moments from the torch optimizer inside DeepSpeed, plus its fp32 master partition). Printed beside the
 planner's estimate for the same model (fp32, as on CPU) and as a ratio to DDP. Target: ZeRO-3 <= 0.55x DDP.
@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from translrec_dist.config import load_config  # noqa: E402
 from translrec_dist.planner import estimate, model_size  # noqa: E402
+from translrec_dist.run_dir import RunDir  # noqa: E402
 
 STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
 
@@ -44,7 +45,7 @@ def run(args, out: Path, strategy: str, port: int) -> dict:
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{strategy} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return json.loads((out / "memory.json").read_text())
+    return json.loads(RunDir(out).memory.read_text())
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from translrec_dist.run_dir import RunDir
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_cpu.yaml"
 SETUPS = {  # model -> (overrides, steps, warm-up steps, log window)
@@ -42,7 +44,7 @@ def run_translrec(out: Path, overrides: list[str], steps: int, window: int) -> d
            f"train.max_steps={steps}", f"train.log_every={window}", "train.progress_bar=false",
            "eval.splits=[]", "eval.every_steps=null", "train.warmup_ratio=0"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
-    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = [json.loads(line) for line in RunDir(out).metrics.read_text().splitlines()]
     logs = [r for r in logs if "samples_per_s" in r][1:]  # the first window holds the warm-up
     return {"samples_per_s": statistics.median(r["samples_per_s"] for r in logs),
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in logs)}
@@ -77,7 +79,7 @@ def baseline_worker(out: Path, overrides: list[str], steps: int, warmup: int) ->
     b, length = cfg.train.micro_batch_size, cfg.data.max_length
     train = load_text_splits(cfg).frames["train"]
     rows = train.iloc[epoch_permutation(len(train), cfg.seed, 0)[: steps * b]]
-    tok_dir = cfg.model.name_or_path or str(out / "tokenizer")  # the vocabulary translrec built for tiny
+    tok_dir = cfg.model.name_or_path or str(RunDir(out).tokenizer)  # the vocabulary translrec built for tiny
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     # Seed style: one call per row, padded to max_length.
     encoded = [tokenizer(t, p, padding="max_length", truncation=True, max_length=length)

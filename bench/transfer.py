@@ -28,6 +28,7 @@ from translrec_dist.data import read_source
 from translrec_dist.data.retrieval import build_retrieval_data
 from translrec_dist.data.tokenize import load_tokenizer
 from translrec_dist.ranking import all_metrics, evaluate_on_data, target_ranks
+from translrec_dist.run_dir import RunDir
 
 COLUMNS = ["ndcg@10", "recall@10", "mrr", "cold_ndcg@10"]
 
@@ -66,7 +67,7 @@ def train_row(config: str, overrides: list[str], out: Path, log_file: Path) -> d
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}); see {log_file}")
-    return json.loads((out / "eval.json").read_text())
+    return json.loads(RunDir(out).eval.read_text())
 
 
 def table(rows: dict, suffix: str) -> str:

@@ -20,12 +20,13 @@ if [[ $# -lt 1 ]]; then
 fi
 # Traps first: without one, a USR1 during start-up would end the job instead of requeueing it.
 output_dir=
+stop_file=
 stop_requested=0
 preempted=0
 request_stop() {  # $1: why
-  echo "translrec: $(date -u +%FT%TZ) $1; asking training to checkpoint and stop (${output_dir:-?}/STOP)"
+  echo "translrec: $(date -u +%FT%TZ) $1; asking training to checkpoint and stop (${stop_file:-?})"
   stop_requested=1
-  if [[ -n $output_dir ]]; then touch "$output_dir/STOP"; fi
+  if [[ -n $stop_file ]]; then touch "$stop_file"; fi
 }
 trap 'preempted=1; request_stop "got SIGUSR1 (preemption or time limit ahead)"' USR1
 trap 'request_stop "got SIGTERM (scancel or time limit)"' TERM
@@ -40,7 +41,8 @@ if ((restarts > 0)); then overrides+=("train.resume_from=auto"); fi
 
 # validates the whole config now, on one node, before any node starts a process group
 output_dir=$("$py" -m translrec_dist config-get "$config" output_dir "${overrides[@]}") || exit 2
-mkdir -p "$output_dir" && rm -f "$output_dir/STOP"
+stop_file=$("$py" -m translrec_dist run-status "$output_dir" --field stop_file) || exit 2
+mkdir -p "$output_dir" && rm -f "$stop_file"
 if ((preempted)); then scontrol requeue "$SLURM_JOB_ID"; exit 0; fi  # signalled before anything started
 if ((stop_requested)); then exit 143; fi
 
@@ -100,7 +102,7 @@ while :; do
   if ((stop_requested)); then
     if ! kill -0 "$srun_pid" 2>/dev/null; then wait "$srun_pid"; rc=$?; break; fi
     # training deletes a stale STOP when it starts; keep it there until the processes have seen it
-    [[ -e $output_dir/STOP ]] || touch "$output_dir/STOP"
+    [[ -e $stop_file ]] || touch "$stop_file"
     sleep 2 &
     wait $!
   else
@@ -110,13 +112,9 @@ while :; do
   fi
 done
 
-last_ckpt=$(ls -d "$output_dir"/checkpoints/step_*/trainer_state.json 2>/dev/null | sort -V | tail -n 1)
-last_ckpt=${last_ckpt%/trainer_state.json}
-finished=0
-if [[ -n $last_ckpt ]]; then  # the final step is checkpointed: a late USR1 must not requeue a finished run
-  finished=$("$py" -c 'import json, sys; s = json.load(open(sys.argv[1])); print(int(s["step"] >= s["total_steps"]))' \
-             "$last_ckpt/trainer_state.json" 2>/dev/null || echo 0)
-fi
+# the final step is checkpointed: a late USR1 must not requeue a finished run
+last_ckpt=$("$py" -m translrec_dist run-status "$output_dir" --field last_checkpoint 2>/dev/null)
+finished=$("$py" -m translrec_dist run-status "$output_dir" --field finished 2>/dev/null || echo 0)
 if ((rc == 0 && finished)); then
   echo "translrec: $(date -u +%FT%TZ) job $SLURM_JOB_ID finished; results in $output_dir (eval.json, final/)"
   exit 0

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from translrec_dist.errors import UserError
+from translrec_dist.run_dir import RunDir
 
 log = logging.getLogger("translrec_dist")
 
@@ -56,7 +57,7 @@ def cmd_evaluate(args) -> int:
     from translrec_dist.scoring import evaluate_export
 
     cfg = load_config(args.config, args.overrides)
-    model_dir = Path(args.model or Path(cfg.output_dir) / "final")
+    model_dir = Path(args.model) if args.model else RunDir(cfg.output_dir).final
     metrics = evaluate_export(cfg, model_dir, args.split)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -119,6 +120,18 @@ def cmd_export(args) -> int:
 
     out = export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {out} (load it with model.init_from={out}, translrec evaluate --model {out} or predict)")
+    return 0
+
+
+def cmd_run_status(args) -> int:
+    """Where a run stands, for job scripts: the last complete checkpoint, whether it finished, its STOP file."""
+    run = RunDir(args.run_dir)
+    status = {**run.status(), "stop_file": str(run.stop)}
+    if args.field is None:
+        print(json.dumps(status))
+        return 0
+    value = status[args.field]
+    print("" if value is None else int(value) if isinstance(value, bool) else value)
     return 0
 
 
@@ -235,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint", help="RUN/checkpoints/step_N")
     x.add_argument("out", help="output directory")
     x.set_defaults(func=cmd_export)
+
+    rs = sub.add_parser("run-status", help="the last complete checkpoint of a run and whether it finished (JSON)")
+    rs.add_argument("run_dir")
+    rs.add_argument("--field", choices=["last_checkpoint", "step", "total_steps", "finished", "exported", "stop_file"],
+                    help="print this one value (booleans as 0/1, none as an empty line) instead of the JSON")
+    rs.set_defaults(func=cmd_run_status)
 
     pl = sub.add_parser("plan", help="per-GPU memory of DDP/ZeRO-1/2/3 (+offload) and the cheapest that fits")
     pl.add_argument("config")

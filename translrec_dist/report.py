@@ -1,4 +1,4 @@
-"""``translrec report RUN_DIR``: curves from ``metrics.jsonl`` as PNGs, plus a short text summary."""
+"""``translrec report RUN_DIR``: curves from the run's metrics log as PNGs, plus a short text summary."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import statistics
 from pathlib import Path
 
 from translrec_dist.errors import DataError
+from translrec_dist.run_dir import RunDir
 
 PANELS = [("loss", "training loss"), ("lr", "learning rate"), ("samples_per_s", "samples / s"),
           ("tokens_per_s", "tokens / s")]
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         raise DataError(f"{path} not found: pass the output_dir of a translrec run")
     records = []
@@ -47,7 +48,7 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / "report"
+    out = Path(out_dir) if out_dir else RunDir(run_dir).report
     out.mkdir(parents=True, exist_ok=True)
     records = read_metrics(run_dir)
     written = []
@@ -97,10 +98,10 @@ def summarize(run_dir: Path, records: list[dict]) -> str:
         lines.append(f"loss: {first:.4f} (first {k} logs) -> {last:.4f} (last {k}), best {min(loss):.4f}")
         lines.append(f"throughput: median {statistics.median(sps):.1f} samples/s, "
                      f"{statistics.median(tps):.0f} tokens/s")
-    eval_file = run_dir / "eval.json"
+    eval_file = RunDir(run_dir).eval
     if eval_file.is_file():
         ev = json.loads(eval_file.read_text())
         flat = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in ev.items()
                          if not isinstance(v, dict))
-        lines.append(f"eval.json: {flat}")
+        lines.append(f"{eval_file.name}: {flat}")
     return "\n".join(lines)

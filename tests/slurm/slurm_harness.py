@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST, REPO, TINY, run_cli
+from translrec_dist.run_dir import RunDir
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
@@ -86,7 +87,7 @@ def base_export_fixture(tmp_path_factory) -> Path:
     weights in every run, so runs in different modes can be compared number for number."""
     out = tmp_path_factory.mktemp("base") / "run"
     run_cli(["train", str(TINY), *FAST, "train.max_steps=1", "eval.splits=[test]", f"output_dir={out}"])
-    return out / "final"
+    return RunDir(out).final
 
 def run_args(base_export: Path, out: Path, *extra: str) -> list[str]:
     return [str(TINY), *FAST, f"model.init_from={base_export}", f"output_dir={out}", *extra]

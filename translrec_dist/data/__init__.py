@@ -17,6 +17,7 @@ from translrec_dist.data.examples import build_examples, split_text_label
 from translrec_dist.data.filtering import kcore
 from translrec_dist.data.tables import read_text_label
 from translrec_dist.data.tokenize import ArrowEncoder, load_tokenizer, tokenize_dataset, tokenize_frame, train_wordpiece
+from translrec_dist.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()
@@ -69,10 +70,6 @@ def tokenize_splits(cfg: RunConfig, texts: TextSplits, tokenizer) -> dict[str, d
     return {name: tokenize_frame(df, tokenizer, cfg.data.max_length) for name, df in texts.frames.items()}
 
 
-def tokenizer_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.output_dir) / "tokenizer"
-
-
 @dataclass
 class PreparedSplits:
     """Training data read from ``translrec prepare``'s output: train streamed per rank, eval map-style."""
@@ -104,10 +101,10 @@ def load_prepared_splits(cfg: RunConfig, is_main: bool) -> PreparedSplits:
     manifest = read_manifest(directory)
     shards = manifest["splits"]["train"]["shards"]
     d = cfg.data
-    tokenizer = load_tokenizer(str(directory / "tokenizer"))
+    tokenizer = load_tokenizer(str(directory / manifest["tokenizer"]["dir"]))
     raw = not manifest.get("pretokenize", True)  # text shards: tokenized here (eval) and in the loader (train)
     train = ShardedTrain(directory, [s["file"] for s in shards], [s["examples"] for s in shards], d.shuffle_buffer,
-                         d.group_by_length, Path(cfg.output_dir) / "example_ids" if d.record_example_ids else None,
+                         d.group_by_length, RunDir(cfg.output_dir).example_ids if d.record_example_ids else None,
                          ArrowEncoder(tokenizer, d.max_length) if raw else None)
     splits: dict = {"train": train}
     for name in ("valid", "test"):

@@ -34,16 +34,18 @@ from tqdm.auto import tqdm
 
 from translrec_dist.config import RunConfig
 from translrec_dist.errors import DataError
+from translrec_dist.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1
 MANIFEST = "manifest.json"
+TOKENIZER_DIR = "tokenizer"  # inside a prepared directory (named in the manifest)
 # Data settings that only change how prepared shards are read, not what they hold.
 READ_TIME_KEYS = {"streaming", "shuffle_buffer", "group_by_length", "num_workers", "cache_dir", "num_proc"}
 
 
 def cache_root(cfg: RunConfig) -> Path:
-    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.output_dir) / "prepared"
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else RunDir(cfg.output_dir).prepared
 
 
 def source_files(cfg: RunConfig) -> list[Path]:
@@ -138,7 +140,7 @@ def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
     timings["read_and_examples_s"] = time.perf_counter() - start
     start = time.perf_counter()
     tokenizer = build_tokenizer(cfg, texts)
-    save_tokenizer(tokenizer, out / "tokenizer")
+    save_tokenizer(tokenizer, out / TOKENIZER_DIR)
     timings["tokenizer_s"] = time.perf_counter() - start
     splits = {}
     start = time.perf_counter()
@@ -160,7 +162,7 @@ def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
     return {
         "version": PREPARE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "task": cfg.task, "format": d.format, "pretokenize": d.pretokenize, **inputs,
-        "tokenizer": {**inputs["tokenizer"], "hash": tokenizer_hash(tokenizer), "dir": "tokenizer",
+        "tokenizer": {**inputs["tokenizer"], "hash": tokenizer_hash(tokenizer), "dir": TOKENIZER_DIR,
                       "vocab_size": len(tokenizer)},
         "splits": splits, "report": texts.report,
         "label_mean": float(frames["train"]["label"].mean()) if cfg.task == "rating" else None,

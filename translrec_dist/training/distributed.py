@@ -13,7 +13,7 @@ from accelerate.utils import DeepSpeedPlugin, DistributedType, GradientAccumulat
 
 from translrec_dist.config import RunConfig, check_world_size
 from translrec_dist.training.preemption import stop_signal
-from translrec_dist.training.zero_config import resolve_deepspeed_config
+from translrec_dist.training.zero_config import fill_hidden_size_buckets, resolve_deepspeed_config
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,13 @@ def deepspeed_plugin(ds_config: dict, grad_accum: int) -> DeepSpeedPlugin:
     # DeepSpeed partitions it in prepare(); BERT-large fits one host many times over.
     return DeepSpeedPlugin(hf_ds_config=ds_config, gradient_accumulation_steps=grad_accum, zero_stage=stage,
                            zero3_init_flag=False, zero3_save_16bit_model=stage == 3)
+
+
+def size_zero_buckets(accelerator: Accelerator, hidden_size: int) -> None:
+    """Before ``prepare``: fill the DeepSpeed bucket sizes left "auto" from the model's hidden size."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        fill_hidden_size_buckets(plugin.deepspeed_config, hidden_size)
 
 
 def free_port() -> int:

@@ -175,3 +175,19 @@ def final_evaluation(trainer, step: int) -> dict:
     write_metrics(trainer.accelerator, trainer.run.metrics,
                   {"step": step, **{f"eval/{k}": v for k, v in results.items() if not isinstance(v, dict)}})
     return results
+
+
+def flat_config(cfg) -> dict:
+    """``train.lr``-style keys for the trackers."""
+    flat = {}
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+    walk(cfg.to_dict())
+    return flat
+

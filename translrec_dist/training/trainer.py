@@ -28,8 +28,21 @@ from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
 from translrec_dist.tasks import DataContext, get_task
 from translrec_dist.training.checkpoint import load_checkpoint, read_trainer_state, resolve_resume, save_checkpoint
-from translrec_dist.training.distributed import agree, build_accelerator, stop_requested_here, zero_stage
-from translrec_dist.training.hooks import CheckpointHook, LogHook, MemoryHook, ValidationHook, final_evaluation
+from translrec_dist.training.distributed import (
+    agree,
+    build_accelerator,
+    size_zero_buckets,
+    stop_requested_here,
+    zero_stage,
+)
+from translrec_dist.training.hooks import (
+    CheckpointHook,
+    LogHook,
+    MemoryHook,
+    ValidationHook,
+    final_evaluation,
+    flat_config,
+)
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.optim import build_optimizer, build_scheduler
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
@@ -92,6 +105,7 @@ class Trainer:
             check_resume_compatible(cfg, read_trainer_state(resume), self.world, resume, self.stage, spe)
         self.start_run_dir(resuming=resume is not None)  # config and data are valid: the run's files begin here
         model = self.task.build_model(cfg, data.tokenizer, data)
+        size_zero_buckets(acc, self.task.hidden_size(model))
         optimizer = build_optimizer(cfg, model)
         scheduler = build_scheduler(cfg, optimizer, self.total_steps)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
@@ -227,19 +241,4 @@ def train(cfg: RunConfig) -> RunResult:
     """Train; SIGTERM/SIGUSR1 (scancel, preemption) end the run with a checkpoint at the next step."""
     with stop_signals_requested():
         return Trainer(cfg).setup().fit()
-
-
-def flat_config(cfg: RunConfig) -> dict:
-    """``train.lr``-style keys for the trackers."""
-    flat = {}
-
-    def walk(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-
-    walk(cfg.to_dict())
-    return flat
 

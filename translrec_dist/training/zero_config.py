@@ -143,6 +143,19 @@ def resolve_deepspeed_config(cfg: RunConfig, world_size: int, precision: str) ->
     return ds
 
 
+def fill_hidden_size_buckets(ds: dict, hidden_size: int) -> None:
+    """The ZeRO bucket sizes left "auto" scale with the model's hidden size. Accelerate fills them only from
+    ``model.config``, which a bi-encoder or a masked-LM wrapper does not have (it stops with "Can't find
+    model.config entry"); the task tells the hidden size of any model, and the same formulas as accelerate's
+    give a cross-encoder the same values as before."""
+    zero = ds.get("zero_optimization", {})
+    for key, value in (("reduce_bucket_size", hidden_size * hidden_size),
+                       ("stage3_prefetch_bucket_size", int(0.9 * hidden_size * hidden_size)),
+                       ("stage3_param_persistence_threshold", 10 * hidden_size)):
+        if zero.get(key) == "auto":
+            zero[key] = value
+
+
 def _fill_offload(zero: dict, key: str, path: Path, where: str, offload: str) -> None:
     block = zero.setdefault(key, {})
     if block.get("device", "auto") == "none":

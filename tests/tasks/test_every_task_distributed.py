@@ -1,0 +1,98 @@
+"""Every built-in task trains under DDP, ZeRO-2 and ZeRO-3 with 2 real processes on CPU, and ``translrec export``
+turns a ZeRO-3 checkpoint of each exportable task into an export that loads and scores like the in-run one.
+
+One launch per strategy trains all four tasks (tests/tasks/every_task_worker.py) to keep CI time down. Each
+run uses grad_accum=2, so accumulation is part of what DDP and ZeRO must agree on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO
+from tests.tasks.every_task_worker import TASKS
+from tests.training.test_zero_distributed import ENV, LOSS_TOL
+from translrec_dist.models.export import read_export
+from translrec_dist.run_dir import RunDir
+from translrec_dist.training.consolidate import export_checkpoint
+
+pytestmark = pytest.mark.slow
+STRATEGIES = ("ddp", "zero2", "zero3")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("every_task")
+    for port, strategy in enumerate(STRATEGIES, start=29721):
+        log = root / f"{strategy}.log"
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "configs/accelerate/cpu_ddp.yaml"), "--num_processes", "2", "--main_process_port", str(port),
+               str(REPO / "tests/tasks/every_task_worker.py"), strategy, str(root / strategy)]
+        with open(log, "w") as f:  # a file, not a pipe: a full pipe would stall one rank inside a collective
+            proc = subprocess.run(cmd, cwd=REPO, env={**__import__("os").environ, **ENV, "PYTHONPATH": str(REPO)},
+                                  stdout=f, stderr=subprocess.STDOUT, timeout=900)
+        assert proc.returncode == 0, log.read_text()[-6000:]
+    return root
+
+
+def losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in RunDir(run).metrics.read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_task_trains_under_ddp_zero2_and_zero3_alike(runs, task):
+    ddp = losses(runs / "ddp" / task)
+    assert sorted(ddp) == [1, 2, 3, 4] and all(v == v for v in ddp.values())
+    for strategy in STRATEGIES:
+        run = RunDir(runs / strategy / task)
+        assert json.loads(run.memory.read_text())["strategy"] == strategy  # really ran under that strategy
+        assert json.loads(run.eval.read_text()) and run.final.is_dir()
+        got = losses(run.root)
+        assert sorted(got) == sorted(ddp)
+        worst = max(abs(got[s] - ddp[s]) for s in ddp)
+        assert worst < LOSS_TOL, f"{task} {strategy}: max |loss - ddp loss| = {worst:.2e}"
+
+
+def probe_batch(tokenizer) -> dict:
+    enc = tokenizer(["item 3 ; item 7", "a user who liked item 12"], ["item 5", "item 9"], padding=True,
+                    return_tensors="pt")
+    return dict(enc)
+
+
+def outputs(model, task: str, batch: dict) -> torch.Tensor:
+    with torch.no_grad():
+        if task == "retrieval":
+            return model(**batch, encode="users")
+        if task == "mlm":
+            return model.lm(**batch).logits
+        return model(**batch)
+
+
+@pytest.mark.parametrize("task", ["ctr", "retrieval", "mlm"])
+def test_translrec_export_of_a_zero3_checkpoint_loads_and_scores_like_the_in_run_export(runs, task, tmp_path):
+    run = RunDir(runs / "zero3" / task)
+    ckpt = run.complete_checkpoints()[-1]
+    assert (ckpt / "pytorch_model").is_dir()  # sharded: one partition per rank
+    offline = export_checkpoint(ckpt, tmp_path / "offline")
+    files = sorted(p.relative_to(run.final) for p in run.final.rglob("*.safetensors"))
+    assert files and files == sorted(p.relative_to(offline) for p in offline.rglob("*.safetensors"))
+    for name in files:
+        online_w, offline_w = load_file(str(run.final / name)), load_file(str(offline / name))
+        assert online_w.keys() == offline_w.keys()
+        for key in online_w:
+            torch.testing.assert_close(offline_w[key], online_w[key], rtol=0, atol=1e-6, msg=f"{name}:{key}")
+    model_on, tok, cfg, _ = read_export(run.final)
+    model_off, _, cfg_off, _ = read_export(offline)
+    assert cfg_off.task == cfg.task == task
+    batch = probe_batch(tok)
+    got, expected = outputs(model_off, task, batch), outputs(model_on, task, batch)
+    assert got.abs().sum() > 0
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
