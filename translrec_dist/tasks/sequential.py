@@ -122,7 +122,7 @@ class SequentialTask(Task):
         tokenizer = ctx.tokenizer(lambda: catalog_tokenizer(cfg, texts))
         vectors = None
         if cfg.model.sequence.item_repr != "id":
-            cache = ctx.run_dir.root / "item_vectors"
+            cache = ctx.run_dir.item_vectors
             if ctx.is_main:  # the main process encodes once; the others read its cache
                 item_text_vectors(cfg, data, cache)
             ctx.barrier()
