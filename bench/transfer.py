@@ -5,7 +5,7 @@ four rows: popularity; the architecture from random init trained with the same r
 the pretrained encoder without training (zero-shot); the pretrained encoder fine-tuned. Columns:
 NDCG@10, Recall@10, MRR and cold-start NDCG@10, with the user's history masked and unmasked.
 
-    python bench/transfer.py configs/movielens_minilm_cpu.yaml --out runs/transfer
+    python bench/transfer.py configs/movielens_minilm_retrieval_cpu.yaml --out runs/transfer
 
 Extra arguments are dotted config overrides applied to every row (e.g. train.max_steps=100).
 """

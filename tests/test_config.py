@@ -203,4 +203,5 @@ def test_config_imports_only_itself_errors_and_the_task_registry():
                 if name.startswith("translrec_dist"):
                     assert path.name != "errors.py" and (
                         name.startswith("translrec_dist.config") or name in ("translrec_dist.errors",
-                                                                             "translrec_dist.tasks")), (path, name)
+                                                                             "translrec_dist.tasks",
+                                                                             "translrec_dist.pretrained")), (path, name)

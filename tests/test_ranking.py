@@ -61,3 +61,22 @@ def test_retrieval_examples_histories_cold_items_and_popularity(tiny_cfg):
     assert valid.loc["u", "label"] == 3 and valid.loc["v", "label"] == 2
     assert data.popularity.tolist() == [2, 2, 1, 0, 0, 0]  # train: u: a b c, v: b a
     assert len(data.splits["train"]) == 2 + 1  # positions 1..2 of u, 1 of v
+
+
+def test_ties_count_against_the_model_so_a_collapsed_model_scores_zero():
+    # Every item gets the same vector (a collapsed model): every score ties with the target's.
+    items = torch.ones(200, 8)
+    users = torch.randn(6, 8)
+    targets = torch.tensor([0, 5, 17, 99, 150, 199])
+    ranks, masked = target_ranks(users @ items.T, targets, [[1, 2]] * 6)
+    m = all_metrics(ranks.numpy(), masked.numpy(), np.zeros(6, bool), ks=(10,))
+    assert m["ndcg@10"] == pytest.approx(0.0) and m["ndcg@10_masked"] == pytest.approx(0.0)
+    assert ranks.tolist() == [199] * 6 and masked.tolist() == [197] * 6
+    # One tie above a unique winner: the target shares rank with the tied item (counted above it).
+    r, _ = target_ranks(torch.tensor([[0.5, 0.9, 0.5, 0.1]]), torch.tensor([0]), [[]])
+    assert r.tolist() == [2]
+
+
+def test_all_metrics_reports_warm_targets_separately():
+    m = all_metrics(np.array([0, 9, 20]), np.array([0, 5, 10]), np.array([False, True, True]), ks=(10,))
+    assert m["warm_recall@10"] == pytest.approx(1.0) and m["warm_ndcg@10_masked"] == pytest.approx(1.0)

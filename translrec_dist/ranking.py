@@ -1,10 +1,13 @@
 """Full-catalog ranking evaluation (the Recformer / UniSRec protocol): every target against every item.
 
 The catalog is encoded in slices, one per rank, and gathered; each rank scores its users in batches
-with one matmul against the whole catalog. The rank of the target is the number of items scoring
-strictly higher, so NDCG@K, Recall@K and MRR come from one integer per user. Metrics without a suffix
-rank the user's earlier items too (comparable with Recformer and RecBole's unfiltered full ranking);
-``_masked`` removes them from the ranking; ``cold_*`` restrict to targets no training interaction has.
+with one matmul against the whole catalog. The rank of the target is the number of other items scoring
+at least as high (ties count against the model: a collapsed model that gives every item the same score
+ranks every target last, not first), so NDCG@K, Recall@K and MRR come from one integer per user.
+Metrics without a suffix rank the user's earlier items too (comparable with Recformer and RecBole's
+unfiltered full ranking);
+``_masked`` removes them from the ranking; ``cold_*`` restrict to targets no training interaction has,
+``warm_*`` to the others.
 """
 
 from __future__ import annotations
@@ -32,13 +35,18 @@ def ranking_metrics(ranks: np.ndarray, ks=(10, 50), suffix: str = "") -> dict[st
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: list[list[int]]) -> tuple[torch.Tensor, ...]:
     """(rank, rank with the history masked) of each row's target in ``scores`` [users x items]."""
     target_score = scores.gather(1, targets[:, None])
-    ranks = (scores > target_score).sum(1)
+    ranks = at_least_as_high(scores, target_score)
     rows = torch.repeat_interleave(torch.arange(len(history)), torch.tensor([len(h) for h in history]))
     cols = torch.tensor([i for h in history for i in h], dtype=torch.long)
     masked = scores.clone()
     masked[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
     masked.scatter_(1, targets[:, None], target_score)  # a re-consumed target stays rankable
-    return ranks, (masked > target_score).sum(1)
+    return ranks, at_least_as_high(masked, target_score)
+
+
+def at_least_as_high(scores: torch.Tensor, target_score: torch.Tensor) -> torch.Tensor:
+    """Items other than the target scoring >= it (the target itself is the one tie always present)."""
+    return (scores >= target_score).sum(1) - 1
 
 
 @torch.no_grad()
@@ -95,6 +103,8 @@ def all_metrics(ranks: np.ndarray, ranks_masked: np.ndarray, cold: np.ndarray, k
     return {**ranking_metrics(ranks, ks), **ranking_metrics(ranks_masked, ks, "_masked"),
             **{f"cold_{k}": v for k, v in ranking_metrics(ranks[cold], ks).items()},
             **{f"cold_{k}": v for k, v in ranking_metrics(ranks_masked[cold], ks, "_masked").items()},
+            **{f"warm_{k}": v for k, v in ranking_metrics(ranks[~cold], ks).items()},
+            **{f"warm_{k}": v for k, v in ranking_metrics(ranks_masked[~cold], ks, "_masked").items()},
             "num_examples": int(len(ranks)), "num_cold": int(cold.sum())}
 
 

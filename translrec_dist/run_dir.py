@@ -12,6 +12,7 @@ This module imports nothing from the package, so every layer (data, models, trai
       STOP                    created by a user or a job script: checkpoint and exit at the next step
       tokenizer/              the vocabulary trained for a tiny model (shared by the ranks)
       tokenized/<split>/      map-style splits tokenized by the main process, loaded by the others
+      item_vectors/           task=sequential: the catalog's encoder vectors, cached per encoder and catalog
       prepared/<key>/         ``translrec prepare`` shards (default data.cache_dir)
       example_ids/rank<R>.txt streamed example ids per rank (data.record_example_ids)
       checkpoints/step_N/     complete checkpoints (``checkpoint_files.json``, then ``trainer_state.json`` last)
@@ -67,6 +68,10 @@ class RunDir:
 
     def tokenized(self, split: str) -> Path:
         return self.root / "tokenized" / split
+
+    @property
+    def item_vectors(self) -> Path:
+        return self.root / "item_vectors"
 
     @property
     def prepared(self) -> Path:

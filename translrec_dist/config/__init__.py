@@ -19,6 +19,7 @@ from translrec_dist.config.schema import (
     LoraConfig,
     ModelConfig,
     RunConfig,
+    SequenceConfig,
     SyntheticConfig,
     TinyBertConfig,
     TrainConfig,
@@ -26,7 +27,7 @@ from translrec_dist.config.schema import (
 )
 
 __all__ = [
-    "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig", "RunConfig", "SyntheticConfig", "TinyBertConfig",
-    "TrainConfig", "apply_override", "dump_config", "export_config", "higher_is_better",
+    "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig", "RunConfig", "SequenceConfig", "SyntheticConfig",
+    "TinyBertConfig", "TrainConfig", "apply_override", "dump_config", "export_config", "higher_is_better",
     "load_config", "parse_yaml",
 ]

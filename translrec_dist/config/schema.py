@@ -71,6 +71,37 @@ class LoraConfig(Section):
         default_factory=lambda: ["query", "value"])
 
 
+class SequenceConfig(Section):
+    """task=sequential: a causal transformer (SASRec) over item vectors from the pretrained text encoder."""
+
+    item_repr: Literal["text", "id", "text+id"] = "text"  # id: no text at all (the SASRec baseline)
+    encoder: Literal["frozen", "top_layers", "full"] = "frozen"  # frozen: item vectors computed once and cached
+    train_layers: PositiveInt = 2  # encoder=top_layers: the top N encoder layers train
+    refresh_every: PositiveInt = 50  # encoder=top_layers|full: catalog vectors re-encoded every N optimizer steps
+    adaptor: Literal["linear", "mlp", "whitening", "moe"] = "mlp"  # text vector -> hidden (UniSRec: whitening, moe)
+    adaptor_experts: PositiveInt = 4  # adaptor=moe
+    hidden: PositiveInt = 64
+    layers: PositiveInt = 2
+    heads: PositiveInt = 2
+    inner: PositiveInt = 256  # feed-forward width
+    dropout: Dropout = 0.5
+    attn_dropout: Dropout = 0.5
+    adaptor_dropout: Dropout = 0.2  # on the text vectors before the adaptor
+    id_dropout: Dropout = 0.0  # text+id: share of items whose ID vector is left out in each training step
+    normalize: StrictBool = False  # cosine scores (x 1/temperature) instead of dot products
+    temperature: PositiveFloat = 0.07
+    loss: Literal["full", "sampled"] = "full"  # full-catalog softmax, or in-batch + sampled negatives with logQ
+    num_negatives: NonNegativeInt = 256  # loss=sampled: extra negatives per batch, drawn by training popularity
+    logq: StrictBool = True  # loss=sampled: subtract log(sampling probability) from each negative's logit
+    window_stride: Optional[PositiveInt] = None  # training windows start every N items (None: data.max_history)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self):
+        if self.hidden % self.heads:
+            raise invalid("hidden", f"{self.hidden} is not divisible by model.sequence.heads={self.heads}")
+        return self
+
+
 class ModelConfig(Section):
     name_or_path: Optional[str] = None  # hub id or local directory of a pretrained encoder
     tiny: Optional[TinyBertConfig] = None  # or a tiny random-init BERT (CI, laptops)
@@ -89,10 +120,13 @@ class ModelConfig(Section):
     temperature: PositiveFloat = 0.05  # softmax temperature of the in-batch loss (cosine similarity)
     share_towers: StrictBool = True  # one encoder for users and items; false: a separate item encoder
     item_id_embeddings: StrictBool = False  # add a learned per-item vector to the item text embedding (SASRec-style)
+    sequence: Annotated[SequenceConfig, _NULL_IS_DEFAULTS] = _section()  # task: sequential
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.name_or_path is None) == (self.tiny is None) and self.init_from is None:
+        reads_text = self.sequence.item_repr != "id"  # the ID-only sequence model (SASRec baseline) has no encoder
+        if (self.name_or_path is None) == (self.tiny is None) and self.init_from is None and (
+                reads_text or self.tiny is not None):
             raise invalid("", "set exactly one of model.name_or_path (a pretrained encoder) or model.tiny (a "
                               "random-init BERT); to switch a tiny config to a checkpoint: model.tiny=null "
                               "model.name_or_path=DIR")
@@ -130,6 +164,8 @@ class DataConfig(Section):
     positive_threshold: Optional[Float] = None  # rating >= threshold is a positive; None: all
     negatives_per_positive: NonNegativeInt = 4
     eval_items_per_user: PositiveInt = 1  # leave-k-out: last k -> test, the k before -> valid
+    max_history: PositiveInt = 50  # task=sequential: items the sequence model reads (training windows, eval)
+    cold_item_fraction: Fraction = 0.0  # task=sequential: seeded share of items whose interactions all leave train
     # text_label
     valid_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.1
@@ -224,7 +260,7 @@ class TrainConfig(Section):
     offload: Literal["none", "optimizer", "all"] = "none"  # ZeRO CPU offload; "all" (parameters too) needs zero3
     deepspeed_config: Optional[str] = None  # your own DeepSpeed JSON ("auto" values are filled from this YAML)
     layer_lr_decay: Annotated[Float, Field(gt=0, le=1)] = 1.0  # lr x decay^(depth from the top) per layer; 1: off
-    gather_negatives: StrictBool = False  # retrieval: item embeddings of all ranks are negatives (world x batch)
+    gather_negatives: StrictBool = False  # retrieval, sequential: item vectors of all ranks are negatives
     mlm_probability: Annotated[Float, Field(gt=0, lt=1)] = 0.15  # task mlm: fraction of tokens masked
 
 

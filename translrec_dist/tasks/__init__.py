@@ -1,7 +1,8 @@
 """Tasks: what a run trains (``cfg.task``), found by name in the registry. See ``tasks.base`` for the protocol.
 
 Built in: ``ctr`` and ``rating`` (cross-encoder, ``tasks.pointwise``), ``retrieval`` (bi-encoder,
-``tasks.retrieval``), ``mlm`` (masked-LM pretraining, ``tasks.mlm``). A new task subclasses ``Task`` and
+``tasks.retrieval``), ``mlm`` (masked-LM pretraining, ``tasks.mlm``), ``sequential`` (SASRec-style over
+item text vectors, ``tasks.sequential``). A new task subclasses ``Task`` and
 calls ``register_task(MyTask())``; nothing else needs to change.
 """
 
@@ -19,8 +20,9 @@ from translrec_dist.tasks.base import (
 from translrec_dist.tasks.mlm import MlmTask
 from translrec_dist.tasks.pointwise import CtrTask, RatingTask
 from translrec_dist.tasks.retrieval import RetrievalTask
+from translrec_dist.tasks.sequential import SequentialTask
 
-for _task in (CtrTask(), RatingTask(), RetrievalTask(), MlmTask()):
+for _task in (CtrTask(), RatingTask(), RetrievalTask(), MlmTask(), SequentialTask()):
     register_task(_task)
 
 

@@ -7,16 +7,18 @@ import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, DistributedType, GradientAccumulationPlugin, InitProcessGroupKwargs
 
-from translrec_dist.config import RunConfig
 from translrec_dist.training.preemption import stop_signal
 from translrec_dist.training.preflight import preflight
 from translrec_dist.training.zero_config import fill_hidden_size_buckets, resolve_deepspeed_config
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,10 +9,13 @@ is here (which also keeps the config package free of imports from training/).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
 from translrec_dist.training.zero_config import select_deepspeed_json
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 
 def preflight(cfg: RunConfig, world: int) -> None:

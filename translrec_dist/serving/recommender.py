@@ -54,8 +54,25 @@ class Recommender:
         self.titles: list[str] = []
         self.embeddings: torch.Tensor | None = None
 
+    # Subclasses serving other export kinds (``serving.sequential``) register themselves here, so that
+    # ``Recommender.from_pretrained`` loads any export without this module importing them.
+    _kinds: list[type[Recommender]] = []
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Recommender._kinds.append(cls)
+
+    @classmethod
+    def handles(cls, model_dir: Path) -> bool:
+        """Whether this class serves the export in ``model_dir`` (subclasses say which exports are theirs)."""
+        return False
+
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str | None = None, index: bool = True) -> Recommender:
+        if cls is Recommender:
+            for kind in Recommender._kinds:
+                if kind.handles(Path(model_dir)):
+                    return kind.from_pretrained(model_dir, device, index)
         model, tokenizer, cfg, _ = read_export(model_dir, expect="recommend")
         rec = cls(model, tokenizer, cfg, Path(model_dir), device)
         if index:

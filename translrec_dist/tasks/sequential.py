@@ -1,0 +1,215 @@
+"""``sequential``: a SASRec-style recommender over pretrained-encoder item vectors (``models.sequential``).
+
+Data: user windows from the package's leave-one-out split (``data.sequences``) as a map-style dataset, so
+the trainer's per-rank split and exact resume apply as to every task. Frozen regime: the main process
+encodes the catalog's texts once and caches them in the run directory (``item_vectors/``); the other
+ranks load the cache. Trained regimes: a hook re-encodes the catalog every ``refresh_every`` steps.
+
+Export (``final/``): ``sequential.safetensors`` (every weight, the catalog's text vectors included),
+``catalog.json`` (ids, texts, training counts) and, for text models, the item encoder at the top level in
+plain Hugging Face format with its tokenizer (new items are encoded from text alone). An ID-only model has
+no encoder: its ``config.json`` only describes the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from translrec_dist.data import read_source
+from translrec_dist.data.sequences import build_sequence_data, training_windows
+from translrec_dist.errors import ConfigError
+from translrec_dist.tasks.base import DataContext, Task, TaskData
+from translrec_dist.training.hooks import Hook
+
+log = logging.getLogger(__name__)
+WEIGHTS_FILE = "sequential.safetensors"
+CATALOG_FILE = "catalog.json"
+
+
+class WindowCollator:
+    """Windows as one tensor; ``attention_mask`` marks trained positions, so the trainer's tokens/s meter
+    reports target positions/s, and ``labels`` (the window ids) its samples/s."""
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        windows = torch.tensor([r["window"] for r in rows], dtype=torch.long)
+        ids = torch.tensor([int(r["example_id"]) for r in rows])
+        return {"windows": windows, "example_id": ids, "labels": ids,
+                "attention_mask": (windows[:, :-1] >= 0) & (windows[:, 1:] >= 0)}
+
+
+class RefreshCatalog(Hook):
+    """Trained encoder regimes: re-encode every item's text every ``refresh_every`` steps (every rank)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def should_run(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def run(self, trainer, step: int) -> None:
+        trainer.accelerator.unwrap_model(trainer.model).refresh_catalog()
+
+
+def check_sequence_config(cfg) -> None:
+    s, d, where = cfg.model.sequence, cfg.data, cfg.source
+
+    def fail(key: str, msg: str):
+        raise ConfigError(f"{key}: {msg} ({where})")
+
+    if d.format == "text_label":
+        fail("task", "task=sequential needs interactions; use a recommendation format (e.g. synthetic, recbole)")
+    if d.max_history < 1:
+        fail("data.max_history", f"must be >= 1, got {d.max_history}")
+    if not 0 <= d.cold_item_fraction < 1:
+        fail("data.cold_item_fraction", f"must be in [0, 1), got {d.cold_item_fraction}")
+    if s.hidden % s.heads:
+        fail("model.sequence.hidden", f"{s.hidden} is not divisible by model.sequence.heads={s.heads}")
+    for key, value in [("layers", s.layers), ("heads", s.heads), ("hidden", s.hidden), ("inner", s.inner),
+                       ("refresh_every", s.refresh_every), ("adaptor_experts", s.adaptor_experts),
+                       ("window_stride", s.window_stride or 1), ("train_layers", s.train_layers)]:
+        if value < 1:
+            fail(f"model.sequence.{key}", f"must be >= 1, got {value}")
+    for key, value in [("dropout", s.dropout), ("attn_dropout", s.attn_dropout),
+                       ("adaptor_dropout", s.adaptor_dropout), ("id_dropout", s.id_dropout)]:
+        if not 0 <= value < 1:
+            fail(f"model.sequence.{key}", f"must be in [0, 1), got {value}")
+    if s.num_negatives < 0:
+        fail("model.sequence.num_negatives", "must be >= 0")
+    if not s.temperature > 0:
+        fail("model.sequence.temperature", f"must be > 0, got {s.temperature}")
+    if d.streaming:
+        fail("data.streaming", "task=sequential trains from in-memory user windows (per-rank split and exact resume "
+             "by the map-style loader); set data.streaming=false")
+    if cfg.train.distributed == "zero3":
+        fail("train.distributed", "task=sequential evaluates outside the engine's forward, which ZeRO-3's partitioned "
+             "parameters do not allow yet; use ddp, zero1 or zero2")
+    if s.encoder != "frozen" and s.item_repr == "id":
+        fail("model.sequence.encoder", "an ID-only model has no encoder; use encoder=frozen")
+
+
+def catalog_tokenizer(cfg, texts: list[str]):
+    """The item encoder's tokenizer; an ID-only model keeps a small WordPiece vocabulary of its catalog so
+    that every export has one (it reads no text)."""
+    from translrec_dist.data.tokenize import load_tokenizer, train_wordpiece
+
+    m = cfg.model
+    if m.sequence.item_repr != "id" and m.tiny is None:
+        return load_tokenizer(m.name_or_path, m.trust_remote_code)
+    vocab = m.tiny.vocab_size if m.tiny is not None else 1000
+    return train_wordpiece(iter(texts), vocab, cfg.data.max_length)
+
+
+class SequentialTask(Task):
+    name = "sequential"
+    export_kind = "sequential"
+    serves_recommend = True
+
+    def validate(self, cfg) -> None:
+        check_sequence_config(cfg)
+
+    def build_data(self, cfg, ctx: DataContext) -> TaskData:
+        from translrec_dist.sequential_run import evaluate_sequences, item_text_vectors
+
+        data = build_sequence_data(*read_source(cfg), cfg)
+        texts = [str(t) for t in data.item_text.to_numpy()]
+        tokenizer = ctx.tokenizer(lambda: catalog_tokenizer(cfg, texts))
+        vectors = None
+        if cfg.model.sequence.item_repr != "id":
+            cache = ctx.run_dir.item_vectors
+            if ctx.is_main:  # the main process encodes once; the others read its cache
+                item_text_vectors(cfg, data, cache)
+            ctx.barrier()
+            vectors = item_text_vectors(cfg, data, cache)
+        windows = training_windows(data.train, cfg.data.max_history, cfg.model.sequence.window_stride)
+        train = datasets.Dataset.from_dict({"example_id": np.arange(len(windows)), "window": windows.tolist()})
+        log.info("sequential: %d training windows (%d target positions), catalog %d items", len(windows),
+                 int(((windows[:, :-1] >= 0) & (windows[:, 1:] >= 0)).sum()), data.num_items)
+
+        def evaluate(model, split: str, accelerator) -> dict:
+            # Every rank ranks all eval users (a few thousand rows against the catalog) on its own copy.
+            return {**evaluate_sequences(accelerator.unwrap_model(model), data, split, cfg.data.max_history,
+                                         cfg.eval.micro_batch_size, tuple(cfg.eval.ks)), "num_items": data.num_items}
+
+        return TaskData(tokenizer, train, WindowCollator(), evaluate, None, {"data": data, "vectors": vectors})
+
+    def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None):
+        from translrec_dist.models.sequential import SequenceModel
+        from translrec_dist.sequential_run import build_sequential
+
+        if data is not None:
+            seq = data.extra["data"]
+            model = build_sequential(cfg, seq, data.extra["vectors"])
+            model.catalog_info = {"item_ids": [str(i) for i in seq.item_ids],
+                                  "texts": [str(t) for t in seq.item_text.to_numpy()],
+                                  "popularity": seq.popularity.tolist()}
+        else:  # rebuilt around a checkpoint: shapes from its weights
+            state = state_dict or {}
+            text = state.get("items.text")
+            num_items = len(state["log_q"])
+            model = SequenceModel(cfg.model.sequence, num_items, cfg.data.max_history,
+                                  text.shape[1] if text is not None else 0, cfg.train.gather_negatives)
+        model.run_cfg = cfg
+        return model
+
+    def hidden_size(self, model) -> int:
+        return int(model.cfg.hidden)
+
+    def loss(self, model, batch: dict):
+        return model(**batch)
+
+    def hooks(self, cfg, data: TaskData) -> list:
+        s = cfg.model.sequence
+        return [RefreshCatalog(s.refresh_every)] if s.encoder != "frozen" and s.item_repr != "id" else []
+
+    def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
+        cfg = model.run_cfg
+        encoder_state = {k[len("text_items.encoder."):]: v for k, v in state_dict.items()
+                         if k.startswith("text_items.encoder.")}
+        weights = {k: v.detach().contiguous().cpu() for k, v in state_dict.items() if not k.startswith("text_items.")}
+        save_file(weights, str(out_dir / WEIGHTS_FILE))
+        info = getattr(model, "catalog_info", None)
+        if info is None:
+            info = catalog_of(cfg)
+        (out_dir / CATALOG_FILE).write_text(json.dumps(info))
+        if model.items.use_text:
+            from translrec_dist.sequential_run import item_encoder
+
+            encoder, _ = item_encoder(cfg, info["texts"])
+            if encoder_state:  # the encoder trained (top_layers / full): its trained weights, not the pretrained
+                encoder.load_state_dict(encoder_state)
+            encoder.save_pretrained(str(out_dir), safe_serialization=True)
+        else:
+            (out_dir / "config.json").write_text(json.dumps({"translrec_task": "sequential", "item_repr": "id",
+                                                             "num_items": len(info["item_ids"])}))
+
+    def read_export(self, model_dir: Path, cfg):
+        from translrec_dist.models.sequential import SequenceModel
+
+        weights = load_file(str(Path(model_dir) / WEIGHTS_FILE))
+        text = weights.get("items.text")
+        model = SequenceModel(cfg.model.sequence, len(weights["log_q"]), cfg.data.max_history,
+                              text.shape[1] if text is not None else 0)
+        model.load_state_dict(weights)
+        model.catalog_info = json.loads((Path(model_dir) / CATALOG_FILE).read_text())
+        model.run_cfg = cfg
+        return model
+
+    def evaluate_export(self, cfg, model, tokenizer, split: str, accelerator) -> dict:
+        from translrec_dist.sequential_run import evaluate_sequences
+
+        data = build_sequence_data(*read_source(cfg), cfg)
+        return {**evaluate_sequences(model, data, split, cfg.data.max_history, cfg.eval.micro_batch_size,
+                                     tuple(cfg.eval.ks)), "num_items": data.num_items}
+
+
+def catalog_of(cfg) -> dict:
+    seq = build_sequence_data(*read_source(cfg), cfg)
+    return {"item_ids": [str(i) for i in seq.item_ids], "texts": [str(t) for t in seq.item_text.to_numpy()],
+            "popularity": seq.popularity.tolist()}
