@@ -106,7 +106,7 @@ def evaluate_retrieval_export(cfg, model_dir, split: str = "test") -> dict:
     from translrec_dist.data.retrieval import build_retrieval_data
     from translrec_dist.models.bi_encoder import load_bi_export
 
-    model, tokenizer, _ = load_bi_export(model_dir)
+    model, tokenizer, _ = load_bi_export(model_dir, cfg.model.trust_remote_code)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     data = build_retrieval_data(*read_source(cfg), cfg)
     return evaluate_on_data(accelerator.prepare(model), tokenizer, cfg, data, split, accelerator)

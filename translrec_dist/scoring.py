@@ -21,6 +21,7 @@ from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import DataError
 from translrec_dist.evaluation import evaluate, predict_scores
 from translrec_dist.models.cross_encoder import load_export
+from translrec_dist.predict_checks import check_output_file, refuse_empty_text
 
 
 def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dict:
@@ -28,7 +29,7 @@ def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dic
         from translrec_dist.ranking import evaluate_retrieval_export
 
         return {**evaluate_retrieval_export(cfg, model_dir, split), "split": split, "model": str(model_dir)}
-    model, tokenizer, _ = load_export(model_dir)
+    model, tokenizer, _ = load_export(model_dir, cfg.model.trust_remote_code)
     accelerator = Accelerator()
     model = accelerator.prepare(model)
     frames = load_text_splits(cfg).frames
@@ -61,13 +62,16 @@ def rows_to_examples(rows: pd.DataFrame, cfg: RunConfig, path: Path) -> pd.DataF
     return pd.DataFrame({"text": users.map(histories), "text_pair": item_text.reindex(item_ids).to_numpy()})
 
 
-def predict_file(model_dir: str, input_path: str, output: str | None, batch_size: int = 64) -> None:
-    model, tokenizer, cfg = load_export(model_dir)
+def predict_file(model_dir: str, input_path: str, output: str | None, batch_size: int = 64,
+                 trust_remote_code: bool = False) -> None:
+    check_output_file(output)  # before loading or scoring anything
+    model, tokenizer, cfg = load_export(model_dir, trust_remote_code)
     path = Path(input_path)
     rows = read_table(path)
     if rows.empty:
         raise DataError(f"{path}: no rows to score")
     examples = rows_to_examples(rows, cfg, path)
+    refuse_empty_text(examples, rows, path)
     examples = examples.assign(example_id=np.arange(len(examples)), label=0.0)
     if examples["text_pair"].isna().all():
         examples = examples.drop(columns="text_pair")

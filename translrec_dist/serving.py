@@ -54,8 +54,9 @@ class Recommender:
         self.embeddings: torch.Tensor | None = None
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str | None = None, index: bool = True) -> Recommender:
-        model, tokenizer, cfg = load_bi_export(model_dir)
+    def from_pretrained(cls, model_dir: str | Path, device: str | None = None, index: bool = True,
+                        trust_remote_code: bool = False) -> Recommender:
+        model, tokenizer, cfg = load_bi_export(model_dir, trust_remote_code)
         rec = cls(model, tokenizer, cfg, Path(model_dir), device)
         if index:
             rec.load_index()

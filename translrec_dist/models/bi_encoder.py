@@ -23,6 +23,7 @@ from torch import nn
 from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
 from translrec_dist.models.cross_encoder import CONFIG_FILE, build_encoder, load_pretrained_encoder, pool
+from translrec_dist.models.safety import user_trust
 from translrec_dist.models.transfer import apply_transfer_knobs, merged_encoder
 
 EXTRA_FILE = "bi_encoder.safetensors"
@@ -143,8 +144,8 @@ def save_bi_export(out_dir: Path, state_dict: dict, model: BiEncoder, tokenizer,
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
 
 
-def load_bi_export(model_dir: str | Path):
-    """(model, tokenizer, cfg) from a retrieval export directory."""
+def load_bi_export(model_dir: str | Path, trust_remote_code: bool = False):
+    """(model, tokenizer, cfg) from a retrieval export; ``trust_remote_code`` is the user's, never the export's."""
     from translrec_dist.config import load_config
     from translrec_dist.data.tokenize import load_tokenizer
 
@@ -152,7 +153,7 @@ def load_bi_export(model_dir: str | Path):
     for f in ("config.json", CONFIG_FILE):
         if not (model_dir / f).is_file():
             raise ConfigError(f"{model_dir} is not a translrec export (missing {f}); pass RUN_DIR/final")
-    cfg = load_config(model_dir / CONFIG_FILE)
+    cfg = user_trust(load_config(model_dir / CONFIG_FILE), trust_remote_code)
     if cfg.task != "retrieval":
         raise ConfigError(f"{model_dir} was trained with task={cfg.task}; retrieval commands need a model "
                           f"trained with task=retrieval")

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModel, BertConfig
 
 from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.safety import refuse_remote_code, user_trust
 from translrec_dist.models.transfer import apply_transfer_knobs, merged_encoder
 
 HEAD_FILE = "head.safetensors"
@@ -47,6 +48,7 @@ class CrossEncoder(nn.Module):
 
 
 def load_pretrained_encoder(path: str, attn_implementation: str, trust_remote_code: bool) -> nn.Module:
+    refuse_remote_code(path, trust_remote_code)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     kwargs = {}
     model_cls = AutoModel._model_mapping.get(type(config), None) if not trust_remote_code else None
@@ -80,6 +82,7 @@ def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
         config = tiny_bert_config(cfg, vocab_size)
         return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
     path = m.init_from or m.name_or_path
+    refuse_remote_code(path, m.trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code)
     except OSError as e:
@@ -122,8 +125,8 @@ def save_export(out_dir: Path, state_dict: dict, model: CrossEncoder, tokenizer,
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
 
 
-def load_export(model_dir: str | Path):
-    """(model, tokenizer, cfg) from an export directory."""
+def load_export(model_dir: str | Path, trust_remote_code: bool = False):
+    """(model, tokenizer, cfg) from an export directory; ``trust_remote_code`` is the user's, never the export's."""
     from translrec_dist.config import load_config
     from translrec_dist.data.tokenize import load_tokenizer
 
@@ -132,7 +135,7 @@ def load_export(model_dir: str | Path):
         if not (model_dir / f).is_file():
             raise ConfigError(f"{model_dir} is not a translrec export (missing {f}); "
                               f"pass RUN_DIR/final or run `translrec export` on a checkpoint")
-    cfg = load_config(model_dir / CONFIG_FILE)
+    cfg = user_trust(load_config(model_dir / CONFIG_FILE), trust_remote_code)
     tokenizer = load_tokenizer(str(model_dir), cfg.model.trust_remote_code)
     encoder = load_pretrained_encoder(str(model_dir), cfg.model.attn_implementation, cfg.model.trust_remote_code)
     model = CrossEncoder(encoder, cfg.model.pooling, cfg.model.head_dropout)
