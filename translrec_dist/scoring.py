@@ -67,7 +67,7 @@ def predict_file(model_dir: str, input_path: str, output: str | None, batch_size
     check_output_file(output)  # before loading or scoring anything
     model, tokenizer, cfg = load_export(model_dir, trust_remote_code)
     path = Path(input_path)
-    rows = read_table(path)
+    rows = read_table(path, keep_lines=True)
     if rows.empty:
         raise DataError(f"{path}: no rows to score")
     examples = rows_to_examples(rows, cfg, path)
@@ -84,7 +84,7 @@ def predict_file(model_dir: str, input_path: str, output: str | None, batch_size
     out = open(output, "w") if output else sys.stdout
     try:
         for i, score in zip(ids, scores, strict=True):
-            record = {k: _plain(v) for k, v in rows.iloc[int(i)].items() if k not in ("text", "text_pair")}
+            record = {k: _plain(v) for k, v in rows.iloc[int(i)].items() if k not in ("text", "text_pair", "_line")}
             out.write(json.dumps({**record, key: float(score)}) + "\n")
     finally:
         if output:
