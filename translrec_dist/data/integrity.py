@@ -73,6 +73,9 @@ def check_labels(frames: dict[str, pd.DataFrame], cfg: RunConfig) -> None:
     if cfg.task == "ctr" and len(values) == 1:
         if d.format == "text_label":
             hint = f"the label column of {d.path} holds only {values[0]:g}"
+        elif values[0] == 1 and d.positive_threshold is not None:
+            hint = (f"every rating reaches data.positive_threshold={d.positive_threshold} and "
+                    f"data.negatives_per_positive={d.negatives_per_positive}: raise the threshold or sample negatives")
         elif values[0] == 1:
             hint = ("every example is a positive: set data.negatives_per_positive > 0 (sampled negatives) or "
                     "data.positive_threshold (ratings below it are negatives)")

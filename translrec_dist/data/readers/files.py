@@ -55,10 +55,11 @@ def raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 def text_lines(path: Path, encoding: str, bad: BadRows) -> Iterator[tuple[int, str]]:
     """Decoded non-blank lines; a line that is not valid ``encoding`` is counted and left out."""
+    seen_text = False
     for n, raw in raw_lines(path):
         if b"\x00" in raw:  # text tables never hold NUL bytes; binary files and UTF-16 text do
-            if n == 1:
-                raise DataError(f"{path}: binary data, not a text table (a NUL byte in line 1, column "
+            if not seen_text:
+                raise DataError(f"{path}: binary data, not a text table (a NUL byte in line {n}, column "
                                 f"{raw.index(0) + 1}); check the file (a UTF-16 export? re-save it as UTF-8)")
             bad.rows_read += 1
             bad.add("binary_data", f"{path}, line {n}", "NUL bytes in the line (binary data)")
@@ -71,6 +72,7 @@ def text_lines(path: Path, encoding: str, bad: BadRows) -> Iterator[tuple[int, s
                     f"not {encoding}: invalid byte 0x{raw[e.start]:02x} at column {e.start + 1}")
             continue
         if line.strip():
+            seen_text = True
             yield n, line
 
 

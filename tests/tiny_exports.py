@@ -1,0 +1,28 @@
+"""Real (random-weight) exports of the tiny config, written in-process in about a second: for tests of the commands
+that load an export (predict, index, recommend) where what is tested is not the training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import FAST, TINY
+from translrec_dist.config import load_config
+from translrec_dist.data.tokenize import train_wordpiece
+
+WORDS = ["red apple pie", "blue sky song", "green tea cup", "old film noir", "fast car race"] * 4
+
+
+def write_export(out: Path, *overrides: str) -> Path:
+    """A real (random-weight) export of the tiny config, written in-process: no training needed."""
+    cfg = load_config(TINY, [*FAST, f"output_dir={out.parent}", *overrides])
+    tokenizer = train_wordpiece(WORDS, cfg.model.tiny.vocab_size, cfg.data.max_length)
+    if cfg.task == "retrieval":
+        from translrec_dist.models.bi_encoder import build_bi_encoder
+        from translrec_dist.models.bi_encoder import save_bi_export as save
+        model = build_bi_encoder(cfg, tokenizer)
+    else:
+        from translrec_dist.models.cross_encoder import build_model
+        from translrec_dist.models.cross_encoder import save_export as save
+        model = build_model(cfg, tokenizer)
+    save(out, model.state_dict(), model, tokenizer, cfg)
+    return out
