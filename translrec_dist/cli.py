@@ -42,8 +42,10 @@ def cmd_train(args) -> int:
 def cmd_prepare(args) -> int:
     from translrec_dist.config import load_config
     from translrec_dist.data.prepare import prepare, read_manifest
+    from translrec_dist.training.preflight import preflight
 
     cfg = load_config(args.config, args.overrides)
+    preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     directory = prepare(cfg, force=args.force)
     manifest = read_manifest(directory)
     summary = {"prepared": str(directory),

@@ -1,4 +1,5 @@
-"""ZeRO configuration: bad input fails at load time with the file and the fix; "auto" is filled from the YAML."""
+"""ZeRO configuration: bad input fails in preflight, before any process group, with the file and the fix;
+"auto" is filled from the YAML."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from translrec_dist.config import check_world_size
 from translrec_dist.errors import ConfigError
 from translrec_dist.training.loop import check_resume_compatible
+from translrec_dist.training.preflight import check_world_size, preflight
 from translrec_dist.training.zero_config import BUILTIN_DIR, resolve_deepspeed_config
 
 
@@ -21,43 +22,43 @@ def write_json(tmp_path: Path, data) -> str:
 
 def test_missing_deepspeed_json_names_the_file(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"nope\.json not found"):
-        tiny_cfg(f"train.deepspeed_config={tmp_path / 'nope.json'}")
+        preflight(tiny_cfg(f"train.deepspeed_config={tmp_path / 'nope.json'}"), 1)
 
 
 def test_malformed_deepspeed_json_names_file_and_position(tiny_cfg, tmp_path):
     path = write_json(tmp_path, '{"zero_optimization": {"stage": 2,}}')
     with pytest.raises(ConfigError, match=r"ds\.json is not valid JSON: .* line 1, column 35"):
-        tiny_cfg(f"train.deepspeed_config={path}")
+        preflight(tiny_cfg(f"train.deepspeed_config={path}"), 1)
 
 
 @pytest.mark.parametrize("stage", [4, -1, "two"])
 def test_stage_outside_0_to_3(tiny_cfg, tmp_path, stage):
     path = write_json(tmp_path, {"zero_optimization": {"stage": stage}})
     with pytest.raises(ConfigError, match="is not a ZeRO stage; use 0, 1, 2 or 3"):
-        tiny_cfg(f"train.deepspeed_config={path}")
+        preflight(tiny_cfg(f"train.deepspeed_config={path}"), 1)
 
 
 def test_parameter_offload_needs_stage_3(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match="train.offload=all offloads parameters, which only ZeRO-3"):
-        tiny_cfg("train.distributed=zero2", "train.offload=all")
+        preflight(tiny_cfg("train.distributed=zero2", "train.offload=all"), 1)
     path = write_json(tmp_path, {"zero_optimization": {"stage": 1, "offload_param": {"device": "cpu"}}})
     with pytest.raises(ConfigError, match="offload_param needs stage 3"):
-        tiny_cfg(f"train.deepspeed_config={path}")
+        preflight(tiny_cfg(f"train.deepspeed_config={path}"), 1)
 
 
 def test_offload_without_zero_and_contradicting_stage(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match="train.offload=optimizer needs ZeRO"):
-        tiny_cfg("train.offload=optimizer")
+        preflight(tiny_cfg("train.offload=optimizer"), 1)
     path = write_json(tmp_path, {"zero_optimization": {"stage": 2}})
     with pytest.raises(ConfigError, match="stage=2 contradicts train.distributed=zero3"):
-        tiny_cfg(f"train.deepspeed_config={path}", "train.distributed=zero3")
+        preflight(tiny_cfg(f"train.deepspeed_config={path}", "train.distributed=zero3"), 1)
 
 
 def test_zero3_without_16bit_gather_on_save_is_refused(tiny_cfg, tmp_path):
     path = write_json(tmp_path, {"zero_optimization": {"stage": 3,
                                                        "stage3_gather_16bit_weights_on_model_save": False}})
     with pytest.raises(ConfigError, match="export would be empty"):
-        tiny_cfg(f"train.deepspeed_config={path}")
+        preflight(tiny_cfg(f"train.deepspeed_config={path}"), 1)
 
 
 def test_global_batch_not_matching_world_size_fails_before_the_process_group(tiny_cfg, monkeypatch):

@@ -17,7 +17,6 @@ that a later run would trust.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -90,7 +89,7 @@ def tokenizer_hash(tokenizer) -> str:
 
 def cache_key(cfg: RunConfig) -> tuple[str, dict]:
     """The key of the prepared data for ``cfg`` and the inputs it hashes (recorded in the manifest)."""
-    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in READ_TIME_KEYS}
+    data = {k: v for k, v in cfg.data.model_dump().items() if k not in READ_TIME_KEYS}
     config = {"version": PREPARE_VERSION, "task": cfg.task, "seed": cfg.seed, "data": data}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = cache_root(cfg)

@@ -11,8 +11,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, DistributedType, GradientAccumulationPlugin, InitProcessGroupKwargs
 
-from translrec_dist.config import RunConfig, check_world_size
+from translrec_dist.config import RunConfig
 from translrec_dist.training.preemption import stop_signal
+from translrec_dist.training.preflight import preflight
 from translrec_dist.training.zero_config import resolve_deepspeed_config
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def build_accelerator(cfg: RunConfig) -> Accelerator:
         log.info("train.precision=%s has no effect on CPU; training in fp32", precision)
         precision = "no"
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    check_world_size(cfg, world)
+    preflight(cfg, world)
     ds_config = resolve_deepspeed_config(cfg, world, precision)
     plugin = None
     if ds_config is not None:

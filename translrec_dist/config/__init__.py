@@ -1,0 +1,33 @@
+"""Run configuration: YAML -> typed pydantic sections, dotted overrides, validation before any work.
+
+Every error names the key, the file it came from and what to do, e.g.
+``train.lr: expected a number, got 'fast' (configs/x.yaml). Fix the value or override it: train.lr=...``.
+
+- ``schema.py``: the sections (field types, defaults, checks within the config);
+- ``loader.py``: YAML reading (duplicate keys refused), dotted overrides, dump and export;
+- ``messages.py``: pydantic's errors turned into the messages above;
+- ``task_checks.py``: the checks that depend on the task (moving to the task registry).
+
+Checks that read files or the environment live in ``translrec_dist.training.preflight``. This package
+imports nothing from the rest of translrec_dist except ``errors``.
+"""
+
+from translrec_dist.config.loader import apply_override, dump_config, export_config, load_config, parse_yaml
+from translrec_dist.config.schema import (
+    DataConfig,
+    EvalConfig,
+    LoraConfig,
+    ModelConfig,
+    RunConfig,
+    SyntheticConfig,
+    TinyBertConfig,
+    TrainConfig,
+    higher_is_better,
+)
+from translrec_dist.config.task_checks import builtin_task_checks
+
+__all__ = [
+    "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig", "RunConfig", "SyntheticConfig", "TinyBertConfig",
+    "TrainConfig", "apply_override", "builtin_task_checks", "dump_config", "export_config", "higher_is_better",
+    "load_config", "parse_yaml",
+]
