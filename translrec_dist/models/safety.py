@@ -53,6 +53,4 @@ def _flatten(value):
 
 def user_trust(cfg, trust_remote_code: bool):
     """An export's config with ``model.trust_remote_code`` replaced by the user's choice."""
-    import dataclasses
-
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, trust_remote_code=trust_remote_code))
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"trust_remote_code": trust_remote_code})})
