@@ -18,6 +18,9 @@ python="${PYTHON:-python}"
 if [[ -z ${NPROC_PER_NODE:-} ]]; then
   NPROC_PER_NODE=$("$python" -c "import torch; print(max(torch.cuda.device_count(), 1))")
 fi
+# checked before $(( )): bash arithmetic runs command substitutions hidden in a value such as 'a[$(cmd)]'
+[[ $NPROC_PER_NODE =~ ^[1-9][0-9]*$ ]] ||
+  { echo "NPROC_PER_NODE must be a positive integer, got '$NPROC_PER_NODE'" >&2; exit 2; }
 acc="${ACCELERATE_CONFIG:-$repo/configs/accelerate/multi_node_zero3.yaml}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec "$python" -m accelerate.commands.launch --config_file "$acc" \

@@ -36,6 +36,15 @@ shift
 overrides=("$@")
 restarts=${SLURM_RESTART_COUNT:-0}  # unset (not 0) on the first run
 py=${TRANSLREC_PYTHON:-python3}
+# Numbers from the environment are checked before any (( )) or $(( )): bash arithmetic runs command
+# substitutions hidden in a value such as 'a[$(cmd)]'.
+for var in SLURM_RESTART_COUNT SLURM_JOB_ID SLURM_NNODES SLURM_GPUS_ON_NODE TRANSLREC_NPROC_PER_NODE \
+           TRANSLREC_MASTER_PORT TRANSLREC_RDZV_WAIT_S; do
+  if [[ -n ${!var:-} && ! ${!var} =~ ^(0|[1-9][0-9]*)$ ]]; then
+    echo "translrec: $var='${!var}' is not a whole number; set it to one (or unset it)" >&2
+    exit 2
+  fi
+done
 # Always resume: a re-submitted job continues its checkpoints instead of starting over, and a requeued one
 # continues from its newest complete checkpoint (a checkpoint path given by hand holds for the first run only).
 given_resume=0

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -21,5 +23,11 @@ def test_rating_metrics():
     assert m["rmse"] == pytest.approx(np.sqrt((1 + 0 + 4) / 3)) and m["mae"] == pytest.approx(1.0)
 
 
-def test_auc_is_nan_with_one_class():
-    assert np.isnan(binary_metrics(np.array([0.1, 0.2]), np.array([1.0, 1.0]))["auc"])
+def test_auc_with_one_class_is_null_with_a_warning_and_eval_json_stays_strict(caplog):
+    """AUC is undefined with one class: None (JSON null), never NaN, which strict JSON parsers reject."""
+    m = binary_metrics(np.array([0.1, 0.2]), np.array([1.0, 1.0]))
+    assert m["auc"] is None and m["logloss"] is not None
+    assert "auc cannot be computed on 2 examples, all with label 1: written as null" in caplog.text
+    assert json.loads(json.dumps(m, allow_nan=False))["auc"] is None
+    rating = regression_metrics(np.array([np.nan, 1.0]), np.array([1.0, 1.0]))  # a NaN score
+    assert rating["rmse"] is None and json.dumps(rating, allow_nan=False)

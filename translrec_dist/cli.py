@@ -13,6 +13,9 @@ from translrec_dist.errors import UserError
 from translrec_dist.run_dir import RunDir
 
 log = logging.getLogger("translrec_dist")
+# Only the user turns on code execution: an export's or checkpoint's own config never does.
+TRUST_FLAG = ("--trust-remote-code",)
+TRUST_HELP = {"action": "store_true", "help": "allow Python code shipped with the model (auto_map) to run"}
 
 
 def setup_logging(debug: bool) -> None:
@@ -68,7 +71,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from translrec_dist.scoring import predict_file
 
-    predict_file(args.model, args.input, args.output, args.batch_size)
+    predict_file(args.model, args.input, args.output, args.batch_size, args.trust_remote_code)
     return 0
 
 
@@ -132,7 +135,7 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from translrec_dist.training.consolidate import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out)
+    out = export_checkpoint(args.checkpoint, args.out, args.trust_remote_code)
     print(f"wrote {out} (load it with model.init_from={out}, translrec evaluate --model {out} or predict)")
     return 0
 
@@ -158,7 +161,7 @@ def cmd_plan(args) -> int:
 def cmd_index(args) -> int:
     from translrec_dist.serving import Recommender, read_new_items
 
-    rec = Recommender.from_pretrained(args.model, index=False)
+    rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
     rec.build_index(read_new_items(args.items) if args.items else None)
     out = rec.save_index(Path(args.out) if args.out else None)
     print(json.dumps({"index": str(out), "items": len(rec.item_ids), "dim": int(rec.embeddings.shape[1])}))
@@ -168,7 +171,7 @@ def cmd_index(args) -> int:
 def cmd_recommend(args) -> int:
     from translrec_dist.serving import Recommender
 
-    rec = Recommender.from_pretrained(args.model, index=False)
+    rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
     rec.load_index(Path(args.index) if args.index else None)
     result = rec.recommend(user=args.user, history=args.history, top_k=args.top_k, exclude_seen=args.exclude_seen)
     print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -178,9 +181,19 @@ def cmd_recommend(args) -> int:
 def cmd_explain(args) -> int:
     from translrec_dist.serving import Recommender
 
-    rec = Recommender.from_pretrained(args.model, index=False)
+    rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
     print(json.dumps(rec.explain(args.user, args.item), indent=2, ensure_ascii=False))
     return 0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True, help="export directory (RUN/final)")
     pr.add_argument("--input", required=True, help="rows with text[,text_pair] or user_id,item_id columns")
     pr.add_argument("--output", help="JSONL output file (default: stdout)")
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--batch-size", type=positive_int, default=64)
+    pr.add_argument(*TRUST_FLAG, **TRUST_HELP)
     pr.set_defaults(func=cmd_predict)
 
     c = sub.add_parser("config-get", help="print one value of a validated config (e.g. output_dir)")
@@ -228,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
     ix.add_argument("--items", help="extra or new items (item_id + text columns), indexed from their text alone")
     ix.add_argument("--out", help="index directory (default: MODEL/index)")
+    ix.add_argument(*TRUST_FLAG, **TRUST_HELP)
     ix.set_defaults(func=cmd_index)
 
     rc = sub.add_parser("recommend", help="top-K items for a user id or a history of item texts (JSON)")
@@ -235,15 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     who = rc.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user id of the model's data")
     who.add_argument("--history", nargs="+", help="item texts the user interacted with, newest first")
-    rc.add_argument("--top-k", type=int, default=10)
+    rc.add_argument("--top-k", type=positive_int, default=10)
     rc.add_argument("--exclude-seen", action="store_true", help="leave the user's own items out")
     rc.add_argument("--index", help="index directory (default: MODEL/index; built on the fly if missing)")
+    rc.add_argument(*TRUST_FLAG, **TRUST_HELP)
     rc.set_defaults(func=cmd_recommend)
 
     ex = sub.add_parser("explain", help="rank a user's history items by how much each one supports an item")
     ex.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
     ex.add_argument("--user", required=True)
     ex.add_argument("--item", required=True)
+    ex.add_argument(*TRUST_FLAG, **TRUST_HELP)
     ex.set_defaults(func=cmd_explain)
 
     cf = sub.add_parser("configs", help="write the packaged DeepSpeed JSONs and accelerate YAMLs for editing")
@@ -266,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="consolidate a checkpoint (DDP or ZeRO-1/2/3) into the final/ export format")
     x.add_argument("checkpoint", help="RUN/checkpoints/step_N")
     x.add_argument("out", help="output directory")
+    x.add_argument(*TRUST_FLAG, **TRUST_HELP)
     x.set_defaults(func=cmd_export)
 
     rs = sub.add_parser("run-status", help="the last complete checkpoint of a run and whether it finished (JSON)")

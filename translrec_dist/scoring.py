@@ -16,10 +16,11 @@ from translrec_dist.config import RunConfig
 from translrec_dist.data.tables import read_table
 from translrec_dist.errors import ConfigError, DataError
 from translrec_dist.models.export import read_export
+from translrec_dist.predict_checks import check_output_file
 
 
 def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dict:
-    model, tokenizer, export_cfg, task = read_export(model_dir)
+    model, tokenizer, export_cfg, task = read_export(model_dir, trust_remote_code=cfg.model.trust_remote_code)
     if export_cfg.task != cfg.task:
         raise ConfigError(f"{model_dir} was trained with task={export_cfg.task}, the config ({cfg.source}) has "
                           f"task={cfg.task}; pass the config of that run")
@@ -28,17 +29,19 @@ def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dic
     return {**metrics, "split": split, "model": str(model_dir)}
 
 
-def predict_file(model_dir: str, input_path: str, output: str | None, batch_size: int = 64) -> None:
-    model, tokenizer, cfg, task = read_export(model_dir)
+def predict_file(model_dir: str, input_path: str, output: str | None, batch_size: int = 64,
+                 trust_remote_code: bool = False) -> None:
+    check_output_file(output)  # before loading or scoring anything
+    model, tokenizer, cfg, task = read_export(model_dir, trust_remote_code=trust_remote_code)
     path = Path(input_path)
-    rows = read_table(path)
+    rows = read_table(path, keep_lines=True)
     if rows.empty:
         raise DataError(f"{path}: no rows to score")
     key, scored = task.predict(cfg, model, tokenizer, rows, path, batch_size)
     out = open(output, "w") if output else sys.stdout
     try:
         for i, score in scored:
-            record = {k: _plain(v) for k, v in rows.iloc[int(i)].items() if k not in ("text", "text_pair")}
+            record = {k: _plain(v) for k, v in rows.iloc[int(i)].items() if k not in ("text", "text_pair", "_line")}
             out.write(json.dumps({**record, key: float(score)}) + "\n")
     finally:
         if output:

@@ -41,9 +41,12 @@ def test_non_utf8_is_reported(tmp_path):
 def test_text_label_drops_empty_rows_and_rejects_bad_labels(tmp_path, caplog):
     p = tmp_path / "d.csv"
     p.write_text("text,label\nhello,1\n,0\n  ,1\nworld,0\n")
-    df = read_text_label(p)
+    df = read_text_label(p, max_bad_fraction=0.5)
     assert df.text.tolist() == ["hello", "world"]
     assert "dropped 2 rows with empty text" in caplog.text
+    # empty rows are bad rows under data.max_bad_fraction: 2 of 4 stops the default budget
+    with pytest.raises(DataError, match=r"2 of 4 rows are bad.*empty_text=2.*d\.csv, line 3: empty text"):
+        read_text_label(p)
     p.write_text("text,label\nhello,1\nworld,2\n")
     with pytest.raises(DataError, match=r"line 3: label '2' is not 0 or 1"):
         read_text_label(p)

@@ -14,6 +14,7 @@ import pandas as pd
 from translrec_dist.data import readers
 from translrec_dist.data.examples import build_examples, split_text_label
 from translrec_dist.data.filtering import kcore
+from translrec_dist.data.integrity import check_eval_splits, check_labels, drop_repeated_interactions
 from translrec_dist.data.tables import read_text_label
 from translrec_dist.data.tokenize import ArrowEncoder, load_tokenizer, tokenize_dataset, tokenize_frame, train_wordpiece
 from translrec_dist.run_dir import RunDir
@@ -46,13 +47,20 @@ def read_source(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 def load_text_splits(cfg: RunConfig) -> TextSplits:
     d = cfg.data
     if d.format == "text_label":
-        return TextSplits(split_text_label(read_text_label(d.path), d, cfg.seed), None, [Path(d.path)])
+        frames = split_text_label(read_text_label(d.path, d.max_bad_fraction), d, cfg.seed)
+        check_eval_splits(frames, cfg)
+        check_labels(frames, cfg)
+        return TextSplits(frames, None, [Path(d.path)])
     src = read_source_full(cfg)
-    inter = kcore(src.interactions, d.kcore)
+    deduped, repeated = drop_repeated_interactions(src.interactions)
+    inter = kcore(deduped, d.kcore)
     ex = build_examples(inter, src.items, d, cfg.task, cfg.seed)
+    check_eval_splits(ex.splits, cfg, inter)
+    check_labels(ex.splits, cfg)
     counts = ", ".join(f"{k}={len(v)}" for k, v in ex.splits.items())
     log.info("examples: %s (from %d interactions, %d items)", counts, len(inter), len(src.items))
-    report = {**src.report, "interactions_read": len(src.interactions), "interactions_after_kcore": len(inter),
+    report = {**src.report, "interactions_read": len(src.interactions), "repeated_interactions": repeated,
+              "interactions_after_kcore": len(inter),
               "items": len(src.items), "left_out_by_examples": ex.dropped}
     return TextSplits(ex.splits, ex.item_text, src.files, report)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from translrec_dist.data.integrity import drop_repeated_interactions
 from translrec_dist.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def build_examples(inter: pd.DataFrame, items: pd.DataFrame, cfg: DataConfig, ta
         inter = inter[~mask]
     if task == "rating" and "rating" not in inter.columns:
         raise DataError("task=rating needs a rating column in the interactions table")
+    inter, dropped["repeated_interaction"] = drop_repeated_interactions(inter)  # no target in its own history
     inter = chronological_order(inter)
     rng = np.random.default_rng(seed)
     all_items = item_text.index.to_numpy()

@@ -6,6 +6,8 @@ import logging
 
 import pandas as pd
 
+from translrec_dist.errors import DataError
+
 log = logging.getLogger(__name__)
 
 
@@ -15,6 +17,9 @@ def kcore(inter: pd.DataFrame, k: int) -> pd.DataFrame:
     if k <= 1:
         return inter
     before, rounds = len(inter), 0
+    users_before, items_before = inter["user_id"].nunique(), inter["item_id"].nunique()
+    most_user = int(inter["user_id"].value_counts().max()) if before else 0
+    most_item = int(inter["item_id"].value_counts().max()) if before else 0
     while True:
         rounds += 1
         users = inter["user_id"].map(inter["user_id"].value_counts())
@@ -23,6 +28,10 @@ def kcore(inter: pd.DataFrame, k: int) -> pd.DataFrame:
         if keep.all():
             break
         inter = inter[keep.to_numpy()]
+    if inter.empty:
+        raise DataError(f"data.kcore={k} removed all {before} interactions ({users_before} users, {items_before} "
+                        f"items; the most active user has {most_user}, the most popular item {most_item}): no user "
+                        f"and item reach {k} interactions together. Lower data.kcore")
     log.info("%d-core: kept %d of %d interactions (%d users, %d items) after %d rounds", k, len(inter), before,
              inter["user_id"].nunique(), inter["item_id"].nunique(), rounds)
     return inter.reset_index(drop=True)

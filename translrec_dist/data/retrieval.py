@@ -19,6 +19,7 @@ import torch
 
 from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.examples import SPLITS, chronological_order, render_history, render_item_texts, split_positions
+from translrec_dist.data.integrity import check_eval_splits, drop_repeated_interactions
 from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import DataError
 
@@ -52,7 +53,8 @@ def build_retrieval_data(inter: pd.DataFrame, items: pd.DataFrame, cfg: RunConfi
     d = cfg.data
     item_text = catalog_texts(items, cfg)
     position = pd.Series(np.arange(len(item_text)), index=item_text.index)
-    inter = chronological_order(inter[inter["item_id"].isin(item_text.index)])
+    inter, _ = drop_repeated_interactions(inter[inter["item_id"].isin(item_text.index)])
+    inter = chronological_order(inter)
     rows: dict[str, list] = {s: [] for s in SPLITS}
     train_counts = np.zeros(len(item_text), dtype=np.int64)
     for user, group in inter.groupby("user_id", sort=False):
@@ -75,6 +77,7 @@ def build_retrieval_data(inter: pd.DataFrame, items: pd.DataFrame, cfg: RunConfi
     if out["train"].empty:
         raise DataError("no retrieval training examples: users need more than 2 x data.eval_items_per_user + 1 "
                         "interactions")
+    check_eval_splits(out, cfg, inter)
     log.info("retrieval examples: %s; catalog %d items, %d cold test targets",
              ", ".join(f"{k}={len(v)}" for k, v in out.items()), len(item_text), int(out["test"]["cold"].sum()))
     return RetrievalData(item_text.index.to_numpy(), item_text, out, train_counts)

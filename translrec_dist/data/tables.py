@@ -12,35 +12,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from translrec_dist.data.readers.rows import BadRows
 from translrec_dist.errors import DataError
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl")
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """CSV/TSV/Parquet/JSONL into a DataFrame, with clear errors for the usual breakages."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty")
-    try:
-        if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
-        elif path.suffix == ".jsonl":
-            df = pd.read_json(path, lines=True, encoding="utf-8")
-        else:
-            df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", encoding="utf-8",
-                             dtype=str, keep_default_na=False, na_values=[""])
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 (invalid byte at offset {e.start}); re-encode the file as UTF-8, "
-                        f"e.g. iconv -f latin1 -t utf-8") from None
-    except pd.errors.ParserError as e:
-        raise DataError(f"{path}: malformed table: {e}") from None
-    except ValueError as e:
-        raise DataError(f"{path}: cannot parse: {e}") from None
+def read_table(path: Path, keep_lines: bool = False, bad: BadRows | None = None) -> pd.DataFrame:
+    """CSV/TSV/Parquet/JSONL (optionally gzipped) through the source readers' checks, empty cells as NaN.
+
+    Without ``bad`` every malformed row (wrong field count, unclosed quote, bad bytes) stops with its file and
+    line: these tables (predict inputs, new items) are small and made by hand. ``keep_lines`` keeps ``_line``.
+    """
+    from translrec_dist.data.readers.table import read_any
+
+    path = Path(path)
+    strict = bad is None
+    bad = bad if bad is not None else BadRows(0.0)
+    df = read_any(path, bad)
+    if strict:
+        bad.check()
     df.columns = [str(c).strip() for c in df.columns]
-    return df
+    for column in df.columns:
+        if df[column].dtype == object:
+            df[column] = df[column].mask(df[column].astype(str) == "")
+    return df if keep_lines else df.drop(columns="_line", errors="ignore")
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -54,7 +51,8 @@ def to_numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
     bad = values.isna() & df[column].notna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}, line {row + 2}: column {column} = {df[column].iloc[row]!r} is not a number")
+        line = df["_line"].iat[row] if "_line" in df else row + 2
+        raise DataError(f"{path}, line {line}: column {column} = {df[column].iloc[row]!r} is not a number")
     return values
 
 
@@ -70,23 +68,31 @@ def read_interactions_dir(directory: str | Path, need_rating: bool) -> tuple[pd.
     return src.interactions, src.items
 
 
-def read_text_label(path: str | Path) -> pd.DataFrame:
-    """The seed's table: ``text,label``. Empty text rows are dropped and counted; labels must be 0/1."""
+def read_text_label(path: str | Path, max_bad_fraction: float = 0.001) -> pd.DataFrame:
+    """The seed's table: ``text,label``. Rows with empty text or no label are bad rows under
+    ``data.max_bad_fraction`` (counted, reported with their line, left out); labels must be 0/1."""
     path = Path(path)
-    df = read_table(path)
+    bad = BadRows(max_bad_fraction)
+    df = read_table(path, keep_lines=True, bad=bad)
     require_columns(df, ["text", "label"], path)
     empty = df["text"].isna() | (df["text"].astype(str).str.strip() == "")
-    no_label = df["label"].isna()
+    no_label = df["label"].isna() & ~empty
+    for kind, mask, what in (("empty_text", empty, "empty text"), ("missing_label", no_label, "no label")):
+        if mask.any():
+            bad.add(kind, f"{path}, line {df['_line'].iat[int(np.flatnonzero(mask.to_numpy())[0])]}", what,
+                    int(mask.sum()))
     dropped = empty | no_label
     if dropped.any():
-        log.warning("%s: dropped %d rows with empty text and %d with no label", path,
-                    int(empty.sum()), int((no_label & ~empty).sum()))
+        log.warning("%s: dropped %d rows with empty text and %d with no label", path, int(empty.sum()),
+                    int(no_label.sum()))
+    bad.check()
     labels = to_numeric(df, "label", path)
-    bad = ~labels.isin([0, 1]) & ~dropped
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}, line {row + 2}: label {df['label'].iloc[row]!r} is not 0 or 1 (task ctr)")
-    out = pd.DataFrame({"text": df["text"].astype(str), "label": labels, "line": np.arange(len(df)) + 2})
+    bad_label = ~labels.isin([0, 1]) & ~dropped
+    if bad_label.any():
+        row = int(np.flatnonzero(bad_label.to_numpy())[0])
+        raise DataError(f"{path}, line {df['_line'].iat[row]}: label {df['label'].iloc[row]!r} is not 0 or 1 "
+                        f"(task ctr)")
+    out = pd.DataFrame({"text": df["text"].astype(str), "label": labels, "line": df["_line"].to_numpy()})
     out = out[~dropped.to_numpy()].reset_index(drop=True)
     if out.empty:
         raise DataError(f"{path}: no usable rows (all had empty text or label)")

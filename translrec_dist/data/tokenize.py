@@ -49,6 +49,9 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, max_length: int) -> P
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from translrec_dist.models.safety import refuse_remote_code
+
+    refuse_remote_code(path, trust_remote_code)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig
 
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.safety import refuse_remote_code
 from translrec_dist.models.transfer import apply_transfer_knobs
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class CrossEncoder(nn.Module):
 
 
 def load_pretrained_encoder(path: str, attn_implementation: str, trust_remote_code: bool) -> nn.Module:
+    refuse_remote_code(path, trust_remote_code)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     kwargs = {}
     model_cls = AutoModel._model_mapping.get(type(config), None) if not trust_remote_code else None
@@ -81,6 +83,7 @@ def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
         config = tiny_bert_config(cfg, vocab_size)
         return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
     path = m.init_from or m.name_or_path
+    refuse_remote_code(path, m.trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code)
     except OSError as e:

@@ -13,6 +13,7 @@ from pathlib import Path
 from translrec_dist.config import RunConfig, dump_config, export_config, load_config
 from translrec_dist.data.tokenize import load_tokenizer
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.safety import user_trust
 from translrec_dist.tasks import get_task
 
 CONFIG_FILE = "translrec.yaml"
@@ -27,17 +28,18 @@ def write_export(out_dir: Path, state_dict: dict, model, tokenizer, cfg: RunConf
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
 
 
-def read_export(model_dir: str | Path, expect: str | None = None):
+def read_export(model_dir: str | Path, expect: str | None = None, trust_remote_code: bool = False):
     """(model in eval mode, tokenizer, cfg, task) from an export directory.
 
     ``expect``: a capability the caller needs (``"recommend"``), checked before any weights are read.
+    ``trust_remote_code`` is the user's choice, never the export's own ``translrec.yaml`` (``models.safety``).
     """
     model_dir = Path(model_dir)
     for f in ("config.json", CONFIG_FILE):
         if not (model_dir / f).is_file():
             raise ConfigError(f"{model_dir} is not a translrec export (missing {f}); pass RUN_DIR/final or run "
                               f"`translrec export` on a checkpoint")
-    cfg = load_config(model_dir / CONFIG_FILE)
+    cfg = user_trust(load_config(model_dir / CONFIG_FILE), trust_remote_code)
     task = get_task(cfg.task)
     if expect == "recommend" and not task.serves_recommend:
         raise ConfigError(f"{model_dir} was trained with task={cfg.task}; retrieval commands need a model "

@@ -68,12 +68,14 @@ class Recommender:
         return False
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str | None = None, index: bool = True) -> Recommender:
+    def from_pretrained(cls, model_dir: str | Path, device: str | None = None, index: bool = True,
+                        trust_remote_code: bool = False) -> Recommender:
+        """``trust_remote_code`` is the user's choice, never the export's (``models.safety``)."""
         if cls is Recommender:
             for kind in Recommender._kinds:
                 if kind.handles(Path(model_dir)):
-                    return kind.from_pretrained(model_dir, device, index)
-        model, tokenizer, cfg, _ = read_export(model_dir, expect="recommend")
+                    return kind.from_pretrained(model_dir, device, index, trust_remote_code)
+        model, tokenizer, cfg, _ = read_export(model_dir, expect="recommend", trust_remote_code=trust_remote_code)
         rec = cls(model, tokenizer, cfg, Path(model_dir), device)
         if index:
             rec.load_index()
@@ -220,14 +222,22 @@ class Recommender:
 
 def read_new_items(path: str | Path) -> pd.DataFrame:
     path = Path(path)
-    items = read_table(path)
+    items = read_table(path, keep_lines=True)
     require_columns(items, ["item_id"], path)
     if items.empty:
         raise DataError(f"{path}: no items")
+    lines = items.pop("_line").to_numpy()
+    ids = items["item_id"].astype(str).str.strip()
+    again = ids.duplicated(keep="first")
+    if again.any():  # which text would the index keep? Ask instead of guessing.
+        row = int(np.flatnonzero(again.to_numpy())[0])
+        first = int(np.flatnonzero((ids == ids.iat[row]).to_numpy())[0])
+        raise DataError(f"{path}, line {lines[row]}: item_id {ids.iat[row]!r} appears again (first at line "
+                        f"{lines[first]}; {int(again.sum())} repeated ids in all); give each item once")
     fields = [c for c in items.columns if c != "item_id"]
     empty = items[fields].fillna("").astype(str).apply(lambda col: col.str.strip() == "").all(axis=1)
     if empty.any():
         row = int(np.flatnonzero(empty.to_numpy())[0])
-        raise DataError(f"{path}, line {row + 2}: item {items['item_id'].iloc[row]!r} has empty text; "
+        raise DataError(f"{path}, line {lines[row]}: item {items['item_id'].iloc[row]!r} has empty text; "
                         f"an item is indexed from its text, so give it a title or description")
-    return items.astype({"item_id": str})
+    return items.assign(item_id=ids)

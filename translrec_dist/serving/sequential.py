@@ -45,10 +45,11 @@ class SequentialRecommender(Recommender):
         return (model_dir / WEIGHTS_FILE).is_file()
 
     @classmethod
-    def from_pretrained(cls, model_dir, device: str | None = None, index: bool = True) -> SequentialRecommender:
+    def from_pretrained(cls, model_dir, device: str | None = None, index: bool = True,
+                        trust_remote_code: bool = False) -> SequentialRecommender:
         from translrec_dist.models.export import read_export
 
-        model, _, cfg, _ = read_export(model_dir, expect="recommend")
+        model, _, cfg, _ = read_export(model_dir, expect="recommend", trust_remote_code=trust_remote_code)
         rec = cls(model, model.catalog_info, cfg, Path(model_dir), device)
         if index:
             rec.load_index()

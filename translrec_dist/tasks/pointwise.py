@@ -27,6 +27,7 @@ from translrec_dist.errors import ConfigError, DataError
 from translrec_dist.evaluation import binary_metrics, evaluate, predict_scores, regression_metrics
 from translrec_dist.models.cross_encoder import HEAD_FILE, CrossEncoder, build_model, load_pretrained_encoder
 from translrec_dist.models.transfer import save_encoder
+from translrec_dist.predict_checks import refuse_empty_text
 from translrec_dist.tasks.base import DataContext, Task, TaskData, only_for
 
 
@@ -103,6 +104,7 @@ class PointwiseTask(Task):
         from accelerate import Accelerator
 
         examples = rows_to_examples(rows, cfg, path)
+        refuse_empty_text(examples, rows, path)
         examples = examples.assign(example_id=np.arange(len(examples)), label=0.0)
         if examples["text_pair"].isna().all():
             examples = examples.drop(columns="text_pair")

@@ -1,8 +1,9 @@
 """``translrec export CHECKPOINT_DIR OUT_DIR``: any checkpoint (DDP or ZeRO-1/2/3) -> the ``final/`` export format.
 
 ZeRO checkpoints hold one partition per rank; DeepSpeed's own ``zero_to_fp32`` route merges them into full fp32
-weights in one process, without a process group (it needs about twice the checkpoint size in RAM). The run's
-config (two levels up) says how to rebuild the model and tokenizer around the weights.
+weights in one process, without a process group (it needs about twice the checkpoint size in RAM), with every
+shard unpickled ``weights_only`` (``safe_zero``). The run's config (two levels up) says how to rebuild the
+model, through its task, and the tokenizer around the weights.
 """
 
 from __future__ import annotations
@@ -29,22 +30,24 @@ def consolidated_state_dict(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
     if (checkpoint_dir / "model.safetensors").is_file():  # DDP: accelerate saved the full model
         return load_file(str(checkpoint_dir / "model.safetensors"))
     if (checkpoint_dir / "latest").is_file():  # DeepSpeed: partitions per rank, tag named in `latest`
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        from translrec_dist.training.safe_zero import zero_state_dict_weights_only
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir))
+        return zero_state_dict_weights_only(checkpoint_dir)
     raise ConfigError(f"{checkpoint_dir} holds neither model.safetensors (DDP) nor a DeepSpeed checkpoint "
                       f"(latest + pytorch_model/); pass a RUN/checkpoints/step_N directory")
 
 
-def run_config_of(checkpoint_dir: Path) -> RunConfig:
+def run_config_of(checkpoint_dir: Path, trust_remote_code: bool = False) -> RunConfig:
     run = RunDir.of_checkpoint(checkpoint_dir)
     if not run.config.is_file():
         raise ConfigError(f"{run.config} not found: {checkpoint_dir} must sit in RUN/checkpoints/ next to the "
                           f"run's config")
-    return load_config(run.config, [*_PLAIN, f"output_dir={run.root}"])
+    # trust_remote_code is the user's (--trust-remote-code), never what a checkpoint's run config says
+    return load_config(run.config, [*_PLAIN, f"output_dir={run.root}",
+                                    f"model.trust_remote_code={str(trust_remote_code).lower()}"])
 
 
-def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
+def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, trust_remote_code: bool = False) -> Path:
     """Rebuild the run's model through its task, load the consolidated weights, write the export."""
     from translrec_dist.data.tokenize import load_tokenizer
 
@@ -52,7 +55,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
     if not RunDir.is_complete(ckpt):
         raise ConfigError(f"{ckpt} is not a complete checkpoint (no {RunDir.state_file(ckpt).name}); pass "
                           f"RUN/checkpoints/step_N")
-    cfg = run_config_of(ckpt)
+    cfg = run_config_of(ckpt, trust_remote_code)
     kind, path = model_source(cfg)
     if kind == "tiny":
         tokenizer = load_tokenizer(str(RunDir(cfg.output_dir).tokenizer))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from translrec_dist.data.readers.rows import BadRows
+from translrec_dist.data.readers.validate import mixed_timestamp_units
 from translrec_dist.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ def _count(bad: BadRows, mask: pd.Series, df: pd.DataFrame, kind: str, path, des
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
-    """Unix seconds (or milliseconds, as Amazon writes them, left as is: only the order matters) or ISO 8601."""
+    """Unix seconds (or milliseconds, as Amazon writes them, left as is: only the order matters) or ISO 8601.
+    One unit per column: ``validate.mixed_timestamp_units`` counts rows in another unit as bad."""
     out = pd.to_numeric(values, errors="coerce").astype(float)
     rest = out.isna() & ~_blank(values)
     if rest.any():
@@ -47,18 +49,19 @@ def clean_interactions(inter: pd.DataFrame, path, bad: BadRows) -> pd.DataFrame:
         keep &= ~empty
     if "rating" in inter.columns:
         rating = pd.to_numeric(inter["rating"], errors="coerce").astype(float)
-        wrong = rating.isna() & keep
+        wrong = ~np.isfinite(rating) & keep  # inf and nan are no rating either
         _count(bad, wrong, inter, "bad_rating", path,
                lambda i: f"column rating = {inter['rating'].iat[i]!r} is not a number")
         inter["rating"] = rating
         keep &= ~wrong
     if "timestamp" in inter.columns:
         ts = parse_timestamps(inter["timestamp"])
-        wrong = ts.isna() & keep
+        wrong = ~np.isfinite(ts) & keep
         _count(bad, wrong, inter, "bad_timestamp", path,
                lambda i: f"timestamp {inter['timestamp'].iat[i]!r} is neither a number nor an ISO 8601 date")
         inter["timestamp"] = ts
         keep &= ~wrong
+        keep &= ~mixed_timestamp_units(inter, keep, path, bad)
     else:
         log.warning("%s has no timestamp: file order is taken as time order", path)
         inter["timestamp"] = inter["_line"].astype(float)
