@@ -124,6 +124,7 @@ def build_bi_encoder(cfg: RunConfig, tokenizer, num_items: int = 0) -> BiEncoder
 def save_bi_export(out_dir: Path, state_dict: dict, model: BiEncoder, tokenizer, cfg: RunConfig) -> None:
     """Write the export from a full (consolidated) state dict. Call on the main process only."""
     from translrec_dist.config import dump_config, export_config
+    from translrec_dist.models.interop import write_interop_files
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for prefix, module, target in (("encoder.", model.encoder, out_dir),
@@ -141,6 +142,7 @@ def save_bi_export(out_dir: Path, state_dict: dict, model: BiEncoder, tokenizer,
         save_file(extra, str(out_dir / EXTRA_FILE))
     tokenizer.save_pretrained(str(out_dir))
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
+    write_interop_files(out_dir, cfg)  # ecosystem: files other tools load + model card
 
 
 def load_bi_export(model_dir: str | Path):

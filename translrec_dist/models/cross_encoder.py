@@ -108,6 +108,7 @@ def build_model(cfg: RunConfig, tokenizer, label_mean: float | None = None) -> C
 def save_export(out_dir: Path, state_dict: dict, model: CrossEncoder, tokenizer, cfg: RunConfig) -> None:
     """Write the export from a full (consolidated) state dict. Call on the main process only."""
     from translrec_dist.config import dump_config, export_config
+    from translrec_dist.models.interop import write_interop_files
 
     out_dir.mkdir(parents=True, exist_ok=True)
     enc_state = {k[len("encoder."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("encoder.")}
@@ -120,6 +121,7 @@ def save_export(out_dir: Path, state_dict: dict, model: CrossEncoder, tokenizer,
     save_file(head_state, str(out_dir / HEAD_FILE))
     tokenizer.save_pretrained(str(out_dir))
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
+    write_interop_files(out_dir, cfg)  # ecosystem: files other tools load + model card
 
 
 def load_export(model_dir: str | Path):

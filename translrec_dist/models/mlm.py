@@ -42,6 +42,7 @@ def build_mlm_model(cfg: RunConfig, tokenizer) -> MaskedLM:
 
 def save_mlm_export(out_dir: Path, state_dict: dict, model: MaskedLM, tokenizer, cfg: RunConfig) -> None:
     from translrec_dist.config import dump_config, export_config
+    from translrec_dist.models.interop import write_interop_files
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k[len("lm."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("lm.")}
@@ -53,3 +54,4 @@ def save_mlm_export(out_dir: Path, state_dict: dict, model: MaskedLM, tokenizer,
     plain.save_pretrained(str(out_dir), state_dict={k: v.clone() for k, v in state.items()}, safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
+    write_interop_files(out_dir, cfg)  # ecosystem: files other tools load + model card
