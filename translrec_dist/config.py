@@ -48,7 +48,9 @@ class ModelConfig:
     init_from: Optional[str] = None  # a translrec export (RUN/final) to start from
     pooling: Literal["cls", "mean"] = "cls"
     head_dropout: float = 0.1
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    # any value transformers accepts (sdpa, eager, flash_attention_2, ...), checked when the encoder is built
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
     trust_remote_code: bool = False
     random_init: bool = False  # the architecture of name_or_path with random weights (the "scratch" baseline)
     # Transfer knobs
@@ -130,6 +132,8 @@ class TrainConfig:
     resume_from: Optional[str] = None  # "auto", a checkpoint directory, or None
     stop_after_steps: Optional[int] = None  # checkpoint and exit after this many steps in this run
     report_to: list = field(default_factory=list)  # accelerate trackers: tensorboard, wandb
+    project: Optional[str] = None  # tracker project (W&B project); default "translrec"
+    run_name: Optional[str] = None  # tracker run name; default: the output directory's name
     progress_bar: bool = True
     collective_timeout_s: int = 600  # a dead rank ends the job after this long instead of hanging
     max_bad_steps: int = 3  # consecutive optimizer steps with a NaN/inf loss (skipped) before the run stops
@@ -153,6 +157,14 @@ class EvalConfig:
 
 
 @dataclass
+class IndexConfig:
+    """``translrec index`` / serving: how the item vectors are searched and what the index keeps."""
+
+    backend: Literal["exact", "faiss"] = "exact"  # faiss: approximate (HNSW) search for very large catalogs
+    histories: bool = True  # keep known users' histories in the index (serving by user id without the dataset)
+
+
+@dataclass
 class RunConfig:
     task: Literal["ctr", "rating", "retrieval", "mlm"] = "ctr"
     output_dir: str = "runs/default"
@@ -161,6 +173,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     source: Optional[str] = None  # where the config came from (set by the loader)
 
     def to_dict(self) -> dict:
