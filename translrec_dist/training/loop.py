@@ -40,6 +40,7 @@ from translrec_dist.training.memory import write_memory_report
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 from translrec_dist.training.tasks import SELF_LOSS_TASKS, build_self_loss_task
+from translrec_dist.training.tracking import init_tracking
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,7 @@ def run_training(cfg: RunConfig) -> dict:
     # DeepSpeed's engine set-up draws from the torch RNG (differently per stage): re-seed so dropout masks are
     # the same under every strategy and a ZeRO run reproduces the DDP loss curve.
     set_seed(cfg.seed, deterministic=cfg.train.deterministic)
-    if t.report_to:
-        accelerator.init_trackers(Path(cfg.output_dir).name, config=flat_config(cfg))
+    init_tracking(accelerator, cfg, out, flat_config(cfg))  # ecosystem: train.project/run_name, run id kept
 
     stage = zero_stage(accelerator)
     step, best = 0, read_best(cfg)
