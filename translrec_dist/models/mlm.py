@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 
 from translrec_dist.config import RunConfig
 from translrec_dist.models.cross_encoder import CONFIG_FILE, tiny_bert_config
+from translrec_dist.models.encoder_options import apply_memory_options
 from translrec_dist.models.transfer import apply_transfer_knobs, merged_encoder
 
 
@@ -37,7 +38,7 @@ def build_mlm_model(cfg: RunConfig, tokenizer) -> MaskedLM:
                                               attn_implementation=m.attn_implementation)
     else:
         lm = AutoModelForMaskedLM.from_pretrained(m.name_or_path, attn_implementation=m.attn_implementation)
-    return MaskedLM(apply_transfer_knobs(lm, cfg))
+    return MaskedLM(apply_transfer_knobs(apply_memory_options(lm, cfg), cfg))  # ecosystem: memory options
 
 
 def save_mlm_export(out_dir: Path, state_dict: dict, model: MaskedLM, tokenizer, cfg: RunConfig) -> None:
