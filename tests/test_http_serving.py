@@ -39,6 +39,8 @@ def moved_export(tmp_path_factory) -> Path:
     model = build_bi_encoder(cfg, tokenizer).eval()
     save_bi_export(root / "final", model.state_dict(), model, tokenizer, cfg)
     run_cli(["index", "--model", str(root / "final")])
+    run_cli(["index", "--model", str(root / "final"), "--backend", "faiss", "--no-histories", "--out",
+             str(root / "final" / "index_faiss")])
     with_data = Recommender.from_pretrained(root / "final", device="cpu")
     expected = {"3": with_data.recommend(user="3", top_k=5, exclude_seen=True),
                 "explain": with_data.explain("3", "7")}
@@ -56,6 +58,19 @@ def test_recommender_needs_no_raw_dataset(moved_export: Path):
     assert not set(rec.user_history("3")) & {r["item_id"] for r in expected["3"]}
     with pytest.raises(Exception, match="unknown user"):
         rec.recommend(user="nobody")
+
+
+def test_index_options_faiss_without_histories(moved_export: Path):
+    expected = torch.load(moved_export.parents[1] / "expected.pt", weights_only=False)
+    rec = Recommender.from_pretrained(moved_export, device="cpu", index=False)
+    rec.load_index(moved_export / "index_faiss")
+    assert rec.search_index.backend == "faiss" and (moved_export / "index_faiss" / "faiss_hnsw.index").is_file()
+    with pytest.raises(Exception, match="keeps no histories"):
+        rec.recommend(user="3")
+    exact = Recommender.from_pretrained(moved_export, device="cpu")
+    history = [r["title"] for r in expected["3"][:2]]
+    got, want = rec.recommend(history=history, top_k=5), exact.recommend(history=history, top_k=5)
+    assert [g["item_id"] for g in got] == [w["item_id"] for w in want]  # 50 items: HNSW is exact here
 
 
 def test_faiss_backend_finds_the_exact_neighbours_on_a_small_catalog(moved_export: Path, tmp_path: Path):

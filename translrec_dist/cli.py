@@ -132,6 +132,7 @@ def cmd_index(args) -> int:
     from translrec_dist.serving import Recommender, read_new_items
 
     rec = Recommender.from_pretrained(args.model, index=False)
+    rec.set_index_options(args.backend, args.histories)  # ecosystem: index.backend / index.histories overrides
     rec.build_index(read_new_items(args.items) if args.items else None)
     out = rec.save_index(Path(args.out) if args.out else None)
     print(json.dumps({"index": str(out), "items": len(rec.item_ids), "dim": int(rec.embeddings.shape[1])}))
@@ -250,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
     ix.add_argument("--items", help="extra or new items (item_id + text columns), indexed from their text alone")
     ix.add_argument("--out", help="index directory (default: MODEL/index)")
+    ix.add_argument("--backend", choices=["exact", "faiss"], help="search structure (default: the export's "
+                                                                 "index.backend, exact)")
+    ix.add_argument("--histories", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep known users' histories in the index (default: index.histories, true)")
     ix.set_defaults(func=cmd_index)
 
     rc = sub.add_parser("recommend", help="top-K items for a user id or a history of item texts (JSON)")

@@ -9,6 +9,7 @@ with an index it needs nothing but the export: the raw dataset is read only to b
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -125,13 +126,19 @@ class Recommender:
         inter = inter[inter["item_id"].isin(list(self.texts))]
         return {str(u): ids.tolist() for u, ids in inter.groupby("user_id", sort=False)["item_id"]}
 
+    def set_index_options(self, backend: str | None = None, histories: bool | None = None) -> None:
+        """Override the export's ``index`` config for the index about to be built."""
+        index = self.cfg.index
+        self.cfg.index = dataclasses.replace(index, backend=backend or index.backend,
+                                             histories=index.histories if histories is None else histories)
+
     def save_index(self, out_dir: Path | None = None) -> Path:
         out_dir = Path(out_dir or self.model_dir / INDEX_DIR)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_file({"embeddings": self.embeddings.contiguous()}, str(out_dir / EMBEDDINGS_FILE))
         ids = self.item_ids.tolist()
         meta = {"item_ids": ids, "titles": self.titles, "texts": [self.texts[i] for i in ids],
-                "histories": self.histories or {}, "backend": self.cfg.index.backend,
+                "histories": self.histories if self.cfg.index.histories else None, "backend": self.cfg.index.backend,
                 "model_fingerprint": model_fingerprint(self.model_dir), "dim": int(self.embeddings.shape[1])}
         (out_dir / ITEMS_FILE).write_text(json.dumps(meta, ensure_ascii=False))
         self.search_index.save(out_dir)
@@ -153,6 +160,8 @@ class Recommender:
         if "texts" in meta:
             self.texts = dict(zip(meta["item_ids"], meta["texts"], strict=True))
             self.histories = meta["histories"]
+            self.cfg.index.histories = self.histories is not None
+            self.histories = self.histories or {}
         else:  # an index written before it kept texts: read them from the training data once
             log.warning("the index in %s holds no item texts (an older translrec); reading the dataset. Rebuild "
                         "it (translrec index --model %s) to serve without the dataset", index_dir, self.model_dir)
@@ -172,7 +181,7 @@ class Recommender:
         self.ensure_index()
         history = self.histories.get(str(user))
         if history is None:
-            kept = "" if self.cfg.index.histories or self.histories else " (this index keeps no histories)"
+            kept = "" if self.cfg.index.histories else " (this index keeps no histories)"
             raise DataError(f"unknown user {user!r}: not in the model's interactions{kept} "
                             f"({self.cfg.data.format}: {self.cfg.data.path or 'built-in'}); pass --history instead")
         if not history:
