@@ -15,3 +15,14 @@ def test_gpu_script_syntax_and_cpu_dry_run():
     assert [(r[1], r[2]) for r in rows] == [("ddp", "max_length"), ("ddp", "dynamic")]
     padded, dynamic = (float(r[4]) for r in rows)  # tokens/s counts real tokens: both runs processed some
     assert padded > 0 and dynamic > 0
+
+
+def test_retrieval_bench_compares_exact_and_approximate_index():
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "retrieval.py"), "--ann", "--items", "3000", "--dim",
+                           "32", "--repeats", "1", "--hnsw-m", "16"], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()
+            if line.startswith(("exact ", "faiss-hnsw "))}
+    assert float(rows["exact"][2]) == 1.0 and 0.7 <= float(rows["faiss-hnsw"][2]) <= 1.0
+    assert all(float(v) > 0 for r in rows.values() for v in r[:2])

@@ -162,6 +162,7 @@ def cmd_index(args) -> int:
     from translrec_dist.serving import Recommender, read_new_items
 
     rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
+    rec.set_index_options(args.backend, args.histories)  # index.backend / index.histories overrides
     rec.build_index(read_new_items(args.items) if args.items else None)
     out = rec.save_index(Path(args.out) if args.out else None)
     print(json.dumps({"index": str(out), "items": len(rec.item_ids), "dim": int(rec.embeddings.shape[1])}))
@@ -196,9 +197,55 @@ def positive_int(text: str) -> int:
     return value
 
 
+def cmd_config(args) -> int:
+    from translrec_dist.config import load_config
+    from translrec_dist.dry_run import describe_run
+
+    print(describe_run(load_config(args.config, args.overrides), args.nproc, args.cpu))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from translrec_dist.http_server import serve
+
+    serve(args.model, args.index, args.host, args.port, args.max_batch, args.max_wait_ms)
+    return 0
+
+
+def add_ecosystem_commands(sub) -> None:
+    cf = sub.add_parser("config", help="print the resolved config, world size, global batch and DeepSpeed JSON "
+                                       "(runs nothing)")
+    cf.add_argument("config")
+    cf.add_argument("overrides", nargs="*")
+    cf.add_argument("--nproc", type=int, help="total processes (default: WORLD_SIZE, the SLURM job, or 1)")
+    cf.add_argument("--cpu", action="store_true", help="as a CPU run would resolve it (fp32)")
+    cf.set_defaults(func=cmd_config)
+
+    sv = sub.add_parser("serve", help="serve a retrieval export over HTTP (/recommend, /explain, /healthz)")
+    sv.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    sv.add_argument("--index", help="index directory (default: MODEL/index; built on the fly if missing)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch", type=int, default=64, help="most /recommend requests answered in one pass")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
+    sv.set_defaults(func=cmd_serve)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("translrec-dist")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from translrec_dist import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="translrec", description="Fine-tune pretrained encoders into recommenders.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train from a YAML config")
@@ -243,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--items", help="extra or new items (item_id + text columns), indexed from their text alone")
     ix.add_argument("--out", help="index directory (default: MODEL/index)")
     ix.add_argument(*TRUST_FLAG, **TRUST_HELP)
+    ix.add_argument("--backend", choices=["exact", "faiss"], help="search structure (default: the export's "
+                                                                 "index.backend, exact)")
+    ix.add_argument("--histories", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep known users' histories in the index (default: index.histories, true)")
     ix.set_defaults(func=cmd_index)
 
     rc = sub.add_parser("recommend", help="top-K items for a user id or a history of item texts (JSON)")
@@ -299,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--nodes", type=int, default=1)
     pl.add_argument("--gpu-mem", default="80GB", help="memory of one GPU, e.g. 80GB, 40GiB")
     pl.set_defaults(func=cmd_plan)
+    add_ecosystem_commands(sub)  # ecosystem: config, serve
     return p
 
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import Accelerator
 
-from translrec_dist.config import RunConfig
 from translrec_dist.data.tables import read_table
 from translrec_dist.errors import ConfigError, DataError
 from translrec_dist.models.export import read_export
 from translrec_dist.predict_checks import check_output_file
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 
 def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dict:

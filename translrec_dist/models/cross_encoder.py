@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig
 
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.encoder_options import apply_memory_options, attention_errors_as_config_errors
 from translrec_dist.models.safety import refuse_remote_code
 from translrec_dist.models.transfer import apply_transfer_knobs
 
@@ -78,6 +79,11 @@ def tiny_bert_config(cfg: RunConfig, vocab_size: int | None = None) -> BertConfi
 
 
 def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
+    with attention_errors_as_config_errors(cfg):  # ecosystem: attention and memory options
+        return apply_memory_options(_build_encoder(cfg, vocab_size), cfg)
+
+
+def _build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
     m = cfg.model
     if m.tiny is not None and m.init_from is None:
         config = tiny_bert_config(cfg, vocab_size)

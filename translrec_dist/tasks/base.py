@@ -29,6 +29,9 @@ Protocol (subclass ``Task``; every method has the signature below, defaults are 
                                                       catalog vectors every N steps (default: none)
     write_export(out_dir, state_dict, model) -> None  the weights of ``final/`` from a full state dict
                                                       (``models.export`` adds the tokenizer and translrec.yaml)
+    write_interop(out_dir, cfg) -> dict               files other tools load beside the export (sentence-transformers,
+                                                      AutoModelForSequenceClassification); what was written, for the
+                                                      model card (default: nothing)
     read_export(model_dir, cfg) -> nn.Module          the model back from ``write_export``'s files
     evaluate_export(cfg, model, tokenizer, split, accelerator) -> dict
                                                       metrics of an export on ``split`` of cfg's data
@@ -147,6 +150,9 @@ class Task:
 
     def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
         raise NotImplementedError
+
+    def write_interop(self, out_dir: Path, cfg) -> dict:
+        return {}
 
     def read_export(self, model_dir: Path, cfg) -> nn.Module:
         raise NotImplementedError

@@ -83,6 +83,11 @@ class PointwiseTask(Task):
         save_encoder(out_dir, model.encoder, state_dict, "encoder.")
         save_file(head, str(out_dir / HEAD_FILE))
 
+    def write_interop(self, out_dir: Path, cfg) -> dict:
+        from translrec_dist.models.interop import write_sequence_classification
+
+        return {"sequence_classification": write_sequence_classification(out_dir, cfg)}
+
     def read_export(self, model_dir: Path, cfg):
         if not (model_dir / HEAD_FILE).is_file():
             raise ConfigError(f"{model_dir} is not a {self.name} export (missing {HEAD_FILE})")

@@ -91,6 +91,11 @@ class RetrievalTask(Task):
         if extra:
             save_file(extra, str(out_dir / EXTRA_FILE))
 
+    def write_interop(self, out_dir: Path, cfg) -> dict:
+        from translrec_dist.models.interop import write_sentence_transformers
+
+        return {"sentence_transformers": write_sentence_transformers(out_dir, cfg)}
+
     def read_export(self, model_dir: Path, cfg):
         m = cfg.model
         encoder = load_pretrained_encoder(str(model_dir), m.attn_implementation, m.trust_remote_code)

@@ -47,6 +47,7 @@ from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.optim import build_optimizer, build_scheduler
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 from translrec_dist.training.resume import check_enough_data, check_resume_compatible, trainer_state
+from translrec_dist.training.tracking import init_tracking
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,7 @@ class Trainer:
         # DeepSpeed's engine set-up draws from the torch RNG (differently per stage): re-seed so dropout masks are
         # the same under every strategy and a ZeRO run reproduces the DDP loss curve.
         set_seed(cfg.seed, deterministic=t.deterministic)
-        if t.report_to:
-            acc.init_trackers(self.run.root.name, config=flat_config(cfg))
+        init_tracking(acc, cfg, self.run.root, flat_config(cfg))  # train.project/run_name; run id kept on resume
         if resume is not None:
             self.step = load_checkpoint(acc, resume)["step"]
             self.last_checkpoint = str(resume)
