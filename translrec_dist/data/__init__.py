@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,20 +80,22 @@ class PreparedSplits:
 
     directory: Path
     tokenizer: object
-    splits: dict  # train: ShardedTrain, valid/test: datasets.Dataset
+    splits: dict  # train: ShardedTrain, valid/test (and any other split the task prepared): datasets.Dataset
     label_mean: float | None
 
 
-def load_prepared_splits(cfg: RunConfig, is_main: bool) -> PreparedSplits:
+def load_prepared_splits(cfg: RunConfig, is_main: bool, texts: Callable[[], TextSplits] | None = None
+                         ) -> PreparedSplits:
     """The main process prepares (or finds the cache); the others wait for the manifest on the file system,
-    not in a collective, since a first prepare can take longer than any collective timeout."""
+    not in a collective, since a first prepare can take longer than any collective timeout. ``texts``: the
+    task's example texts (default: the cross-encoder pairs of ``load_text_splits``)."""
     import pyarrow.parquet as pq
 
     from translrec_dist.data.prepare import MANIFEST, cache_key, cache_root, prepare, read_manifest
     from translrec_dist.data.streaming import ShardedTrain
 
     if is_main:
-        directory = prepare(cfg)
+        directory = prepare(cfg, texts=texts)
     else:
         directory = cache_root(cfg) / cache_key(cfg)[0]
         waited = 0
@@ -110,7 +113,7 @@ def load_prepared_splits(cfg: RunConfig, is_main: bool) -> PreparedSplits:
                          d.group_by_length, RunDir(cfg.output_dir).example_ids if d.record_example_ids else None,
                          ArrowEncoder(tokenizer, d.max_length) if raw else None)
     splits: dict = {"train": train}
-    for name in ("valid", "test"):
+    for name in (n for n in manifest["splits"] if n != "train"):
         files = [str(directory / s["file"]) for s in manifest["splits"][name]["shards"]]
         splits[name] = datasets.Dataset(pq.read_table(files))
         if raw:

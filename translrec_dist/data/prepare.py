@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ from translrec_dist.run_dir import RunDir
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig
+    from translrec_dist.data import TextSplits
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1
@@ -111,8 +113,9 @@ def cache_key(cfg: RunConfig) -> tuple[str, dict]:
     return key.hexdigest()[:16], inputs
 
 
-def prepare(cfg: RunConfig, force: bool = False) -> Path:
-    """Build (or reuse) the prepared data for ``cfg``; returns its directory."""
+def prepare(cfg: RunConfig, force: bool = False, texts: Callable[[], TextSplits] | None = None) -> Path:
+    """Build (or reuse) the prepared data for ``cfg``; returns its directory. ``texts`` gives the task's example
+    texts (frames with example_id, text[, text_pair], label; any split name); default ``load_text_splits``."""
     key, inputs = cache_key(cfg)
     out = cache_root(cfg) / key
     if (out / MANIFEST).is_file() and not force:
@@ -122,7 +125,7 @@ def prepare(cfg: RunConfig, force: bool = False) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = build(cfg, tmp, inputs)
+        manifest = build(cfg, tmp, inputs, texts)
         manifest["key"] = key
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         shutil.rmtree(out, ignore_errors=True)
@@ -133,13 +136,13 @@ def prepare(cfg: RunConfig, force: bool = False) -> Path:
     return out
 
 
-def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
+def build(cfg: RunConfig, out: Path, inputs: dict, make_texts: Callable[[], TextSplits] | None = None) -> dict:
     from translrec_dist.data import build_tokenizer, load_text_splits
     from translrec_dist.data.tokenize import save_tokenizer, text_columns, tokenize_dataset
 
     d, timings = cfg.data, {}
     start = time.perf_counter()
-    texts = load_text_splits(cfg)
+    texts = make_texts() if make_texts is not None else load_text_splits(cfg)
     timings["read_and_examples_s"] = time.perf_counter() - start
     start = time.perf_counter()
     tokenizer = build_tokenizer(cfg, texts)
@@ -168,7 +171,7 @@ def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
         "tokenizer": {**inputs["tokenizer"], "hash": tokenizer_hash(tokenizer), "dir": TOKENIZER_DIR,
                       "vocab_size": len(tokenizer)},
         "splits": splits, "report": texts.report,
-        "label_mean": float(frames["train"]["label"].mean()) if cfg.task == "rating" else None,
+        "label_mean": float(frames["train"]["label"].mean()),  # the rating head starts there
         "ids": {"users": "ids/users.parquet", "items": "ids/items.parquet"} if texts.item_text is not None else None,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
@@ -196,7 +199,7 @@ def write_id_maps(texts, directory: Path) -> None:
     if texts.item_text is None:
         return
     directory.mkdir(parents=True)
-    users = pd.unique(pd.concat([f["user_id"] for f in texts.frames.values()]))
+    users = pd.unique(pd.concat([f["user_id"] for f in texts.frames.values() if "user_id" in f]))
     pd.DataFrame({"user_id": users, "index": np.arange(len(users))}).to_parquet(directory / "users.parquet")
     items = texts.item_text
     pd.DataFrame({"item_id": items.index, "index": np.arange(len(items)), "text": items.to_numpy()}).to_parquet(
