@@ -22,6 +22,7 @@ import torch
 
 from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.source import model_source
 
 GB = 1e9
 HEADROOM = 0.9  # CUDA context, allocator fragmentation, communication buffers
@@ -83,13 +84,13 @@ def encoder_config(cfg: RunConfig):
     from transformers import AutoConfig, BertConfig
 
     m = cfg.model
-    if m.tiny is not None and not m.init_from:
+    kind, name = model_source(cfg)
+    if kind == "tiny":
         t = m.tiny
         return "tiny", BertConfig(vocab_size=t.vocab_size, hidden_size=t.hidden_size,
                                   num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
                                   intermediate_size=t.intermediate_size,
                                   max_position_embeddings=t.max_position_embeddings)
-    name = m.init_from or m.name_or_path
     if Path(name, "config.json").is_file():
         return name, AutoConfig.from_pretrained(name, trust_remote_code=m.trust_remote_code)
     if name in KNOWN_ARCHITECTURES:

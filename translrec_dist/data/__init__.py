@@ -18,6 +18,7 @@ from translrec_dist.data.examples import build_examples, split_text_label
 from translrec_dist.data.filtering import kcore
 from translrec_dist.data.tables import read_text_label
 from translrec_dist.data.tokenize import ArrowEncoder, load_tokenizer, tokenize_dataset, tokenize_frame, train_wordpiece
+from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -62,8 +63,9 @@ def load_text_splits(cfg: RunConfig) -> TextSplits:
 def build_tokenizer(cfg: RunConfig, texts: TextSplits):
     """Pretrained tokenizer, or a WordPiece vocabulary trained on the training texts (tiny models)."""
     m = cfg.model
-    if m.tiny is None or m.init_from:
-        return load_tokenizer(m.init_from or m.name_or_path, m.trust_remote_code)
+    kind, path = model_source(cfg)
+    if kind != "tiny":
+        return load_tokenizer(path, m.trust_remote_code)
     train = texts.frames["train"]
     corpus = itertools.chain(train["text"], train["text_pair"].dropna(),
                              texts.item_text if texts.item_text is not None else [])

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from translrec_dist.errors import DataError
+from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -83,11 +84,11 @@ def fingerprint(path: Path, memo: dict) -> dict:
 
 def tokenizer_spec(cfg: RunConfig) -> dict:
     m = cfg.model
-    if m.tiny is not None and not m.init_from:
+    kind, name = model_source(cfg)
+    if kind == "tiny":
         return {"name": "wordpiece trained on the data", "vocab_size": m.tiny.vocab_size}
     from translrec_dist.data.tokenize import load_tokenizer
 
-    name = m.init_from or m.name_or_path
     return {"name": name, "hash": tokenizer_hash(load_tokenizer(name, m.trust_remote_code))}
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig
 
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.source import model_source
 from translrec_dist.models.transfer import apply_transfer_knobs
 
 if TYPE_CHECKING:
@@ -77,10 +78,10 @@ def tiny_bert_config(cfg: RunConfig, vocab_size: int | None = None) -> BertConfi
 
 def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
     m = cfg.model
-    if m.tiny is not None and m.init_from is None:
+    kind, path = model_source(cfg)
+    if kind == "tiny":
         config = tiny_bert_config(cfg, vocab_size)
         return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
-    path = m.init_from or m.name_or_path
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code)
     except OSError as e:
