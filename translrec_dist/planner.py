@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.source import model_source
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig
@@ -88,13 +89,13 @@ def encoder_config(cfg: RunConfig):
     from transformers import AutoConfig, BertConfig
 
     m = cfg.model
-    if m.tiny is not None and not m.init_from:
+    kind, name = model_source(cfg)
+    if kind == "tiny":
         t = m.tiny
         return "tiny", BertConfig(vocab_size=t.vocab_size, hidden_size=t.hidden_size,
                                   num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
                                   intermediate_size=t.intermediate_size,
                                   max_position_embeddings=t.max_position_embeddings)
-    name = m.init_from or m.name_or_path
     try:  # a local directory or the Hugging Face cache; never the network
         return name, AutoConfig.from_pretrained(name, trust_remote_code=m.trust_remote_code, local_files_only=True)
     except (OSError, ValueError):

@@ -14,6 +14,9 @@ Protocol (subclass ``Task``; every method has the signature below, defaults are 
     build_data(cfg, ctx: DataContext) -> TaskData      tokenizer, train data (map-style Dataset, or ShardedTrain
                                                       streamed per rank with exact resume), collate fn,
                                                       evaluator; ``ctx`` shares work between ranks
+    prepare_texts(cfg) -> TextSplits                 the example texts ``translrec prepare`` tokenizes into
+                                                      shards (train streamed with data.streaming=true); default:
+                                                      a ConfigError saying the task does not stream
     build_model(cfg, tokenizer, data: TaskData | None = None,
                 state_dict: dict | None = None) -> nn.Module
                                                       ``data`` is None when rebuilding from a checkpoint
@@ -127,6 +130,10 @@ class Task:
 
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         raise NotImplementedError
+
+    def prepare_texts(self, cfg):
+        raise ConfigError(f"data.streaming: task={self.name} has no prepared shards to stream; drop "
+                          f"data.streaming=true ({cfg.source})")
 
     def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None) -> nn.Module:
         raise NotImplementedError

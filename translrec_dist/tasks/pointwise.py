@@ -50,6 +50,9 @@ class PointwiseTask(Task):
     def metric_mode(self, metric: str) -> str:
         return "min" if metric in self.lower_is_better else "max"
 
+    def prepare_texts(self, cfg):
+        return load_text_splits(cfg)
+
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         if cfg.data.streaming:  # prepared shards (translrec prepare; built here if missing), streamed per rank
             prepared = load_prepared_splits(cfg, ctx.is_main)
