@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from translrec_dist.data.loader import eval_loader
+from translrec_dist.models.encoding import encode_tokenized, put_in_order
 
 
 def ranking_metrics(ranks: np.ndarray, ks=(10, 50), suffix: str = "") -> dict[str, float]:
@@ -43,22 +44,14 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: list[list
 
 @torch.no_grad()
 def encode_catalog(model, catalog, collate, accelerator, batch_size: int) -> torch.Tensor:
-    """[num_items x dim] item vectors: each rank encodes a slice (same length on every rank, as ZeRO-3
-    forwards are collectives), then the slices are gathered and put back in catalog order."""
-    loader = eval_loader(catalog, collate, batch_size=batch_size, rank=accelerator.process_index,
-                         world=accelerator.num_processes)
-    ids, vecs = [], []
-    for batch in loader:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        with accelerator.autocast():
-            vecs.append(model(**batch, encode="items").float())
-        ids.append(batch["example_id"])
-    ids_all = accelerator.gather(torch.cat(ids))
-    vecs_all = accelerator.gather(torch.cat(vecs))
-    keep = ids_all >= 0
-    out = torch.empty(len(catalog), vecs_all.shape[1], device=vecs_all.device)
-    out[ids_all[keep]] = vecs_all[keep]
-    return out
+    """[num_items x dim] item vectors: each rank encodes a share (length-sorted, the same count on every rank,
+    as ZeRO-3 forwards are collectives), then the shares are gathered and put back in catalog order."""
+    positions, vectors = encode_tokenized(
+        lambda batch: model(**batch, encode="items"), catalog, collate.pad.pad_token_id, batch_size=batch_size,
+        device=accelerator.device, precision=accelerator.mixed_precision, rank=accelerator.process_index,
+        world=accelerator.num_processes, extra={"item_index": np.arange(len(catalog))},
+        inference_mode=accelerator.state.deepspeed_plugin is None)
+    return put_in_order(accelerator.gather(positions), accelerator.gather(vectors), len(catalog))
 
 
 @torch.no_grad()
@@ -107,7 +100,9 @@ def evaluate_retrieval_export(cfg, model_dir, split: str = "test") -> dict:
     from translrec_dist.models.bi_encoder import load_bi_export
 
     model, tokenizer, _ = load_bi_export(model_dir)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    from translrec_dist.precision import log_precision
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=log_precision(cfg.train.precision))
     data = build_retrieval_data(*read_source(cfg), cfg)
     return evaluate_on_data(accelerator.prepare(model), tokenizer, cfg, data, split, accelerator)
 

@@ -21,6 +21,7 @@ from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import DataError
 from translrec_dist.evaluation import evaluate, predict_scores
 from translrec_dist.models.cross_encoder import load_export
+from translrec_dist.precision import log_precision
 
 
 def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dict:
@@ -29,7 +30,7 @@ def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dic
 
         return {**evaluate_retrieval_export(cfg, model_dir, split), "split": split, "model": str(model_dir)}
     model, tokenizer, _ = load_export(model_dir)
-    accelerator = Accelerator()
+    accelerator = Accelerator(mixed_precision=log_precision(cfg.train.precision))
     model = accelerator.prepare(model)
     frames = load_text_splits(cfg).frames
     ds = tokenize_frame(frames[split], tokenizer, cfg.data.max_length)
@@ -72,7 +73,7 @@ def predict_file(model_dir: str, input_path: str, output: str | None, batch_size
     if examples["text_pair"].isna().all():
         examples = examples.drop(columns="text_pair")
     ds = tokenize_frame(examples, tokenizer, cfg.data.max_length)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=log_precision(cfg.train.precision))
     loader = eval_loader(ds, PadCollator(tokenizer.pad_token_id), batch_size=batch_size, rank=0, world=1)
     ids, scores, _ = predict_scores(accelerator.prepare(model), loader, accelerator)
     scores = 1 / (1 + np.exp(-scores)) if cfg.task == "ctr" else scores
