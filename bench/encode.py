@@ -87,9 +87,8 @@ def main() -> None:
 
     runs = {("file order", "no"): lambda: file_order(model, catalog, pad, args.batch)}
     for prec in precisions:
-        runs[("encode_tokenized", prec)] = lambda prec=prec: put_in_order(
-            *encode_tokenized(forward, catalog, pad, batch_size=args.batch, precision=prec, extra={"item_index": index}),
-            n)
+        runs[("encode_tokenized", prec)] = lambda prec=prec: put_in_order(*encode_tokenized(
+            forward, catalog, pad, batch_size=args.batch, precision=prec, extra={"item_index": index}), n)
         runs[("raw forward", prec)] = lambda prec=prec: raw(prec)
     best = {k: float("inf") for k in runs}
     reference = runs[("file order", "no")]()

@@ -10,6 +10,7 @@ Arms, each a fresh `translrec train` process, run alternately:
     python bench/precision.py                               # both setups, seeds 42
     python bench/precision.py --setups tiny --seeds 1 2 3
     python bench/precision.py --setups movielens --steps 100   # fewer steps, the same for every arm
+    python bench/precision.py --parallel 6                     # arms at once (quality only; wall time is noise)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,21 +67,28 @@ def main() -> None:
     p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
     p.add_argument("--steps", type=int, help="train.max_steps for every arm (default: the config's)")
+    p.add_argument("--arms", nargs="+", help="only these arms (fp32 is always kept: the reference)")
+    p.add_argument("--parallel", type=int, default=1, help="arms run at once (default 1: wall times comparable)")
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    rows = []
+    jobs = []  # (setup, seed, arm, metric, config, overrides)
+    for name in args.setups:
+        config, metric, arms = SETUPS[name]
+        extra = movielens_overrides() if name == "movielens" else []
+        extra += [f"train.max_steps={args.steps}"] if args.steps else []
+        chosen = {label: o for label, o in arms.items() if not args.arms or label in {*args.arms, "fp32"}}
+        jobs += [(name, seed, label, metric, config, [*extra, f"seed={seed}", *overrides])
+                 for seed in args.seeds for label, overrides in chosen.items()]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.setups:
-            config, metric, arms = SETUPS[name]
-            extra = movielens_overrides() if name == "movielens" else []
-            extra += [f"train.max_steps={args.steps}"] if args.steps else []
-            for seed in args.seeds:
-                for label, overrides in arms.items():
-                    out = Path(tmp) / f"{name}-{seed}-{len(rows)}"
-                    result, seconds = run(config, [*extra, f"seed={seed}", *overrides], out)
-                    rows.append((name, seed, label, metric, result[metric], seconds))
-                    print(f"{name} seed {seed} {label}: {metric}={result[metric]:.4f} ({seconds:.0f} s)",
-                          file=sys.stderr, flush=True)
+        def one(i: int):
+            name, seed, label, metric, config, overrides = jobs[i]
+            result, seconds = run(config, overrides, Path(tmp) / str(i))
+            print(f"{name} seed {seed} {label}: {metric}={result[metric]:.4f} ({seconds:.0f} s)", file=sys.stderr,
+                  flush=True)
+            return name, seed, label, metric, result[metric], seconds
+
+        with ThreadPoolExecutor(args.parallel) as pool:
+            rows = list(pool.map(one, range(len(jobs))))
     print(f"\n{'setup':10} {'seed':>4} {'arm':16} {'metric':8} {'value':>7} {'vs fp32':>8} {'wall s':>7}")
     for name, seed, label, metric, value, seconds in rows:
         ref = next(v for n, s, lab, _, v, _ in rows if n == name and s == seed and lab == "fp32")
