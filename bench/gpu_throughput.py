@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def gpu_peak() -> tuple[str, float | None]:
 
 
 def run(out: Path, dims: dict, seq: int, strategy: str, padded: bool, precision: str, steps: int, batch: int,
-        task: str = "ctr") -> dict:
+        task: str = "ctr", timeout: float | None = None) -> dict:
     overrides = [f"output_dir={out}", *[f"model.tiny.{k}={v}" for k, v in dims.items()],
                  f"data.max_length={seq}", f"data.history_length={4 if seq <= 128 else 10}",
                  f"train.max_steps={steps}", f"train.log_every={max(1, steps // 6)}", f"train.micro_batch_size={batch}",
@@ -67,7 +68,10 @@ def run(out: Path, dims: dict, seq: int, strategy: str, padded: bool, precision:
     if padded:
         overrides.append(f"data.pad_to_multiple_of={seq}")
     cmd = [sys.executable, "-m", "translrec_dist", "train", str(TINY), *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after {timeout:.0f} s: the table's time budget (--budget-s) ran out"}
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -103,20 +107,29 @@ def main() -> None:
     p.add_argument("--seqs", nargs="+", type=int, default=[128, 256])
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--budget-s", type=float, default=450,
+                   help="wall-clock budget: cells that would start after it are skipped, so the table prints in "
+                        "under 8 minutes even if a cell is slow")
     args = p.parse_args()
     dims = DRY if args.dry_run else BERT_BASE
     steps, batch = (4, 4) if args.dry_run else (args.steps, args.batch)
+    if args.dry_run:
+        args.budget_s = max(args.budget_s, 3600)  # a loaded CPU: the dry run checks plumbing, not speed
     device, peak = gpu_peak()
     sequential = has_sequential_task()
 
     rows = []
+    deadline = time.monotonic() + args.budget_s
     with tempfile.TemporaryDirectory() as tmp:
         for i, (model, seq, strategy, padded, precision) in enumerate(cells(args.seqs, args.strategies)):
+            left = deadline - time.monotonic()
             if model == "sequential" and not sequential:
                 r = {"skipped": "no task: sequential in this package"}
+            elif left < 20:
+                r = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
             else:
                 r = run(Path(tmp) / str(i), dims, seq, strategy, padded, precision, steps, batch,
-                        "sequential" if model == "sequential" else "ctr")
+                        "sequential" if model == "sequential" else "ctr", timeout=left)
             rows.append((model, seq, strategy, "max_length" if padded else "dynamic", precision, r))
             print(f"done: {rows[-1][:5]}: {r}", file=sys.stderr, flush=True)
 
