@@ -20,12 +20,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from translrec_dist.data import read_source
-from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.examples import chronological_order, render_history, render_item_texts
 from translrec_dist.data.tables import read_table, require_columns
 from translrec_dist.errors import DataError
 from translrec_dist.models.bi_encoder import ITEM_ENCODER_DIR
+from translrec_dist.models.encoding import encode_texts
 from translrec_dist.models.export import read_export
+from translrec_dist.precision import resolve_precision
 from translrec_dist.vector_index import build_vector_index
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class Recommender:
         self.model, self.tokenizer, self.cfg, self.model_dir = model, tokenizer, cfg, Path(model_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
-        self.collate = PadCollator(tokenizer.pad_token_id)
+        # The run's precision: a model trained under bf16 autocast is served under it too (when the device has it).
+        self.precision = resolve_precision(cfg.train.precision, on_gpu=self.device.type == "cuda")[0]
         self._source = None
         self.item_ids: np.ndarray | None = None
         self.titles: list[str] = []
@@ -104,19 +106,12 @@ class Recommender:
 
     # ------------------------------------------------------------------ index
 
-    @torch.no_grad()
     def encode(self, texts: list[str], tower: str, item_index: np.ndarray | None = None,
                batch_size: int = 64) -> torch.Tensor:
         """Vectors of ``texts``; ``item_index``: training catalog positions (-1: new item) for id embeddings."""
-        out = []
-        for start in range(0, len(texts), batch_size):
-            enc = self.tokenizer(texts[start:start + batch_size], truncation=True, max_length=self.cfg.data.max_length)
-            rows = [{k: enc[k][i] for k in enc} | {"label": 0, "example_id": 0} for i in range(len(enc["input_ids"]))]
-            batch = {k: v.to(self.device) for k, v in self.collate(rows).items() if k not in ("labels", "example_id")}
-            if item_index is not None:
-                batch["item_index"] = torch.as_tensor(item_index[start:start + batch_size], device=self.device)
-            out.append(self.model(**batch, encode=tower).float().cpu())
-        return torch.cat(out) if out else torch.empty(0)
+        return encode_texts(lambda batch: self.model(**batch, encode=tower), texts, self.tokenizer,
+                            self.cfg.data.max_length, batch_size=batch_size, device=self.device,
+                            precision=self.precision, extra=None if item_index is None else {"item_index": item_index})
 
     def build_index(self, new_items: pd.DataFrame | None = None) -> None:
         """Encode the training catalog plus ``new_items`` (item_id + the item text columns) from text alone."""

@@ -117,7 +117,9 @@ class PointwiseTask(Task):
         if examples["text_pair"].isna().all():
             examples = examples.drop(columns="text_pair")
         ds = tokenize_frame(examples, tokenizer, cfg.data.max_length)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        from translrec_dist.precision import log_precision
+
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=log_precision(cfg.train.precision))
         loader = eval_loader(ds, PadCollator(tokenizer.pad_token_id), batch_size=batch_size, rank=0, world=1)
         ids, scores, _ = predict_scores(accelerator.prepare(model), loader, accelerator)
         return self.prediction_name, list(zip(ids.tolist(), self.to_prediction(scores).tolist(), strict=True))
