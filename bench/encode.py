@@ -68,7 +68,7 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from translrec_dist.models.encoding import encode_tokenized, encoding_batches, put_in_order
-    from translrec_dist.precision import autocast, cpu_bf16_support
+    from translrec_dist.training.precision import autocast, cpu_bf16_support
 
     catalog, model, tokenizer = setup(args.batch)
     n, pad = len(catalog), tokenizer.pad_token_id

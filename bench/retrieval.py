@@ -52,7 +52,7 @@ def cross_encoder(name: str):
 
 
 def ann_comparison(args) -> None:
-    from translrec_dist.vector_index import ExactIndex, FaissIndex
+    from translrec_dist.serving.vector_index import ExactIndex, FaissIndex
 
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(1000, args.dim, generator=g)

@@ -61,7 +61,7 @@ def cmd_prepare(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from translrec_dist.config import load_config
-    from translrec_dist.scoring import evaluate_export
+    from translrec_dist.evaluation.scoring import evaluate_export
 
     cfg = load_config(args.config, args.overrides)
     model_dir = Path(args.model) if args.model else RunDir(cfg.output_dir).final
@@ -71,7 +71,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from translrec_dist.scoring import predict_file
+    from translrec_dist.evaluation.scoring import predict_file
 
     predict_file(args.model, args.input, args.output, args.batch_size, args.trust_remote_code)
     return 0
@@ -91,7 +91,7 @@ def cmd_config_get(args) -> int:
 
 
 def cmd_check_master(args) -> int:
-    from translrec_dist.rendezvous import wait_for_master
+    from translrec_dist.training.rendezvous import wait_for_master
 
     waited = wait_for_master(args.addr, args.port, args.timeout)
     print(f"rendezvous master {args.addr}:{args.port} reachable after {waited:.1f} s", file=sys.stderr)
@@ -99,7 +99,7 @@ def cmd_check_master(args) -> int:
 
 
 def cmd_configs(args) -> int:
-    from translrec_dist.builtin_configs import write_configs
+    from translrec_dist.training.builtin_configs import write_configs
 
     written = write_configs(args.out, force=args.force)
     for path in written:
@@ -126,7 +126,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from translrec_dist.report import make_report
+    from translrec_dist.evaluation.report import make_report
 
     written, summary = make_report(args.run_dir, args.out)
     print(summary)
@@ -156,7 +156,7 @@ def cmd_run_status(args) -> int:
 
 def cmd_plan(args) -> int:
     from translrec_dist.config import load_config
-    from translrec_dist.planner import format_plan, parse_bytes
+    from translrec_dist.training.planner import format_plan, parse_bytes
 
     cfg = load_config(args.config, args.overrides)
     print(format_plan(cfg, args.gpus_per_node, args.nodes, parse_bytes(args.gpu_mem)))
@@ -201,14 +201,14 @@ def positive_int(text: str) -> int:
 
 def cmd_config(args) -> int:
     from translrec_dist.config import load_config
-    from translrec_dist.dry_run import describe_run
+    from translrec_dist.training.dry_run import describe_run
 
     print(describe_run(load_config(args.config, args.overrides), args.nproc, args.cpu))
     return 0
 
 
 def cmd_serve(args) -> int:
-    from translrec_dist.http_server import serve
+    from translrec_dist.serving.http import serve
 
     serve(args.model, args.index, args.host, args.port, args.max_batch, args.max_wait_ms)
     return 0

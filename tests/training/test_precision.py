@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import FAST, TINY, run_cli
-from translrec_dist import precision
-from translrec_dist.precision import cpu_bf16_support, resolve_precision
+from translrec_dist.training import precision
+from translrec_dist.training.precision import cpu_bf16_support, resolve_precision
 
 
 def test_precision_choice_per_device(monkeypatch):

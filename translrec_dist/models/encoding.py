@@ -4,7 +4,7 @@
   length (file order pads every batch to its longest row), and the vectors are put back in row order.
 - Ranks take every W-th row of the sorted order: equal counts (ZeRO-3 forwards are collectives, so every rank
   runs the same number of batches; padding rows carry position -1) and similar lengths on every rank.
-- bf16 autocast when the run computes in bf16 (``translrec_dist.precision``), the encoder under
+- bf16 autocast when the run computes in bf16 (``translrec_dist.training.precision``), the encoder under
   ``torch.inference_mode`` (no autograd bookkeeping at all) except under DeepSpeed, whose ZeRO-3 hooks
   re-materialise parameters during the forward: tensors made in inference mode could not be updated by
   the training steps that follow.
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import torch
 
 from translrec_dist.data.collate import PadCollator
-from translrec_dist.precision import autocast
+from translrec_dist.training.precision import autocast
 
 SORT_WINDOW = 65_536  # rows sorted together: large enough to pad little, small enough to keep memory flat
 

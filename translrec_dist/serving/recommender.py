@@ -26,8 +26,8 @@ from translrec_dist.errors import DataError
 from translrec_dist.models.bi_encoder import ITEM_ENCODER_DIR
 from translrec_dist.models.encoding import encode_texts
 from translrec_dist.models.export import read_export
-from translrec_dist.precision import resolve_precision
-from translrec_dist.vector_index import build_vector_index
+from translrec_dist.serving.vector_index import build_vector_index
+from translrec_dist.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 INDEX_DIR = "index"

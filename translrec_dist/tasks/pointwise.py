@@ -24,10 +24,10 @@ from translrec_dist.data.examples import latest_histories, render_item_texts
 from translrec_dist.data.loader import eval_loader, token_lengths
 from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import ConfigError, DataError
-from translrec_dist.evaluation import binary_metrics, evaluate, predict_scores, regression_metrics
+from translrec_dist.evaluation.metrics import binary_metrics, evaluate, predict_scores, regression_metrics
+from translrec_dist.evaluation.predict_checks import refuse_empty_text
 from translrec_dist.models.cross_encoder import HEAD_FILE, CrossEncoder, build_model, load_pretrained_encoder
 from translrec_dist.models.transfer import save_encoder
-from translrec_dist.predict_checks import refuse_empty_text
 from translrec_dist.tasks.base import DataContext, Task, TaskData, only_for
 
 
@@ -117,7 +117,7 @@ class PointwiseTask(Task):
         if examples["text_pair"].isna().all():
             examples = examples.drop(columns="text_pair")
         ds = tokenize_frame(examples, tokenizer, cfg.data.max_length)
-        from translrec_dist.precision import log_precision
+        from translrec_dist.training.precision import log_precision
 
         accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=log_precision(cfg.train.precision))
         loader = eval_loader(ds, PadCollator(tokenizer.pad_token_id), batch_size=batch_size, rank=0, world=1)

@@ -13,7 +13,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, DistributedType, GradientAccumulationPlugin, InitProcessGroupKwargs
 
-from translrec_dist.precision import log_precision
+from translrec_dist.training.precision import log_precision
 from translrec_dist.training.preemption import stop_signal
 from translrec_dist.training.preflight import preflight
 from translrec_dist.training.zero_config import (

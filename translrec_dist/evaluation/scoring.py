@@ -15,9 +15,9 @@ from accelerate import Accelerator
 
 from translrec_dist.data.tables import read_table
 from translrec_dist.errors import ConfigError, DataError
+from translrec_dist.evaluation.predict_checks import check_output_file
 from translrec_dist.models.export import read_export
-from translrec_dist.precision import log_precision
-from translrec_dist.predict_checks import check_output_file
+from translrec_dist.training.precision import log_precision
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig

@@ -75,7 +75,7 @@ def test_index_options_faiss_without_histories(moved_export: Path):
 
 
 def test_faiss_backend_finds_the_exact_neighbours_on_a_small_catalog(moved_export: Path, tmp_path: Path):
-    from translrec_dist.vector_index import ExactIndex, FaissIndex
+    from translrec_dist.serving.vector_index import ExactIndex, FaissIndex
 
     rec = Recommender.from_pretrained(moved_export, device="cpu")
     queries = rec.encode(["alpha beta", "gamma", "delta epsilon zeta"], "users")
