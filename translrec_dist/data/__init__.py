@@ -36,8 +36,8 @@ class TextSplits:
     report: dict = field(default_factory=dict)  # bad rows left out, filtering counts
 
 
-def read_source_full(cfg: RunConfig) -> readers.Source:
-    return readers.read_source(cfg.data, need_rating=cfg.task == "rating" or cfg.data.positive_threshold is not None)
+def read_source_full(cfg: RunConfig, need_rating: bool = False) -> readers.Source:
+    return readers.read_source(cfg.data, need_rating=need_rating or cfg.data.positive_threshold is not None)
 
 
 def read_source(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -46,19 +46,21 @@ def read_source(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     return src.interactions, src.items
 
 
-def load_text_splits(cfg: RunConfig) -> TextSplits:
+def load_text_splits(cfg: RunConfig, labels: str = "click") -> TextSplits:
+    """(text, text_pair, label) examples of the cross-encoder tasks; ``labels``: "click" (0/1, sampled negatives)
+    or "rating" (the rating itself)."""
     d = cfg.data
     if d.format == "text_label":
         frames = split_text_label(read_text_label(d.path, d.max_bad_fraction), d, cfg.seed)
         check_eval_splits(frames, cfg)
-        check_labels(frames, cfg)
+        check_labels(frames, cfg, labels)
         return TextSplits(frames, None, [Path(d.path)])
-    src = read_source_full(cfg)
+    src = read_source_full(cfg, need_rating=labels == "rating")
     deduped, repeated = drop_repeated_interactions(src.interactions)
     inter = kcore(deduped, d.kcore)
-    ex = build_examples(inter, src.items, d, cfg.task, cfg.seed)
+    ex = build_examples(inter, src.items, d, labels, cfg.seed)
     check_eval_splits(ex.splits, cfg, inter)
-    check_labels(ex.splits, cfg)
+    check_labels(ex.splits, cfg, labels)
     counts = ", ".join(f"{k}={len(v)}" for k, v in ex.splits.items())
     log.info("examples: %s (from %d interactions, %d items)", counts, len(inter), len(src.items))
     report = {**src.report, "interactions_read": len(src.interactions), "repeated_interactions": repeated,

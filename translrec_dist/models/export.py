@@ -28,7 +28,8 @@ def write_export(out_dir: Path, state_dict: dict, model, tokenizer, cfg: RunConf
     task.write_export(out_dir, state_dict, model)
     tokenizer.save_pretrained(str(out_dir))
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
-    write_model_card(out_dir, cfg, task.write_interop(out_dir, cfg))  # files other tools load, then the card
+    loads = task.write_interop(out_dir, cfg)  # files other tools load, then the card that says how
+    write_model_card(out_dir, cfg, task.usage(cfg, loads))
 
 
 def read_export(model_dir: str | Path, expect: str | None = None, trust_remote_code: bool = False):

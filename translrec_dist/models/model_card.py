@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from translrec_dist.config import RunConfig, export_config
+from translrec_dist.run_dir import RunDir
 
 
 def base_model(cfg: RunConfig) -> str:
@@ -37,8 +38,7 @@ def data_fingerprint(cfg: RunConfig) -> dict:
             "sources": sources}
 
 
-def eval_table(output_dir: Path) -> str:
-    path = output_dir / "eval.json"
+def eval_table(path: Path) -> str:
     if not path.is_file():
         return "No evaluation was written for this run (eval.json missing)."
     results = json.loads(path.read_text())
@@ -51,41 +51,8 @@ def eval_table(output_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def loading_section(cfg: RunConfig, loads: dict) -> str:
-    translrec = {"retrieval": "translrec index --model final && translrec recommend --model final --user USER_ID",
-                 "mlm": "translrec train CONFIG model.name_or_path=final   # fine-tune the adapted encoder"}
-    lines = ["## How to load", "", "translrec:", "", "```bash",
-             translrec.get(cfg.task, "translrec predict --model final --input rows.csv"), "```", ""]
-    if loads.get("sentence_transformers"):
-        lines += ["sentence-transformers (" + loads["sentence_transformers"] + "):", "", "```python",
-                  "from sentence_transformers import SentenceTransformer",
-                  'vectors = SentenceTransformer("final").encode(["history or item text"])', "```", ""]
-    if loads.get("sequence_classification"):
-        score = "torch.sigmoid(logits)  # the click probability" if cfg.task == "ctr" else "logits  # the rating"
-        lines += ["transformers (" + loads["sequence_classification"] + "):", "", "```python",
-                  "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-                  'model = AutoModelForSequenceClassification.from_pretrained("final").eval()',
-                  'tok = AutoTokenizer.from_pretrained("final")',
-                  f"logits = model(**tok(history_text, item_text, truncation=True, max_length={cfg.data.max_length},"
-                  ' return_tensors="pt")).logits[:, 0]', f"score = {score}", "```", ""]
-    elif cfg.task in ("ctr", "rating"):
-        pooled = ("h[:, 0]" if cfg.model.pooling == "cls" else
-                  "(h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)")
-        lines += ["transformers: the head (`head.safetensors`) cannot be expressed as this architecture's "
-                  f"sequence-classification head ({cfg.model.pooling} pooling), so score it by hand:", "",
-                  "```python", "from safetensors.torch import load_file",
-                  "from transformers import AutoModel, AutoTokenizer",
-                  'enc, tok, head = AutoModel.from_pretrained("final"), AutoTokenizer.from_pretrained("final"), '
-                  'load_file("final/head.safetensors")',
-                  "x = tok(history_text, item_text, return_tensors='pt'); mask = x['attention_mask']",
-                  "h = enc(**x).last_hidden_state", f"logit = {pooled} @ head['weight'].T + head['bias']", "```", ""]
-    else:
-        lines += ["transformers: `AutoModel.from_pretrained(\"final\")` loads the encoder"
-                  + (" (`AutoModelForMaskedLM` the language model)." if cfg.task == "mlm" else "."), ""]
-    return "\n".join(lines)
-
-
-def write_model_card(out_dir: Path, cfg: RunConfig, loads: dict) -> Path:
+def write_model_card(out_dir: Path, cfg: RunConfig, usage: list[str]) -> Path:
+    """``usage``: the task's "How to load" lines (``Task.usage``)."""
     data = data_fingerprint(cfg)
     config_yaml = yaml.safe_dump(export_config(cfg).to_dict(), sort_keys=False)
     sources = "".join(f"\n  - `{s['path']}` ({s['bytes']} bytes, blake2b `{s['blake2b']}`)" for s in data["sources"])
@@ -93,10 +60,10 @@ def write_model_card(out_dir: Path, cfg: RunConfig, loads: dict) -> Path:
         "---", "library_name: translrec-dist", f"tags: [recommendation, translrec, {cfg.task}]", "---", "",
         f"# translrec {cfg.task} model", "",
         f"- base model: {base_model(cfg)}",
-        f"- task: `{cfg.task}`" + (f" ({cfg.model.similarity} similarity)" if cfg.task == "retrieval" else ""),
+        f"- task: `{cfg.task}`",
         f"- data: `{data['format']}` {data['path'] or '(built in)'}, fingerprint `{data['fingerprint']}`{sources}",
-        "", "## Evaluation", "", eval_table(Path(cfg.output_dir)), "",
-        loading_section(cfg, loads),
+        "", "## Evaluation", "", eval_table(RunDir(cfg.output_dir).eval), "",
+        "## How to load", "", *usage,
         "## Configuration", "", "```yaml", config_yaml.rstrip(), "```", ""])
     path = Path(out_dir) / "README.md"
     path.write_text(text, encoding="utf-8")

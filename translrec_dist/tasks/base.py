@@ -35,6 +35,7 @@ Protocol (subclass ``Task``; every method has the signature below, defaults are 
     write_interop(out_dir, cfg) -> dict               files other tools load beside the export (sentence-transformers,
                                                       AutoModelForSequenceClassification); what was written, for the
                                                       model card (default: nothing)
+    usage(cfg, loads) -> list[str]                    the model card's "How to load" lines (markdown)
     read_export(model_dir, cfg) -> nn.Module          the model back from ``write_export``'s files
     evaluate_export(cfg, model, tokenizer, split, accelerator) -> dict
                                                       metrics of an export on ``split`` of cfg's data
@@ -160,6 +161,11 @@ class Task:
 
     def write_interop(self, out_dir: Path, cfg) -> dict:
         return {}
+
+    def usage(self, cfg, loads: dict) -> list[str]:
+        from translrec_dist.models.usage import encoder_usage
+
+        return encoder_usage()
 
     def read_export(self, model_dir: Path, cfg) -> nn.Module:
         raise NotImplementedError

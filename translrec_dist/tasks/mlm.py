@@ -109,6 +109,12 @@ class MlmTask(Task):
     def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
         save_encoder(out_dir, model.lm, state_dict, "lm.")
 
+    def usage(self, cfg, loads: dict) -> list[str]:
+        from translrec_dist.models.usage import encoder_usage, translrec_usage
+
+        return [*translrec_usage("translrec train CONFIG model.name_or_path=final   # fine-tune the adapted encoder"),
+                *encoder_usage("AutoModelForMaskedLM")]
+
     def read_export(self, model_dir: Path, cfg):
         return MaskedLM(AutoModelForMaskedLM.from_pretrained(str(model_dir),
                                                              attn_implementation=cfg.model.attn_implementation))

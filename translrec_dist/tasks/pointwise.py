@@ -37,6 +37,8 @@ class PointwiseTask(Task):
     export_kind = "cross_encoder"
     lower_is_better: tuple[str, ...] = ()
     prediction_name = "score"
+    labels = "click"  # what an example's label is: "click" (0/1 with sampled negatives) or "rating"
+    score_expression = "logits"  # the prediction from the classifier's logit, for the model card
 
     def validate(self, cfg) -> None:
         only_for(cfg, "retrieval", "model.item_id_embeddings", "train.gather_negatives")
@@ -51,14 +53,14 @@ class PointwiseTask(Task):
         return "min" if metric in self.lower_is_better else "max"
 
     def prepare_texts(self, cfg):
-        return load_text_splits(cfg)
+        return load_text_splits(cfg, self.labels)
 
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         if cfg.data.streaming:  # prepared shards (translrec prepare; built here if missing), streamed per rank
-            prepared = load_prepared_splits(cfg, ctx.is_main)
+            prepared = load_prepared_splits(cfg, ctx.is_main, texts=lambda: self.prepare_texts(cfg))
             tokenizer, splits, label_mean = prepared.tokenizer, prepared.splits, prepared.label_mean
         else:
-            texts = load_text_splits(cfg)
+            texts = self.prepare_texts(cfg)
             tokenizer = ctx.tokenizer(lambda: build_tokenizer(cfg, texts))
             splits = {name: ctx.tokenized(name, lambda df=df: tokenize_frame(df, tokenizer, cfg.data.max_length))
                       for name, df in texts.frames.items()}
@@ -91,6 +93,15 @@ class PointwiseTask(Task):
 
         return {"sequence_classification": write_sequence_classification(out_dir, cfg)}
 
+    def usage(self, cfg, loads: dict) -> list[str]:
+        from translrec_dist.models import usage as card
+
+        lines = card.translrec_usage("translrec predict --model final --input rows.csv")
+        if loads.get("sequence_classification"):
+            return lines + card.sequence_classification_usage(loads["sequence_classification"],
+                                                              cfg.data.max_length, self.score_expression)
+        return lines + card.hand_scoring_usage(cfg.model.pooling)
+
     def read_export(self, model_dir: Path, cfg):
         if not (model_dir / HEAD_FILE).is_file():
             raise ConfigError(f"{model_dir} is not a {self.name} export (missing {HEAD_FILE})")
@@ -101,7 +112,7 @@ class PointwiseTask(Task):
         return model
 
     def evaluate_export(self, cfg, model, tokenizer, split: str, accelerator) -> dict:
-        frames = load_text_splits(cfg).frames
+        frames = self.prepare_texts(cfg).frames
         ds = tokenize_frame(frames[split], tokenizer, cfg.data.max_length)
         loader = eval_loader(ds, PadCollator(tokenizer.pad_token_id), batch_size=cfg.eval.micro_batch_size,
                              rank=accelerator.process_index, world=accelerator.num_processes)
@@ -111,14 +122,14 @@ class PointwiseTask(Task):
         """(prediction name, [(row index, value)]) for the rows of a ``translrec predict`` input file."""
         from accelerate import Accelerator
 
+        from translrec_dist.training.precision import log_precision
+
         examples = rows_to_examples(rows, cfg, path)
         refuse_empty_text(examples, rows, path)
         examples = examples.assign(example_id=np.arange(len(examples)), label=0.0)
         if examples["text_pair"].isna().all():
             examples = examples.drop(columns="text_pair")
         ds = tokenize_frame(examples, tokenizer, cfg.data.max_length)
-        from translrec_dist.training.precision import log_precision
-
         accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=log_precision(cfg.train.precision))
         loader = eval_loader(ds, PadCollator(tokenizer.pad_token_id), batch_size=batch_size, rank=0, world=1)
         ids, scores, _ = predict_scores(accelerator.prepare(model), loader, accelerator)
@@ -127,6 +138,7 @@ class PointwiseTask(Task):
 
 class CtrTask(PointwiseTask):
     name = "ctr"
+    score_expression = "torch.sigmoid(logits)  # the click probability"
     lower_is_better = ("logloss",)
     prediction_name = "probability"
 
@@ -149,6 +161,8 @@ class CtrTask(PointwiseTask):
 
 class RatingTask(PointwiseTask):
     name = "rating"
+    labels = "rating"
+    score_expression = "logits  # the rating"
     lower_is_better = ("rmse", "mae")
     prediction_name = "rating"
 

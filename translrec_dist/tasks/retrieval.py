@@ -112,6 +112,12 @@ class RetrievalTask(Task):
 
         return {"sentence_transformers": write_sentence_transformers(out_dir, cfg)}
 
+    def usage(self, cfg, loads: dict) -> list[str]:
+        from translrec_dist.models.usage import encoder_usage, sentence_transformers_usage, translrec_usage
+
+        return [*translrec_usage("translrec index --model final && translrec recommend --model final --user USER_ID"),
+                *sentence_transformers_usage(loads["sentence_transformers"]), *encoder_usage()]
+
     def read_export(self, model_dir: Path, cfg):
         m = cfg.model
         encoder = load_pretrained_encoder(str(model_dir), m.attn_implementation, m.trust_remote_code)
