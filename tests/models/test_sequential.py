@@ -114,7 +114,7 @@ def test_two_processes_with_gathered_negatives_equal_one_process_on_the_concaten
 def test_top_layers_regime_trains_the_top_encoder_layer_and_refreshes_cached_vectors(tiny_cfg):
     from translrec_dist.data import read_source
     from translrec_dist.data.sequences import build_sequence_data, training_windows
-    from translrec_dist.sequential_run import build_sequential, item_text_vectors
+    from translrec_dist.tasks.sequential import build_sequential, item_text_vectors
 
     cfg = tiny_cfg("task=sequential", "model.sequence.encoder=top_layers", "model.sequence.train_layers=1",
                    "model.sequence.hidden=16", "model.sequence.inner=32", "data.max_history=6")

@@ -42,7 +42,7 @@ def test_export_reloads_and_recommends_explains_and_indexes_new_items(sequential
     # The reloaded model scores the catalog as the trained one did: its eval figure is reproduced.
     from translrec_dist.data import read_source
     from translrec_dist.data.sequences import build_sequence_data
-    from translrec_dist.sequential_run import evaluate_sequences
+    from translrec_dist.tasks.sequential import evaluate_sequences
 
     data = build_sequence_data(*read_source(rec.cfg), rec.cfg)
     again = evaluate_sequences(rec.model, data, "test", rec.cfg.data.max_history)
