@@ -5,11 +5,11 @@ the figures are its ``eval.json`` and the rates its ``metrics.jsonl``.
 
     python bench/sequential.py configs/movielens_minilm_cpu.yaml --out runs/sequential
 
-Rows (``--rows``): popularity, id, text, text_id, best (the config as written). Extra arguments are dotted
-overrides applied to every row. Each row reports NDCG@10 / Recall@10 masked and unmasked, cold and warm
-NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and target positions/s.
-Rows can run in separate processes (``--rows id`` in one, ``--rows text`` in another) and be printed
-together with ``--merge DIR [DIR ...]``.
+Rows (``--rows``): popularity, id, text, text_id, text_id_unknown, best (the config as written). Extra
+arguments are dotted overrides applied to every row. Each row reports NDCG@10 / Recall@10 masked and
+unmasked, cold and warm NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and
+target positions/s. Rows can run in separate processes (``--rows id`` in one, ``--rows text`` in another)
+and be printed together with ``--merge DIR [DIR ...]``.
 """
 
 from __future__ import annotations
@@ -33,9 +33,13 @@ from translrec_dist.training.trainer import Trainer
 # text: the best text-only adaptor measured (docs/results.md); best: the config as written.
 ROWS = {"popularity": [], "id": ["model.sequence.item_repr=id"],
         "text": ["model.sequence.item_repr=text", "model.sequence.adaptor=moe", "model.sequence.adaptor_dropout=0.1"],
-        "text_id": ["model.sequence.item_repr=text+id"], "best": []}
+        "text_id": ["model.sequence.item_repr=text+id"], "best": [],
+        # text + ID with a learned unknown-item ID vector (trained through ID dropout): the cold-start candidate
+        "text_id_unknown": ["model.sequence.item_repr=text+id", "model.sequence.id_dropout=0.2",
+                            "model.sequence.unknown_id=learned"]}
 COLUMNS = ["ndcg@10_masked", "recall@10_masked", "ndcg@10", "recall@10", "warm_ndcg@10_masked",
-           "cold_ndcg@10_masked", "cold_recall@10_masked", "seconds", "train_seconds", "sequences_per_s", "positions_per_s"]
+           "cold_ndcg@10_masked", "cold_recall@10_masked", "seconds", "train_seconds", "sequences_per_s",
+           "positions_per_s"]
 
 
 def popularity_metrics(data, split: str = "test") -> dict:

@@ -124,6 +124,9 @@ def check_sequence_config(cfg) -> None:
     if cfg.train.distributed == "zero3":
         fail("train.distributed", "task=sequential evaluates outside the engine's forward, which ZeRO-3's partitioned "
              "parameters do not allow yet; use ddp, zero1 or zero2")
+    if s.unknown_id == "learned" and (s.item_repr != "text+id" or s.id_dropout == 0):
+        fail("model.sequence.unknown_id", "learned trains on the items whose ID vector id_dropout drops: it needs "
+             "item_repr=text+id and id_dropout > 0 (e.g. 0.2)")
     if s.encoder != "frozen" and s.item_repr == "id":
         fail("model.sequence.encoder", "an ID-only model has no encoder; use encoder=frozen")
 
