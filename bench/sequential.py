@@ -1,13 +1,15 @@
 """Sequential-recommender benchmark: popularity, ID-only SASRec, text-only (frozen encoder), text + ID, and
-the shipped recipe, on one chronological leave-one-out split ranked against the whole catalog.
+the shipped recipe, on one chronological leave-one-out split ranked against the whole catalog. Every trained
+row goes through the package's Trainer, the code ``translrec train CONFIG`` runs, with the row's overrides;
+the figures are its ``eval.json`` and the rates its ``metrics.jsonl``.
 
     python bench/sequential.py configs/movielens_minilm_cpu.yaml --out runs/sequential
 
-Rows (``--rows``): popularity, id, text, text_id, best (the config as written). Extra arguments are dotted
-overrides applied to every row. Each row reports NDCG@10 / Recall@10 masked and unmasked, cold and warm
-NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and target positions/s.
-Rows can run in separate processes (``--rows id`` in one, ``--rows text`` in another) and be printed
-together with ``--merge DIR [DIR ...]``.
+Rows (``--rows``): popularity, id, text, text_id, text_id_unknown, best (the config as written). Extra
+arguments are dotted overrides applied to every row. Each row reports NDCG@10 / Recall@10 masked and
+unmasked, cold and warm NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and
+target positions/s. Rows can run in separate processes (``--rows id`` in one, ``--rows text`` in another)
+and be printed together with ``--merge DIR [DIR ...]``.
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ from translrec_dist.config import load_config
 from translrec_dist.data import read_source
 from translrec_dist.data.sequences import build_sequence_data
 from translrec_dist.evaluation.ranking import all_metrics, target_ranks
-from translrec_dist.sequential_run import build_sequential, evaluate_sequences, fit, item_text_vectors
+from translrec_dist.training.preemption import stop_signals_requested
+from translrec_dist.training.trainer import Trainer
 
 # text: the best text-only adaptor measured (docs/results.md); best: the config as written.
 ROWS = {"popularity": [], "id": ["model.sequence.item_repr=id"],
         "text": ["model.sequence.item_repr=text", "model.sequence.adaptor=moe", "model.sequence.adaptor_dropout=0.1"],
-        "text_id": ["model.sequence.item_repr=text+id"], "best": []}
+        "text_id": ["model.sequence.item_repr=text+id"], "best": [],
+        # text + ID with a learned unknown-item ID vector (trained through ID dropout): the cold-start candidate
+        "text_id_unknown": ["model.sequence.item_repr=text+id", "model.sequence.id_dropout=0.2",
+                            "model.sequence.unknown_id=learned"]}
 COLUMNS = ["ndcg@10_masked", "recall@10_masked", "ndcg@10", "recall@10", "warm_ndcg@10_masked",
-           "cold_ndcg@10_masked", "cold_recall@10_masked", "seconds", "sequences_per_s", "positions_per_s"]
+           "cold_ndcg@10_masked", "cold_recall@10_masked", "seconds", "train_seconds", "sequences_per_s",
+           "positions_per_s"]
 
 
 def popularity_metrics(data, split: str = "test") -> dict:
@@ -46,24 +53,33 @@ def popularity_metrics(data, split: str = "test") -> dict:
 
 
 def run_row(name: str, config: str, overrides: list[str], out: Path) -> dict:
-    cfg = load_config(config, [*overrides, *ROWS[name], f"output_dir={out / name}"])
-    torch.manual_seed(cfg.seed)
+    row_overrides = [*overrides, *ROWS[name], f"output_dir={out / name}", "train.progress_bar=false"]
+    cfg = load_config(config, row_overrides)
     start = time.perf_counter()
-    data = build_sequence_data(*read_source(cfg), cfg)
     if name == "popularity":
+        data = build_sequence_data(*read_source(cfg), cfg)
         return {**popularity_metrics(data), "seconds": round(time.perf_counter() - start, 1)}
-    vectors, encode_s = None, 0.0
-    if cfg.model.sequence.item_repr != "id":
-        t0 = time.perf_counter()
-        vectors = item_text_vectors(cfg, data, out / "item_vectors")
-        encode_s = time.perf_counter() - t0
-    model = build_sequential(cfg, data, vectors)
-    stats = fit(model, data, cfg)
-    metrics = evaluate_sequences(model, data, "test", cfg.data.max_history)
-    valid = evaluate_sequences(model, data, "valid", cfg.data.max_history)
-    return {**metrics, **stats.rates(), "encode_seconds": round(encode_s, 1),
-            "valid_ndcg@10_masked": valid["ndcg@10_masked"], "seconds": round(time.perf_counter() - start, 1),
-            "num_cold_items": int(data.cold_items.sum()), "overrides": [*overrides, *ROWS[name]]}
+    with stop_signals_requested():
+        trainer = Trainer(cfg).setup()  # reads the data, encodes (or loads cached) item vectors, builds the model
+        setup_s = time.perf_counter() - start
+        result = trainer.fit()
+    if result.stopped:
+        raise SystemExit(f"row {name} stopped at step {result.step} before the end")
+    data = trainer.data.extra["data"]
+    return {**result.metrics, **train_rates(trainer.run.metrics), "setup_seconds": round(setup_s, 1),
+            "valid_ndcg@10_masked": result.metrics.get("valid", {}).get("ndcg@10_masked"),
+            "seconds": round(time.perf_counter() - start, 1), "num_cold_items": int(data.cold_items.sum()),
+            "overrides": row_overrides}
+
+
+def train_rates(metrics_file: Path) -> dict:
+    """Training time and windows / target positions per second over the whole run, from the log records."""
+    records = [r for r in map(json.loads, metrics_file.read_text().splitlines()) if "tokens_per_s" in r]
+    seconds = sum(r["seconds"] for r in records)
+    windows = sum(r["samples_per_s"] * r["seconds"] for r in records)
+    positions = sum(r["tokens_per_s"] * r["seconds"] for r in records)
+    return {"train_seconds": round(seconds, 1), "sequences_per_s": round(windows / seconds, 1),
+            "positions_per_s": round(positions / seconds, 1), "epochs": records[-1]["epoch"]}
 
 
 def table(rows: dict) -> str:

@@ -114,7 +114,7 @@ def test_two_processes_with_gathered_negatives_equal_one_process_on_the_concaten
 def test_top_layers_regime_trains_the_top_encoder_layer_and_refreshes_cached_vectors(tiny_cfg):
     from translrec_dist.data import read_source
     from translrec_dist.data.sequences import build_sequence_data, training_windows
-    from translrec_dist.sequential_run import build_sequential, item_text_vectors
+    from translrec_dist.tasks.sequential import build_sequential, item_text_vectors
 
     cfg = tiny_cfg("task=sequential", "model.sequence.encoder=top_layers", "model.sequence.train_layers=1",
                    "model.sequence.hidden=16", "model.sequence.inner=32", "data.max_history=6")
@@ -157,3 +157,20 @@ def test_items_without_training_interactions_use_text_alone_and_id_dropout_drops
     torch.manual_seed(1)
     with_ids = (model.catalog() - model.items.adaptor(model.items.text)).abs().sum(1) > 1e-6
     assert 0 < int(with_ids.sum()) < 6 and not bool(with_ids[5])  # some IDs dropped, never the untrained one
+
+
+def test_learned_unknown_id_trains_on_dropped_ids_and_scores_items_without_one():
+    zero, learned = tiny(id_dropout=0.5), tiny(id_dropout=0.5, unknown_id="learned")
+    for model in (zero, learned):
+        model.train()
+        torch.manual_seed(2)
+        model(WINDOWS).backward()
+    assert zero.items.ids.weight.grad[0].abs().sum() == 0  # zero: row 0 stays "text alone"
+    assert learned.items.ids.weight.grad[0].abs().sum() > 0  # learned: the unknown-item vector trains
+    with torch.no_grad():
+        learned.items.ids.weight[0].fill_(0.5)
+    learned.eval()
+    text_only = learned.items.adaptor(learned.items.text)
+    vectors = learned.catalog()  # item 5 has no training interaction: its text plus the unknown-item vector
+    torch.testing.assert_close(vectors[5], text_only[5] + 0.5)
+    assert not torch.allclose(vectors[0], text_only[0] + 0.5)  # a trained item keeps its own ID vector

@@ -88,6 +88,10 @@ class SequenceConfig(Section):
     attn_dropout: Dropout = 0.5
     adaptor_dropout: Dropout = 0.2  # on the text vectors before the adaptor
     id_dropout: Dropout = 0.0  # text+id: share of items whose ID vector is left out in each training step
+    # text+id: the ID part of an item without a trained ID vector (held out, new, or dropped by id_dropout):
+    # zero (its text alone), or one learned "unknown item" vector (trained by id_dropout), so that such items
+    # are scored on the same scale as warm items (cold start).
+    unknown_id: Literal["zero", "learned"] = "zero"
     normalize: StrictBool = False  # cosine scores (x 1/temperature) instead of dot products
     temperature: PositiveFloat = 0.07
     loss: Literal["full", "sampled"] = "full"  # full-catalog softmax, or in-batch + sampled negatives with logQ

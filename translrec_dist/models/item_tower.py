@@ -71,8 +71,10 @@ class ItemTower(nn.Module):
             self.register_buffer("text", torch.zeros(num_items, text_dim))  # saved: new items sit beside them
             self.adaptor = build_adaptor(cfg.adaptor, text_dim, cfg.hidden, cfg.adaptor_experts)
             self.text_dropout = nn.Dropout(cfg.adaptor_dropout)
-        # Row 0 is "no id": items outside the training catalog (text alone).
-        self.ids = nn.Embedding(num_items + 1, cfg.hidden, padding_idx=0) if self.use_ids else None
+        # Row 0 is "no id": items outside the training catalog. unknown_id=zero keeps it at zero (text alone);
+        # learned trains it on the items whose ID id_dropout drops, so it stands for an average unseen item.
+        pad = 0 if cfg.unknown_id == "zero" else None
+        self.ids = nn.Embedding(num_items + 1, cfg.hidden, padding_idx=pad) if self.use_ids else None
 
     @property
     def num_items(self) -> int:

@@ -13,9 +13,11 @@ no encoder: its ``config.json`` only describes the model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
@@ -23,10 +25,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from translrec_dist.data import read_source
-from translrec_dist.data.sequences import build_sequence_data, training_windows
+from translrec_dist.data.sequences import SequenceData, build_sequence_data, eval_histories, training_windows
 from translrec_dist.errors import ConfigError
+from translrec_dist.evaluation.ranking import all_metrics, target_ranks
+from translrec_dist.models.item_tower import cached_text_vectors, encode_texts
+from translrec_dist.models.sequential import SequenceModel
 from translrec_dist.tasks.base import DataContext, Task, TaskData
 from translrec_dist.training.hooks import Hook
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "sequential.safetensors"
@@ -35,13 +43,39 @@ CATALOG_FILE = "catalog.json"
 
 class WindowCollator:
     """Windows as one tensor; ``attention_mask`` marks trained positions, so the trainer's tokens/s meter
-    reports target positions/s, and ``labels`` (the window ids) its samples/s."""
+    reports target positions/s, and ``labels`` (the window ids) its samples/s.
+
+    ``loss: sampled``: the batch's popularity-sampled negatives are drawn here, from a generator seeded by the
+    run's seed and the batch's window ids. Ranks hold disjoint windows, so each rank draws its own negatives
+    (a shared seed gave every rank the same ones), every step draws new ones, and a resumed run draws what the
+    uninterrupted run drew at that step (no generator state to checkpoint)."""
+
+    def __init__(self, sampling_probs: torch.Tensor | None = None, num_negatives: int = 0, seed: int = 0):
+        self.probs, self.num_negatives, self.seed = sampling_probs, num_negatives, seed
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        windows = torch.tensor([r["window"] for r in rows], dtype=torch.long)
-        ids = torch.tensor([int(r["example_id"]) for r in rows])
-        return {"windows": windows, "example_id": ids, "labels": ids,
-                "attention_mask": (windows[:, :-1] >= 0) & (windows[:, 1:] >= 0)}
+        return self.batch(torch.tensor([r["window"] for r in rows], dtype=torch.long),
+                          torch.tensor([int(r["example_id"]) for r in rows]))
+
+    def arrow(self, table) -> dict[str, torch.Tensor]:
+        """One Arrow read per micro-batch (windows have a fixed length): no per-row Python loop."""
+        ids = torch.from_numpy(table.column("example_id").to_numpy().astype(np.int64))
+        flat = table.column("window").combine_chunks().flatten().to_numpy().astype(np.int64)
+        return self.batch(torch.from_numpy(flat.reshape(len(ids), -1)), ids)
+
+    def batch(self, windows: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"windows": windows, "example_id": ids, "labels": ids,
+               "attention_mask": (windows[:, :-1] >= 0) & (windows[:, 1:] >= 0)}
+        if self.num_negatives and self.probs is not None:
+            out["negatives"] = torch.multinomial(self.probs, self.num_negatives, replacement=True,
+                                                 generator=batch_generator(self.seed, ids))
+        return out
+
+
+def batch_generator(seed: int, ids: torch.Tensor) -> torch.Generator:
+    """A generator that is a function of the run's seed and the batch's example ids (order included)."""
+    digest = hashlib.blake2b(ids.numpy().astype(np.int64).tobytes(), digest_size=8, key=str(seed).encode())
+    return torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") & (2 ** 63 - 1))
 
 
 class RefreshCatalog(Hook):
@@ -90,6 +124,9 @@ def check_sequence_config(cfg) -> None:
     if cfg.train.distributed == "zero3":
         fail("train.distributed", "task=sequential evaluates outside the engine's forward, which ZeRO-3's partitioned "
              "parameters do not allow yet; use ddp, zero1 or zero2")
+    if s.unknown_id == "learned" and (s.item_repr != "text+id" or s.id_dropout == 0):
+        fail("model.sequence.unknown_id", "learned trains on the items whose ID vector id_dropout drops: it needs "
+             "item_repr=text+id and id_dropout > 0 (e.g. 0.2)")
     if s.encoder != "frozen" and s.item_repr == "id":
         fail("model.sequence.encoder", "an ID-only model has no encoder; use encoder=frozen")
 
@@ -115,8 +152,6 @@ class SequentialTask(Task):
         check_sequence_config(cfg)
 
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
-        from translrec_dist.sequential_run import evaluate_sequences, item_text_vectors
-
         data = build_sequence_data(*read_source(cfg), cfg)
         texts = [str(t) for t in data.item_text.to_numpy()]
         tokenizer = ctx.tokenizer(lambda: catalog_tokenizer(cfg, texts))
@@ -137,12 +172,13 @@ class SequentialTask(Task):
             return {**evaluate_sequences(accelerator.unwrap_model(model), data, split, cfg.data.max_history,
                                          cfg.eval.micro_batch_size, tuple(cfg.eval.ks)), "num_items": data.num_items}
 
-        return TaskData(tokenizer, train, WindowCollator(), evaluate, None, {"data": data, "vectors": vectors})
+        s = cfg.model.sequence
+        collate = WindowCollator(torch.as_tensor(data.popularity, dtype=torch.float64).clamp(min=0).float(),
+                                 s.num_negatives if s.loss == "sampled" else 0, cfg.seed)
+        return TaskData(tokenizer, train, collate, evaluate, None, {"data": data, "vectors": vectors})
 
     def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None):
         from translrec_dist.models.sequential import SequenceModel
-        from translrec_dist.sequential_run import build_sequential
-
         if data is not None:
             seq = data.extra["data"]
             model = build_sequential(cfg, seq, data.extra["vectors"])
@@ -179,8 +215,6 @@ class SequentialTask(Task):
             info = catalog_of(cfg)
         (out_dir / CATALOG_FILE).write_text(json.dumps(info))
         if model.items.use_text:
-            from translrec_dist.sequential_run import item_encoder
-
             encoder, _ = item_encoder(cfg, info["texts"])
             if encoder_state:  # the encoder trained (top_layers / full): its trained weights, not the pretrained
                 encoder.load_state_dict(encoder_state)
@@ -190,8 +224,6 @@ class SequentialTask(Task):
                                                              "num_items": len(info["item_ids"])}))
 
     def read_export(self, model_dir: Path, cfg):
-        from translrec_dist.models.sequential import SequenceModel
-
         weights = load_file(str(Path(model_dir) / WEIGHTS_FILE))
         text = weights.get("items.text")
         model = SequenceModel(cfg.model.sequence, len(weights["log_q"]), cfg.data.max_history,
@@ -202,8 +234,6 @@ class SequentialTask(Task):
         return model
 
     def evaluate_export(self, cfg, model, tokenizer, split: str, accelerator) -> dict:
-        from translrec_dist.sequential_run import evaluate_sequences
-
         data = build_sequence_data(*read_source(cfg), cfg)
         return {**evaluate_sequences(model, data, split, cfg.data.max_history, cfg.eval.micro_batch_size,
                                      tuple(cfg.eval.ks)), "num_items": data.num_items}
@@ -213,3 +243,70 @@ def catalog_of(cfg) -> dict:
     seq = build_sequence_data(*read_source(cfg), cfg)
     return {"item_ids": [str(i) for i in seq.item_ids], "texts": [str(t) for t in seq.item_text.to_numpy()],
             "popularity": seq.popularity.tolist()}
+
+
+def item_encoder(cfg: RunConfig, catalog_texts: list[str]):
+    """(encoder, tokenizer) of the item tower: ``model.name_or_path``, or a tiny BERT (seeded, with a
+    WordPiece vocabulary trained on the catalog's texts) so that export and reload see the same encoder."""
+    from translrec_dist.data.tokenize import load_tokenizer, train_wordpiece
+    from translrec_dist.models.cross_encoder import build_encoder
+
+    m = cfg.model
+    if m.tiny is None:
+        tokenizer = load_tokenizer(m.name_or_path, m.trust_remote_code)
+    else:
+        tokenizer = train_wordpiece(iter(catalog_texts), m.tiny.vocab_size, cfg.data.max_length)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        encoder = build_encoder(cfg, vocab_size=len(tokenizer))
+    return encoder, tokenizer
+
+
+def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path) -> torch.Tensor:
+    """Pooled vectors of every catalog item's text (cached per encoder state and catalog)."""
+    m = cfg.model
+    texts = [str(t) for t in data.item_text.to_numpy()]
+
+    def compute(texts):
+        encoder, tokenizer = item_encoder(cfg, texts)
+        return encode_texts(encoder, tokenizer, texts, m.pooling, cfg.data.max_length)
+
+    key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length)]
+    return cached_text_vectors(cache_dir, key, texts, compute)
+
+
+def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Tensor | None) -> SequenceModel:
+    s = cfg.model.sequence
+    model = SequenceModel(s, data.num_items, cfg.data.max_history,
+                          text_vectors.shape[1] if text_vectors is not None else 0, cfg.train.gather_negatives)
+    if text_vectors is not None and s.item_repr != "id":
+        model.items.set_text_vectors(text_vectors)
+    if s.encoder != "frozen" and s.item_repr != "id":
+        from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog_tensors
+
+        texts = [str(t) for t in data.item_text.to_numpy()]
+        encoder, tokenizer = item_encoder(cfg, texts)
+        tokens = tokenize_catalog_tensors(tokenizer, texts, cfg.data.max_length)
+        model.attach_text_encoder(TextEncoderItems(encoder, tokens, cfg.model.pooling, s.encoder, s.train_layers))
+    model.set_popularity(torch.as_tensor(data.popularity))
+    return model
+
+
+@torch.no_grad()
+def evaluate_sequences(model: SequenceModel, data: SequenceData, split: str, max_history: int,
+                       batch_size: int = 256, ks=(10, 50)) -> dict:
+    was_training = model.training
+    model.eval()
+    frame = data.evals[split]
+    histories = torch.as_tensor(eval_histories(frame, max_history))
+    catalog = model.catalog()
+    ranks, masked = [], []
+    for i in range(0, len(frame), batch_size):
+        users = model.user_vectors(histories[i:i + batch_size], catalog)
+        part = frame.iloc[i:i + batch_size]
+        r, rm = target_ranks(model.score(users, catalog), torch.tensor(part["label"].to_numpy()),
+                             list(part["history"]))
+        ranks.append(r)
+        masked.append(rm)
+    model.train(was_training)
+    return all_metrics(torch.cat(ranks).numpy(), torch.cat(masked).numpy(), frame["cold"].to_numpy(bool), ks)

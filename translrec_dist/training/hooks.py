@@ -76,7 +76,7 @@ class LogHook(Hook):
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         record = {"step": step, "epoch": round(step / trainer.steps_per_epoch, 4), "loss": loss / acc.num_processes,
                   "lr": trainer.scheduler.get_last_lr()[0], "samples_per_s": samples / elapsed,
-                  "tokens_per_s": tokens / elapsed}
+                  "tokens_per_s": tokens / elapsed, "seconds": round(elapsed, 3)}
         self.reset()
         trainer.bar.set_postfix(loss=f"{record['loss']:.4f}")
         write_metrics(acc, trainer.run.metrics, record)
