@@ -17,8 +17,12 @@ STUBS = {
     "srun": '#!/bin/bash\nprintf "%s\\n" "$@" > "$STUB_DIR/srun.args"\n',
     "scontrol": '#!/bin/bash\ncase "$1 $2" in\n  "show hostnames") echo n1 ;;\n'
                 '  "show node") echo "NodeName=n1 NodeAddr=127.0.0.1 State=IDLE" ;;\nesac\n',
-    # answers `-m translrec_dist config-get CONFIG output_dir ...` with the run's output_dir
-    "python": '#!/bin/bash\n[[ $3 == config-get ]] && { echo "$STUB_DIR/run"; exit 0; }\nexit 1\n',
+    # answers `-m translrec_dist config-get CONFIG output_dir ...` with the run's output_dir, and
+    # `-m translrec_dist run-status DIR --field F` as for a run that finished
+    "python": '#!/bin/bash\n[[ $3 == config-get ]] && { echo "$STUB_DIR/run"; exit 0; }\n'
+              '[[ $3 == run-status && $6 == stop_file ]] && { echo "$STUB_DIR/run/STOP"; exit 0; }\n'
+              '[[ $3 == run-status && $6 == finished ]] && { echo 1; exit 0; }\n'
+              '[[ $3 == run-status ]] && exit 0\nexit 1\n',
 }
 
 
