@@ -100,6 +100,22 @@ class RunDir:
     def report(self) -> Path:
         return self.root / "report"
 
+    @property
+    def final_tmp(self) -> Path:
+        return self.root / "final.tmp"  # the export while it is written; renamed to final/ when complete
+
+    # ---- what a fresh start removes
+    def results(self) -> list[Path]:
+        """What a run writes while it trains and when it ends: stale as soon as another run starts here, even one
+        that keeps the checkpoints (``resume_from=auto`` finding none intact)."""
+        return [self.config, self.metrics, self.eval, self.memory, self.stop, self.example_ids, self.final,
+                self.final_tmp, self.report]
+
+    def outputs(self) -> list[Path]:
+        """Everything a run writes here: ``train.overwrite=true`` removes exactly these, never another file."""
+        return [*self.results(), self.checkpoints, self.tokenizer, self.root / "tokenized", self.item_vectors,
+                self.prepared]
+
     # ---- checkpoints
     @staticmethod
     def state_file(checkpoint: str | Path) -> Path:

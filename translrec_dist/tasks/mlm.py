@@ -65,9 +65,6 @@ class MlmTask(Task):
             raise ConfigError(f"data.streaming: task=mlm reads its item texts map-style for now (the prepared "
                               f"shards hold cross-encoder pairs); drop data.streaming=true ({cfg.source})")
 
-    def metric_mode(self, metric: str) -> str:
-        return "min" if metric in ("mlm_loss", "perplexity") else "max"
-
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         frames, item_text = item_splits(cfg)
         tokenizer = ctx.tokenizer(lambda: build_tokenizer(cfg, tokenizer_corpus(frames["train"]["text"], item_text)))

@@ -35,7 +35,6 @@ class PointwiseTask(Task):
     """Shared by ctr and rating; subclasses set the loss, the metrics and the prediction's name."""
 
     export_kind = "cross_encoder"
-    lower_is_better: tuple[str, ...] = ()
     prediction_name = "score"
 
     def validate(self, cfg) -> None:
@@ -46,9 +45,6 @@ class PointwiseTask(Task):
 
     def to_prediction(self, scores: np.ndarray) -> np.ndarray:
         return scores
-
-    def metric_mode(self, metric: str) -> str:
-        return "min" if metric in self.lower_is_better else "max"
 
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         if cfg.data.streaming:  # prepared shards (translrec prepare; built here if missing), streamed per rank
@@ -117,7 +113,6 @@ class PointwiseTask(Task):
 
 class CtrTask(PointwiseTask):
     name = "ctr"
-    lower_is_better = ("logloss",)
     prediction_name = "probability"
 
     def validate(self, cfg) -> None:
@@ -139,7 +134,6 @@ class CtrTask(PointwiseTask):
 
 class RatingTask(PointwiseTask):
     name = "rating"
-    lower_is_better = ("rmse", "mae")
     prediction_name = "rating"
 
     def validate(self, cfg) -> None:

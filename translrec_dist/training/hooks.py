@@ -111,13 +111,14 @@ class CheckpointHook(Hook):
 
 class ValidationHook(Hook):
     """Validation every ``eval.every_steps``; with ``eval.best_metric`` the best state is kept aside in
-    ``checkpoints/best`` (better = the task's ``metric_mode``) and restored at the end if the last is worse."""
+    ``checkpoints/best`` (better = ``eval.best_is_higher``: eval.greater_is_better, else derived from the name) and
+    restored at the end if the last is worse."""
 
     def __init__(self, trainer):
         cfg = trainer.cfg
         self.cfg, self.every, self.total = cfg, cfg.eval.every_steps, trainer.total_steps
         self.metric = cfg.eval.best_metric
-        self.mode = trainer.task.metric_mode(self.metric) if self.metric else "max"
+        self.higher = cfg.eval.best_is_higher
         state = RunDir.state_file(trainer.run.best)
         self.best = json.loads(state.read_text()) if self.metric and state.is_file() else None
 
@@ -143,7 +144,7 @@ class ValidationHook(Hook):
         return float(metrics[self.metric])
 
     def better(self, value: float, than: float) -> bool:
-        return value > than if self.mode == "max" else value < than
+        return value > than if self.higher else value < than
 
     def restore_if_better(self, trainer) -> int:
         """Go back to the best validated state when the last step validates worse; returns the step evaluated."""

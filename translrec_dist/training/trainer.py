@@ -31,6 +31,7 @@ from translrec_dist.training.checkpoint import load_checkpoint, read_trainer_sta
 from translrec_dist.training.distributed import (
     agree,
     build_accelerator,
+    decided_by_main,
     size_zero_buckets,
     stop_requested_here,
     zero_stage,
@@ -45,6 +46,7 @@ from translrec_dist.training.hooks import (
 )
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.optim import build_optimizer, build_scheduler
+from translrec_dist.training.output_dir import clear_for_fresh_start, refuse_to_start_over
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 from translrec_dist.training.resume import check_enough_data, check_resume_compatible, trainer_state
 
@@ -91,8 +93,11 @@ class Trainer:
         if t.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         set_seed(cfg.seed, deterministic=t.deterministic)
+        decided_by_main(lambda: refuse_to_start_over(t, self.run))  # before any work: exit 2, nothing touched
         resume = resolve_resume(t.resume_from, self.run)
         if acc.is_main_process:
+            if resume is None:
+                clear_for_fresh_start(t, self.run)
             self.run.root.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         ctx = DataContext(self.run, acc.is_main_process, self.world, resume is not None, acc.wait_for_everyone,
@@ -103,7 +108,7 @@ class Trainer:
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * spe))
         if resume is not None:
             check_resume_compatible(cfg, read_trainer_state(resume), self.world, resume, self.stage, spe)
-        self.start_run_dir(resuming=resume is not None)  # config and data are valid: the run's files begin here
+        self.start_run_dir()  # config and data are valid: the run's files begin here
         model = self.task.build_model(cfg, data.tokenizer, data)
         size_zero_buckets(acc, self.task.hidden_size(model))
         optimizer = build_optimizer(cfg, model)
@@ -124,14 +129,8 @@ class Trainer:
                       *self.task.hooks(cfg, data)]
         return self
 
-    def start_run_dir(self, resuming: bool) -> None:
+    def start_run_dir(self) -> None:
         if self.accelerator.is_main_process:
-            if not resuming:
-                if self.run.checkpoints.exists():
-                    log.warning("%s holds checkpoints of an earlier run; starting over (pass train.resume_from=auto "
-                                "to continue it instead)", self.run.checkpoints)
-                    shutil.rmtree(self.run.checkpoints)
-                self.run.metrics.unlink(missing_ok=True)
             self.run.stop.unlink(missing_ok=True)
             dump_config(self.cfg, self.run.config)
         self.accelerator.wait_for_everyone()
@@ -228,7 +227,7 @@ class Trainer:
         state_dict = acc.get_state_dict(self.model)
         if acc.is_main_process:
             final = self.run.final
-            tmp = final.with_name(final.name + ".tmp")
+            tmp = self.run.final_tmp
             shutil.rmtree(tmp, ignore_errors=True)
             write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg)
             shutil.rmtree(final, ignore_errors=True)
