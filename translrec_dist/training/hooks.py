@@ -67,6 +67,19 @@ class LogHook(Hook):
     def should_run(self, step: int) -> bool:
         return step % self.every == 0 or step == self.total
 
+    def state(self) -> dict:
+        """The partly filled window, for a checkpoint (a collective): a run resumed from it logs the same mean
+        loss over the same steps as a run that never stopped, whatever the stop step and world size."""
+        acc = self.accelerator
+        loss = acc.reduce(self.loss.clone(), reduction="sum") if acc.num_processes > 1 else self.loss
+        return {"loss_sum": loss.item() / acc.num_processes, "micro_steps": self.micro_steps}
+
+    def load_state(self, state: dict | None) -> None:
+        # every rank holds the mean over the old ranks: the reduction in run() averages it back to itself
+        if state:
+            self.loss += state["loss_sum"]
+            self.micro_steps = int(state["micro_steps"])
+
     def run(self, trainer, step: int) -> None:
         acc = self.accelerator
         stats = torch.stack([self.loss / max(self.micro_steps, 1), self.tokens.float(),

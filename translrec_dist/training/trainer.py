@@ -119,14 +119,15 @@ class Trainer:
         set_seed(cfg.seed, deterministic=t.deterministic)
         if t.report_to:
             acc.init_trackers(self.run.root.name, config=flat_config(cfg))
+        saved = load_checkpoint(acc, resume) if resume is not None else {}
+        self.guard = NonFiniteLossGuard(acc, t.max_bad_steps)
+        self.validation, self.meter = ValidationHook(self), LogHook(self)
+        self.hooks = [MemoryHook(), self.meter, self.validation, CheckpointHook(self), *self.task.hooks(cfg, data)]
         if resume is not None:
-            self.step = load_checkpoint(acc, resume)["step"]
+            self.step = saved["step"]
+            self.meter.load_state(saved.get("meter"))
             self.last_checkpoint = str(resume)
             log.info("resumed from %s at step %d", resume, self.step)
-        self.guard = NonFiniteLossGuard(acc, t.max_bad_steps)
-        self.validation = ValidationHook(self)
-        self.hooks = [MemoryHook(), LogHook(self), self.validation, CheckpointHook(self),
-                      *self.task.hooks(cfg, data)]
         return self
 
     def start_run_dir(self) -> None:
@@ -178,6 +179,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         state = trainer_state(self.cfg, self.step, self.world, self.total_steps, self.stage, self.steps_per_epoch)
+        state["meter"] = self.meter.state()  # a collective: every rank saves
         self.last_checkpoint = str(save_checkpoint(self.accelerator, self.run, self.step, state,
                                                    self.cfg.train.keep_checkpoints))
 
@@ -208,6 +210,8 @@ class Trainer:
                 self.save_checkpoint()
         batches.close()
         self.bar.close()
+        log.info("%d optimizer steps in this run (%d-%d)", self.steps_this_run, self.step - self.steps_this_run + 1,
+                 self.step)
         if stopped:
             why = f"signal {stop_signal()}" if stop_signal() else "a STOP file or train.stop_after_steps"
             log.info("stopped at step %d on %s; checkpoint %s; resume with train.resume_from=auto", self.step, why,
