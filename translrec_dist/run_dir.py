@@ -17,6 +17,7 @@ This module imports nothing from the package, so every layer (data, models, trai
       example_ids/rank<R>.txt streamed example ids per rank (data.record_example_ids)
       checkpoints/step_N/     complete checkpoints (``checkpoint_files.json``, then ``trainer_state.json`` last)
       checkpoints/best/       the state with the best validation metric
+      checkpoints/step_N.universal/  a ZeRO step_N re-partitionable for another number of processes
       final/                  the export (a plain Hugging Face directory + translrec.yaml)
       report/                 ``translrec report`` plots
 """
@@ -120,6 +121,12 @@ class RunDir:
     @staticmethod
     def state_file(checkpoint: str | Path) -> Path:
         return Path(checkpoint) / STATE_FILE
+
+    @staticmethod
+    def universal(checkpoint: str | Path) -> Path:
+        """``step_N.universal``: a ZeRO ``step_N`` converted for another number of processes (never resumed
+        from by ``auto`` itself; removed with its ``step_N``)."""
+        return Path(checkpoint).with_name(Path(checkpoint).name + ".universal")
 
     @staticmethod
     def is_complete(checkpoint: str | Path) -> bool:

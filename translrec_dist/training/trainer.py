@@ -49,6 +49,7 @@ from translrec_dist.training.optim import build_optimizer, build_scheduler
 from translrec_dist.training.output_dir import clear_for_fresh_start, refuse_to_start_over
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 from translrec_dist.training.resume import check_enough_data, check_resume_compatible, trainer_state
+from translrec_dist.training.universal import convert_to_universal, load_universal_on_prepare
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,13 @@ class Trainer:
         spe = self.steps_per_epoch = train_steps_per_epoch(data.train, t.micro_batch_size, t.grad_accum, self.world)
         check_enough_data(cfg, len(data.train), self.world, spe)
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * spe))
-        if resume is not None:
-            check_resume_compatible(cfg, read_trainer_state(resume), self.world, resume, self.stage, spe)
+        repartition = resume is not None and check_resume_compatible(cfg, read_trainer_state(resume), self.world,
+                                                                    resume, self.stage, spe)
+        source = resume
+        if repartition:  # a ZeRO checkpoint of another world size: load DeepSpeed's universal form of it
+            old_world = read_trainer_state(source)["world_size"]
+            resume = decided_by_main(lambda: convert_to_universal(source, old_world, self.world))
+            load_universal_on_prepare(acc)
         self.start_run_dir()  # config and data are valid: the run's files begin here
         model = self.task.build_model(cfg, data.tokenizer, data)
         size_zero_buckets(acc, self.task.hidden_size(model))
@@ -126,7 +132,7 @@ class Trainer:
         if resume is not None:
             self.step = saved["step"]
             self.meter.load_state(saved.get("meter"))
-            self.last_checkpoint = str(resume)
+            self.last_checkpoint = str(source)
             log.info("resumed from %s at step %d", resume, self.step)
         return self
 
