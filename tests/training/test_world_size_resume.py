@@ -29,8 +29,10 @@ STOP = 5  # log_every=2 does not divide it
 # (strategy, processes before, processes after)
 CASES = {"zero2_2to1": ("zero2", 2, 1), "zero2_1to2": ("zero2", 1, 2), "zero3_2to1": ("zero3", 2, 1),
          "ddp_2to1": ("ddp", 2, 1)}
-# Measured here (see the report of branch resume): the resumed runs follow the reference within LOSS_TOL/WEIGHT_TOL.
-LOSS_TOL, WEIGHT_TOL = 1e-4, 1e-4
+# Measured here: 1 vs 2 uninterrupted processes differ by 6e-8 in loss and 9e-7 in weights (another summation
+# order, then AdamW's lr * sign(grad) on near-zero gradients). An accumulation boundary carried over from the old
+# grad_accum (accelerate's restored micro-batch counter) moved them by 7e-3 and 1e-3.
+LOSS_TOL, WEIGHT_TOL = 1e-5, 1e-5
 
 
 def train(out: Path, nproc: int, port: int, *extra: str) -> str:

@@ -49,6 +49,7 @@ class LogHook(Hook):
 
     def __init__(self, trainer):
         self.every, self.total, self.accelerator = trainer.cfg.train.log_every, trainer.total_steps, trainer.accelerator
+        self.accum = trainer.cfg.train.grad_accum
         self.reset()
 
     def reset(self) -> None:
@@ -69,16 +70,20 @@ class LogHook(Hook):
 
     def state(self) -> dict:
         """The partly filled window, for a checkpoint (a collective): a run resumed from it logs the same mean
-        loss over the same steps as a run that never stopped, whatever the stop step and world size."""
+        loss over the same steps as a run that never stopped, whatever the stop step and world size. Kept per
+        optimizer step (each is the mean of one global batch), not per micro-batch: the number of micro-batches
+        of a step on one rank changes with the world size."""
         acc = self.accelerator
         loss = acc.reduce(self.loss.clone(), reduction="sum") if acc.num_processes > 1 else self.loss
-        return {"loss_sum": loss.item() / acc.num_processes, "micro_steps": self.micro_steps}
+        return {"loss_mean": loss.item() / acc.num_processes / max(self.micro_steps, 1),
+                "steps": self.micro_steps // self.accum}
 
     def load_state(self, state: dict | None) -> None:
-        # every rank holds the mean over the old ranks: the reduction in run() averages it back to itself
-        if state:
-            self.loss += state["loss_sum"]
-            self.micro_steps = int(state["micro_steps"])
+        # every rank counts the saved steps as its own micro-batches of the old mean: the reduction in run()
+        # then weighs each optimizer step of the window alike, the saved ones and this run's
+        if state and "steps" in state:  # checkpoints of older versions have no meter: a shorter first window
+            self.micro_steps = int(state["steps"]) * self.accum
+            self.loss += state["loss_mean"] * self.micro_steps
 
     def run(self, trainer, step: int) -> None:
         acc = self.accelerator

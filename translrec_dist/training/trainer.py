@@ -131,6 +131,9 @@ class Trainer:
         self.hooks = [MemoryHook(), self.meter, self.validation, CheckpointHook(self), *self.task.hooks(cfg, data)]
         if resume is not None:
             self.step = saved["step"]
+            # accelerate restores its micro-batch counter, which places the accumulation boundaries: written by
+            # a run with another grad_accum (another world size), it would end the next step early
+            acc.step = self.step * t.grad_accum
             self.meter.load_state(saved.get("meter"))
             self.last_checkpoint = str(source)
             log.info("resumed from %s at step %d", resume, self.step)
