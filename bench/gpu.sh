@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU check (H100/H200 with CUDA PyTorch; nothing is downloaded): fine-tune throughput of a
-# bert-base-sized cross-encoder in bf16 with SDPA, DDP vs ZeRO-2 vs ZeRO-3 on one GPU, padded vs dynamic
-# padding, sequence 128 and 256. Prints one table; about 6 minutes on an H100.
+# bert-base-sized cross-encoder with SDPA: DDP vs ZeRO-2 vs ZeRO-3 on one GPU, bf16 vs fp32, dynamic vs
+# max_length padding, sequence 128 and 256, MFU; plus the sequential recommender when the package has
+# `task: sequential` (else a "skipped" row). Prints one table; about 5 minutes (under 8) on an H100/H200.
 #   bash bench/gpu.sh              # on the GPU machine, from the repo root, with the package installed
 #   bash bench/gpu.sh --dry-run    # anywhere: CPU, tiny model, seconds (CI checks the plumbing this way)
 set -euo pipefail

@@ -7,6 +7,10 @@ measured on a batch of pairs and scaled to the catalog size.
 
     python bench/retrieval.py                         # 100k items, dim 384, MiniLM cross-encoder if installed
     python bench/retrieval.py --items 20000 --cross-model tiny
+    python bench/retrieval.py --ann --items 1000000    # exact vs faiss HNSW (index.backend): latency, recall@10
+
+With ``--ann`` the items are a mixture of 1000 clusters (real item embeddings cluster by genre/category; uniform
+random vectors are HNSW's worst case) and recall@10 is the share of the exact top-10 the approximate index finds.
 """
 
 from __future__ import annotations
@@ -47,6 +51,32 @@ def cross_encoder(name: str):
     return AutoModel.from_config(config).eval(), "tiny BERT (configs/tiny_cpu.yaml)"
 
 
+def ann_comparison(args) -> None:
+    from translrec_dist.serving.vector_index import ExactIndex, FaissIndex
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(1000, args.dim, generator=g)
+    items = centers[torch.randint(0, 1000, (args.items,), generator=g)] + 0.5 * torch.randn(args.items, args.dim,
+                                                                                           generator=g)
+    items = torch.nn.functional.normalize(items, dim=1)
+    queries = torch.nn.functional.normalize(items[torch.randint(0, args.items, (256,), generator=g)]
+                                            + 0.3 * torch.randn(256, args.dim, generator=g), dim=1)
+    exact = ExactIndex(items)
+    start = time.perf_counter()
+    approx = FaissIndex(items, m=args.hnsw_m, ef_search=args.ef_search)
+    build_s = time.perf_counter() - start
+    truth = exact.search(queries, args.k)[1]
+    found = approx.search(queries, args.k)[1]
+    recall = sum(len(set(t) & set(f)) for t, f in zip(truth, found, strict=True)) / truth.size
+    print(f"\ntop-{args.k} over {args.items:,} items (dim {args.dim}), {torch.get_num_threads()} CPU threads; "
+          f"HNSW M={args.hnsw_m} efSearch={args.ef_search}, built in {build_s:.1f} s")
+    print(f"{'index':12} {'ms/query (batch 1)':>20} {'ms/query (batch 256)':>22} {'recall@' + str(args.k):>10}")
+    for name, index, rec in (("exact", exact, 1.0), ("faiss-hnsw", approx, recall)):
+        one = time_it(lambda i=index: i.search(queries[:1], args.k), args.repeats)
+        many = time_it(lambda i=index: i.search(queries, args.k), max(2, args.repeats // 3)) / len(queries)
+        print(f"{name:12} {1000 * one:20.3f} {1000 * many:22.3f} {rec:10.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, default=100_000)
@@ -55,7 +85,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--cross-model", choices=["minilm", "tiny"], default="minilm")
     p.add_argument("--pair-tokens", type=int, default=128, help="tokens per (history, item) pair")
+    p.add_argument("--ann", action="store_true", help="compare the exact index with faiss HNSW instead")
+    p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--ef-search", type=int, default=128)
     args = p.parse_args()
+    if args.ann:
+        return ann_comparison(args)
     torch.manual_seed(0)
     items = torch.nn.functional.normalize(torch.randn(args.items, args.dim), dim=1)
 

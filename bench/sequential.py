@@ -24,7 +24,7 @@ import torch
 from translrec_dist.config import load_config
 from translrec_dist.data import read_source
 from translrec_dist.data.sequences import build_sequence_data
-from translrec_dist.ranking import all_metrics, target_ranks
+from translrec_dist.evaluation.ranking import all_metrics, target_ranks
 from translrec_dist.sequential_run import build_sequential, evaluate_sequences, fit, item_text_vectors
 
 # text: the best text-only adaptor measured (docs/results.md); best: the config as written.

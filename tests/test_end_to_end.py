@@ -13,7 +13,7 @@ from transformers import AutoModel, AutoTokenizer
 from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.config import load_config
 from translrec_dist.data import load_text_splits
-from translrec_dist.evaluation import binary_metrics
+from translrec_dist.evaluation.metrics import binary_metrics
 
 
 def train(out, *overrides, check=True):

@@ -43,11 +43,13 @@ def cmd_train(args) -> int:
 def cmd_prepare(args) -> int:
     from translrec_dist.config import load_config
     from translrec_dist.data.prepare import prepare, read_manifest
+    from translrec_dist.tasks import get_task
     from translrec_dist.training.preflight import preflight
 
     cfg = load_config(args.config, args.overrides)
     preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-    directory = prepare(cfg, force=args.force)
+    task = get_task(cfg.task)
+    directory = prepare(cfg, force=args.force, texts=lambda: task.prepare_texts(cfg))
     manifest = read_manifest(directory)
     summary = {"prepared": str(directory),
                **{f"{name}_examples": s["examples"] for name, s in manifest["splits"].items()},
@@ -59,7 +61,7 @@ def cmd_prepare(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from translrec_dist.config import load_config
-    from translrec_dist.scoring import evaluate_export
+    from translrec_dist.evaluation.scoring import evaluate_export
 
     cfg = load_config(args.config, args.overrides)
     model_dir = Path(args.model) if args.model else RunDir(cfg.output_dir).final
@@ -69,7 +71,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from translrec_dist.scoring import predict_file
+    from translrec_dist.evaluation.scoring import predict_file
 
     predict_file(args.model, args.input, args.output, args.batch_size, args.trust_remote_code)
     return 0
@@ -89,7 +91,7 @@ def cmd_config_get(args) -> int:
 
 
 def cmd_check_master(args) -> int:
-    from translrec_dist.rendezvous import wait_for_master
+    from translrec_dist.training.rendezvous import wait_for_master
 
     waited = wait_for_master(args.addr, args.port, args.timeout)
     print(f"rendezvous master {args.addr}:{args.port} reachable after {waited:.1f} s", file=sys.stderr)
@@ -97,7 +99,7 @@ def cmd_check_master(args) -> int:
 
 
 def cmd_configs(args) -> int:
-    from translrec_dist.builtin_configs import write_configs
+    from translrec_dist.training.builtin_configs import write_configs
 
     written = write_configs(args.out, force=args.force)
     for path in written:
@@ -124,7 +126,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from translrec_dist.report import make_report
+    from translrec_dist.evaluation.report import make_report
 
     written, summary = make_report(args.run_dir, args.out)
     print(summary)
@@ -154,7 +156,7 @@ def cmd_run_status(args) -> int:
 
 def cmd_plan(args) -> int:
     from translrec_dist.config import load_config
-    from translrec_dist.planner import format_plan, parse_bytes
+    from translrec_dist.training.planner import format_plan, parse_bytes
 
     cfg = load_config(args.config, args.overrides)
     print(format_plan(cfg, args.gpus_per_node, args.nodes, parse_bytes(args.gpu_mem)))
@@ -162,6 +164,7 @@ def cmd_index(args) -> int:
     from translrec_dist.serving import Recommender, read_new_items
 
     rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
+    rec.set_index_options(args.backend, args.histories)  # index.backend / index.histories overrides
     rec.build_index(read_new_items(args.items) if args.items else None)
     out = rec.save_index(Path(args.out) if args.out else None)
     print(json.dumps({"index": str(out), "items": len(rec.item_ids), "dim": int(rec.embeddings.shape[1])}))
@@ -196,9 +199,55 @@ def positive_int(text: str) -> int:
     return value
 
 
+def cmd_config(args) -> int:
+    from translrec_dist.config import load_config
+    from translrec_dist.training.dry_run import describe_run
+
+    print(describe_run(load_config(args.config, args.overrides), args.nproc, args.cpu))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from translrec_dist.serving.http import serve
+
+    serve(args.model, args.index, args.host, args.port, args.max_batch, args.max_wait_ms)
+    return 0
+
+
+def add_ecosystem_commands(sub) -> None:
+    cf = sub.add_parser("config", help="print the resolved config, world size, global batch and DeepSpeed JSON "
+                                       "(runs nothing)")
+    cf.add_argument("config")
+    cf.add_argument("overrides", nargs="*")
+    cf.add_argument("--nproc", type=int, help="total processes (default: WORLD_SIZE, the SLURM job, or 1)")
+    cf.add_argument("--cpu", action="store_true", help="as a CPU run would resolve it (fp32)")
+    cf.set_defaults(func=cmd_config)
+
+    sv = sub.add_parser("serve", help="serve a retrieval export over HTTP (/recommend, /explain, /healthz)")
+    sv.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    sv.add_argument("--index", help="index directory (default: MODEL/index; built on the fly if missing)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch", type=int, default=64, help="most /recommend requests answered in one pass")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
+    sv.set_defaults(func=cmd_serve)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("translrec-dist")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from translrec_dist import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="translrec", description="Fine-tune pretrained encoders into recommenders.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train from a YAML config")
@@ -243,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--items", help="extra or new items (item_id + text columns), indexed from their text alone")
     ix.add_argument("--out", help="index directory (default: MODEL/index)")
     ix.add_argument(*TRUST_FLAG, **TRUST_HELP)
+    ix.add_argument("--backend", choices=["exact", "faiss"], help="search structure (default: the export's "
+                                                                 "index.backend, exact)")
+    ix.add_argument("--histories", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep known users' histories in the index (default: index.histories, true)")
     ix.set_defaults(func=cmd_index)
 
     rc = sub.add_parser("recommend", help="top-K items for a user id or a history of item texts (JSON)")
@@ -299,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--nodes", type=int, default=1)
     pl.add_argument("--gpu-mem", default="80GB", help="memory of one GPU, e.g. 80GB, 40GiB")
     pl.set_defaults(func=cmd_plan)
+    add_ecosystem_commands(sub)  # ecosystem: config, serve
     return p
 
 

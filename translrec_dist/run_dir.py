@@ -10,6 +10,8 @@ This module imports nothing from the package, so every layer (data, models, trai
       eval.json               final metrics (test at the top level, other splits nested)
       memory.json             per-rank memory after the first optimizer step
       STOP                    created by a user or a job script: checkpoint and exit at the next step
+      tracker_run.json        the experiment tracker's run id (a resumed or requeued job continues that run)
+      tensorboard/<id>/       TensorBoard logs (train.report_to=[tensorboard])
       tokenizer/              the vocabulary trained for a tiny model (shared by the ranks)
       tokenized/<split>/      map-style splits tokenized by the main process, loaded by the others
       item_vectors/           task=sequential: the catalog's encoder vectors, cached per encoder and catalog
@@ -57,6 +59,14 @@ class RunDir:
     @property
     def memory(self) -> Path:
         return self.root / "memory.json"
+
+    @property
+    def tracker_run(self) -> Path:
+        return self.root / "tracker_run.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
 
     @property
     def stop(self) -> Path:

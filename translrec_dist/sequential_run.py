@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from translrec_dist.data.sequences import SequenceData, eval_histories, training_windows
+from translrec_dist.evaluation.ranking import all_metrics, target_ranks
 from translrec_dist.models.item_tower import cached_text_vectors, encode_texts
 from translrec_dist.models.sequential import SequenceModel
-from translrec_dist.ranking import all_metrics, target_ranks
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig

@@ -25,7 +25,7 @@ def test_leave_one_out_split_history_and_negatives():
     rows = [("u", str(i), 5.0, float(t)) for t, i in enumerate(rng.permutation(20)[:8])]
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     cfg = DataConfig(history_length=3, negatives_per_positive=2, item_text="{title}", history_separator=" | ")
-    ex = build_examples(inter, items(), cfg, "ctr", seed=1)
+    ex = build_examples(inter, items(), cfg, "click", seed=1)
     seq = inter.item_id.tolist()
     test, valid, train = ex.splits["test"], ex.splits["valid"], ex.splits["train"]
     # last interaction -> test, the one before -> valid, each with 2 negatives
@@ -45,9 +45,9 @@ def test_negative_sampling_is_seeded():
     inter = pd.DataFrame({"user_id": ["u"] * 6, "item_id": [str(i) for i in range(6)],
                           "timestamp": np.arange(6.0)})
     cfg = DataConfig(negatives_per_positive=3, item_text="{title}")
-    a = build_examples(inter, items(), cfg, "ctr", seed=7).splits["train"]
-    b = build_examples(inter, items(), cfg, "ctr", seed=7).splits["train"]
-    c = build_examples(inter, items(), cfg, "ctr", seed=8).splits["train"]
+    a = build_examples(inter, items(), cfg, "click", seed=7).splits["train"]
+    b = build_examples(inter, items(), cfg, "click", seed=7).splits["train"]
+    c = build_examples(inter, items(), cfg, "click", seed=8).splits["train"]
     assert a.item_id.tolist() == b.item_id.tolist() and a.item_id.tolist() != c.item_id.tolist()
 
 
@@ -55,7 +55,7 @@ def test_threshold_labels_and_rating_task():
     inter = pd.DataFrame({"user_id": ["u"] * 5, "item_id": list("01234"), "rating": [5, 1, 4, 2, 5.0],
                           "timestamp": np.arange(5.0)})
     cfg = DataConfig(negatives_per_positive=0, positive_threshold=4, eval_items_per_user=1, item_text="{title}")
-    train = build_examples(inter, items(), cfg, "ctr", seed=0).splits["train"]
+    train = build_examples(inter, items(), cfg, "click", seed=0).splits["train"]
     assert train.label.tolist() == [0.0, 1.0]  # items 1 (rating 1) and 2 (rating 4); item 0 has no history
     rating = build_examples(inter, items(), cfg, "rating", seed=0).splits["train"]
     assert rating.label.tolist() == [1.0, 4.0]

@@ -127,7 +127,7 @@ def test_zero3_export_reloads_with_plain_transformers_and_scores_like_the_traine
     encoder = AutoModel.from_pretrained(str(final))
     assert sum(p.numel() for p in encoder.parameters()) > 10_000  # not the empty ZeRO-3 save
     from translrec_dist.config import load_config
-    from translrec_dist.scoring import evaluate_export
+    from translrec_dist.evaluation.scoring import evaluate_export
 
     reloaded = evaluate_export(load_config(runs["zero3"] / "config.yaml"), final, "test")
     in_memory = json.loads((runs["zero3"] / "eval.json").read_text())

@@ -16,6 +16,7 @@ from translrec_dist.config.loader import apply_override, dump_config, export_con
 from translrec_dist.config.schema import (
     DataConfig,
     EvalConfig,
+    IndexConfig,
     LoraConfig,
     ModelConfig,
     RunConfig,
@@ -27,7 +28,7 @@ from translrec_dist.config.schema import (
 )
 
 __all__ = [
-    "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig", "RunConfig", "SequenceConfig", "SyntheticConfig",
-    "TinyBertConfig", "TrainConfig", "apply_override", "dump_config", "export_config", "higher_is_better",
-    "load_config", "parse_yaml",
+    "DataConfig", "EvalConfig", "IndexConfig", "LoraConfig", "ModelConfig", "RunConfig", "SequenceConfig",
+    "SyntheticConfig", "TinyBertConfig", "TrainConfig", "apply_override", "dump_config", "export_config",
+    "higher_is_better", "load_config", "parse_yaml",
 ]

@@ -86,7 +86,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> R
     except ValidationError as e:
         raise ConfigError(describe(e, RunConfig, where)) from None
     cfg.source = where
-    from translrec_dist.pretrained import resolve_pretrained  # imports nothing of ours
+    from translrec_dist.models.pretrained import resolve_pretrained  # imports nothing of ours
 
     cfg.model.name_or_path = resolve_pretrained(cfg.model.name_or_path)
     # The task's name and its own checks belong to the task (translrec_dist.tasks); the tasks import the config

@@ -108,7 +108,9 @@ class ModelConfig(Section):
     init_from: Optional[str] = None  # a translrec export (RUN/final) to start from
     pooling: Literal["cls", "mean"] = "cls"
     head_dropout: Dropout = 0.1
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    # any value transformers accepts (sdpa, eager, flash_attention_2, ...), checked when the encoder is built
+    attn_implementation: Annotated[str, Field(min_length=1)] = "sdpa"
+    gradient_checkpointing: StrictBool = False  # recompute activations in backward: less memory, ~30% more compute
     trust_remote_code: StrictBool = False
     random_init: StrictBool = False  # the architecture of name_or_path with random weights (the "scratch" baseline)
     # Transfer knobs
@@ -253,6 +255,8 @@ class TrainConfig(Section):
     overwrite: StrictBool = False
     stop_after_steps: Optional[PositiveInt] = None  # checkpoint and exit after this many steps in this run
     report_to: Annotated[list[TRACKERS], ListOrOne] = Field(default_factory=list)  # accelerate trackers
+    project: Optional[str] = None  # tracker project (the W&B project); default "translrec"
+    run_name: Optional[str] = None  # tracker run name; default: the output directory's name
     progress_bar: StrictBool = True
     collective_timeout_s: PositiveInt = 600  # a dead rank ends the job after this long instead of hanging
     max_bad_steps: PositiveInt = 3  # consecutive optimizer steps with a NaN/inf loss (skipped) before the run stops
@@ -307,6 +311,13 @@ def higher_is_better(metric: str) -> bool:
     return not (name in LOWER_IS_BETTER or name.endswith("_loss"))
 
 
+class IndexConfig(Section):
+    """``translrec index`` / serving: how the item vectors are searched and what the index keeps."""
+
+    backend: Literal["exact", "faiss"] = "exact"  # faiss: approximate (HNSW) search for very large catalogs
+    histories: StrictBool = True  # keep known users' histories in the index (serving by user id without the data)
+
+
 class RunConfig(Section):
     task: str = "ctr"  # a name in the task registry (translrec_dist.tasks): ctr, rating, retrieval, mlm, ...
     output_dir: Annotated[str, Field(min_length=1)] = "runs/default"
@@ -315,6 +326,7 @@ class RunConfig(Section):
     data: Annotated[DataConfig, _NULL_IS_DEFAULTS] = _section()
     train: Annotated[TrainConfig, _NULL_IS_DEFAULTS] = _section()
     eval: Annotated[EvalConfig, _NULL_IS_DEFAULTS] = _section()
+    index: Annotated[IndexConfig, _NULL_IS_DEFAULTS] = _section()
     source: Optional[str] = Field(default=None, exclude=True)  # where the config came from (set by the loader)
 
     def to_dict(self) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from translrec_dist.data.filtering import kcore
 from translrec_dist.data.integrity import check_eval_splits, check_labels, drop_repeated_interactions
 from translrec_dist.data.tables import read_text_label
 from translrec_dist.data.tokenize import ArrowEncoder, load_tokenizer, tokenize_dataset, tokenize_frame, train_wordpiece
+from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -34,8 +36,8 @@ class TextSplits:
     report: dict = field(default_factory=dict)  # bad rows left out, filtering counts
 
 
-def read_source_full(cfg: RunConfig) -> readers.Source:
-    return readers.read_source(cfg.data, need_rating=cfg.task == "rating" or cfg.data.positive_threshold is not None)
+def read_source_full(cfg: RunConfig, need_rating: bool = False) -> readers.Source:
+    return readers.read_source(cfg.data, need_rating=need_rating or cfg.data.positive_threshold is not None)
 
 
 def read_source(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,19 +46,21 @@ def read_source(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     return src.interactions, src.items
 
 
-def load_text_splits(cfg: RunConfig) -> TextSplits:
+def load_text_splits(cfg: RunConfig, labels: str = "click") -> TextSplits:
+    """(text, text_pair, label) examples of the cross-encoder tasks; ``labels``: "click" (0/1, sampled negatives)
+    or "rating" (the rating itself)."""
     d = cfg.data
     if d.format == "text_label":
         frames = split_text_label(read_text_label(d.path, d.max_bad_fraction), d, cfg.seed)
         check_eval_splits(frames, cfg)
-        check_labels(frames, cfg)
+        check_labels(frames, cfg, labels)
         return TextSplits(frames, None, [Path(d.path)])
-    src = read_source_full(cfg)
+    src = read_source_full(cfg, need_rating=labels == "rating")
     deduped, repeated = drop_repeated_interactions(src.interactions)
     inter = kcore(deduped, d.kcore)
-    ex = build_examples(inter, src.items, d, cfg.task, cfg.seed)
+    ex = build_examples(inter, src.items, d, labels, cfg.seed)
     check_eval_splits(ex.splits, cfg, inter)
-    check_labels(ex.splits, cfg)
+    check_labels(ex.splits, cfg, labels)
     counts = ", ".join(f"{k}={len(v)}" for k, v in ex.splits.items())
     log.info("examples: %s (from %d interactions, %d items)", counts, len(inter), len(src.items))
     report = {**src.report, "interactions_read": len(src.interactions), "repeated_interactions": repeated,
@@ -68,8 +72,9 @@ def load_text_splits(cfg: RunConfig) -> TextSplits:
 def build_tokenizer(cfg: RunConfig, texts: TextSplits):
     """Pretrained tokenizer, or a WordPiece vocabulary trained on the training texts (tiny models)."""
     m = cfg.model
-    if m.tiny is None or m.init_from:
-        return load_tokenizer(m.init_from or m.name_or_path, m.trust_remote_code)
+    kind, path = model_source(cfg)
+    if kind != "tiny":
+        return load_tokenizer(path, m.trust_remote_code)
     train = texts.frames["train"]
     corpus = itertools.chain(train["text"], train["text_pair"].dropna(),
                              texts.item_text if texts.item_text is not None else [])
@@ -86,20 +91,22 @@ class PreparedSplits:
 
     directory: Path
     tokenizer: object
-    splits: dict  # train: ShardedTrain, valid/test: datasets.Dataset
+    splits: dict  # train: ShardedTrain, valid/test (and any other split the task prepared): datasets.Dataset
     label_mean: float | None
 
 
-def load_prepared_splits(cfg: RunConfig, is_main: bool) -> PreparedSplits:
+def load_prepared_splits(cfg: RunConfig, is_main: bool, texts: Callable[[], TextSplits] | None = None
+                         ) -> PreparedSplits:
     """The main process prepares (or finds the cache); the others wait for the manifest on the file system,
-    not in a collective, since a first prepare can take longer than any collective timeout."""
+    not in a collective, since a first prepare can take longer than any collective timeout. ``texts``: the
+    task's example texts (default: the cross-encoder pairs of ``load_text_splits``)."""
     import pyarrow.parquet as pq
 
     from translrec_dist.data.prepare import cache_key, cache_root, prepare, read_manifest, wait_for_manifest
     from translrec_dist.data.streaming import ShardedTrain
 
     if is_main:
-        directory = prepare(cfg)
+        directory = prepare(cfg, texts=texts)
     else:
         directory = cache_root(cfg) / cache_key(cfg)[0]
         wait_for_manifest(directory)
@@ -112,7 +119,7 @@ def load_prepared_splits(cfg: RunConfig, is_main: bool) -> PreparedSplits:
                          d.group_by_length, RunDir(cfg.output_dir).example_ids if d.record_example_ids else None,
                          ArrowEncoder(tokenizer, d.max_length) if raw else None)
     splits: dict = {"train": train}
-    for name in ("valid", "test"):
+    for name in (n for n in manifest["splits"] if n != "train"):
         files = [str(directory / s["file"]) for s in manifest["splits"][name]["shards"]]
         splits[name] = datasets.Dataset(pq.read_table(files))
         if raw:

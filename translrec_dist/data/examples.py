@@ -70,7 +70,8 @@ class Examples:
     dropped: dict[str, int]
 
 
-def build_examples(inter: pd.DataFrame, items: pd.DataFrame, cfg: DataConfig, task: str, seed: int) -> Examples:
+def build_examples(inter: pd.DataFrame, items: pd.DataFrame, cfg: DataConfig, labels: str, seed: int) -> Examples:
+    """``labels``: "click" (an interaction is a positive, plus sampled negatives) or "rating" (its rating)."""
     item_text = render_item_texts(items, cfg)
     empty = item_text == ""
     dropped = {"empty_item_text": 0}
@@ -80,8 +81,8 @@ def build_examples(inter: pd.DataFrame, items: pd.DataFrame, cfg: DataConfig, ta
         dropped["empty_item_text"] = int(mask.sum())
         log.warning("dropped %d interactions with %d items whose text is empty", int(mask.sum()), len(bad))
         inter = inter[~mask]
-    if task == "rating" and "rating" not in inter.columns:
-        raise DataError("task=rating needs a rating column in the interactions table")
+    if labels == "rating" and "rating" not in inter.columns:
+        raise DataError("rating labels need a rating column in the interactions table (task=rating)")
     inter, dropped["repeated_interaction"] = drop_repeated_interactions(inter)  # no target in its own history
     inter = chronological_order(inter)
     rng = np.random.default_rng(seed)
@@ -98,7 +99,7 @@ def build_examples(inter: pd.DataFrame, items: pd.DataFrame, cfg: DataConfig, ta
                 continue
             recent = seq[max(0, pos - n_hist):pos][::-1]
             history = render_history(recent, item_text, cfg)
-            if task == "rating":
+            if labels == "rating":
                 rows[split].append((history, seq[pos], float(ratings[pos]), user))
                 continue
             positive = cfg.positive_threshold is None or ratings[pos] >= cfg.positive_threshold

@@ -68,12 +68,13 @@ def check_eval_splits(frames: dict[str, pd.DataFrame], cfg: RunConfig, inter: pd
             raise DataError(f"no {split} examples (needed by eval.splits/eval.every_steps): {why}")
 
 
-def check_labels(frames: dict[str, pd.DataFrame], cfg: RunConfig) -> None:
-    """All-equal labels: a ctr run stops (one class teaches nothing); an eval split with one class warns."""
+def check_labels(frames: dict[str, pd.DataFrame], cfg: RunConfig, labels: str = "click") -> None:
+    """All-equal labels: a click model stops (one class teaches nothing); an eval split with one class warns.
+    ``labels``: "click" (0/1) or "rating" (values), as the task that reads the examples says."""
     train = frames["train"]["label"].to_numpy()
     values = np.unique(train)
     d = cfg.data
-    if cfg.task == "ctr" and len(values) == 1:
+    if labels == "click" and len(values) == 1:
         if d.format == "text_label":
             hint = f"the label column of {d.path} holds only {values[0]:g}"
         elif values[0] == 1 and d.positive_threshold is not None:
@@ -86,11 +87,11 @@ def check_labels(frames: dict[str, pd.DataFrame], cfg: RunConfig) -> None:
             hint = f"no rating reaches data.positive_threshold={d.positive_threshold}: lower it"
         raise DataError(f"all {len(train)} training labels are {values[0]:g}: a click-through model cannot learn "
                         f"from one class; {hint}")
-    if cfg.task == "rating" and len(values) == 1:
+    if labels == "rating" and len(values) == 1:
         log.warning("every training rating is %g: the model can only learn that constant", values[0])
-    if cfg.task == "ctr":
+    if labels == "click":
         for split in ("valid", "test"):
-            labels = np.unique(frames[split]["label"].to_numpy())
-            if len(labels) == 1:
+            present = np.unique(frames[split]["label"].to_numpy())
+            if len(present) == 1:
                 log.warning("the %s split has only label %g: its AUC is undefined and is written as null",
-                            split, labels[0])
+                            split, present[0])

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,10 +34,12 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from translrec_dist.errors import DataError
+from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig
+    from translrec_dist.data import TextSplits
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1
@@ -83,11 +86,11 @@ def fingerprint(path: Path, memo: dict) -> dict:
 
 def tokenizer_spec(cfg: RunConfig) -> dict:
     m = cfg.model
-    if m.tiny is not None and not m.init_from:
+    kind, name = model_source(cfg)
+    if kind == "tiny":
         return {"name": "wordpiece trained on the data", "vocab_size": m.tiny.vocab_size}
     from translrec_dist.data.tokenize import load_tokenizer
 
-    name = m.init_from or m.name_or_path
     return {"name": name, "hash": tokenizer_hash(load_tokenizer(name, m.trust_remote_code))}
 
 
@@ -113,8 +116,9 @@ def cache_key(cfg: RunConfig) -> tuple[str, dict]:
     return key.hexdigest()[:16], inputs
 
 
-def prepare(cfg: RunConfig, force: bool = False) -> Path:
-    """Build (or reuse) the prepared data for ``cfg``; returns its directory."""
+def prepare(cfg: RunConfig, force: bool = False, texts: Callable[[], TextSplits] | None = None) -> Path:
+    """Build (or reuse) the prepared data for ``cfg``; returns its directory. ``texts`` gives the task's example
+    texts (frames with example_id, text[, text_pair], label; any split name); default ``load_text_splits``."""
     key, inputs = cache_key(cfg)
     out = cache_root(cfg) / key
     if (out / MANIFEST).is_file() and not force:
@@ -124,7 +128,7 @@ def prepare(cfg: RunConfig, force: bool = False) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = build(cfg, tmp, inputs)
+        manifest = build(cfg, tmp, inputs, texts)
         manifest["key"] = key
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         shutil.rmtree(out, ignore_errors=True)
@@ -135,13 +139,13 @@ def prepare(cfg: RunConfig, force: bool = False) -> Path:
     return out
 
 
-def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
+def build(cfg: RunConfig, out: Path, inputs: dict, make_texts: Callable[[], TextSplits] | None = None) -> dict:
     from translrec_dist.data import build_tokenizer, load_text_splits
     from translrec_dist.data.tokenize import save_tokenizer, text_columns, tokenize_dataset
 
     d, timings = cfg.data, {}
     start = time.perf_counter()
-    texts = load_text_splits(cfg)
+    texts = make_texts() if make_texts is not None else load_text_splits(cfg)
     timings["read_and_examples_s"] = time.perf_counter() - start
     start = time.perf_counter()
     tokenizer = build_tokenizer(cfg, texts)
@@ -170,7 +174,7 @@ def build(cfg: RunConfig, out: Path, inputs: dict) -> dict:
         "tokenizer": {**inputs["tokenizer"], "hash": tokenizer_hash(tokenizer), "dir": TOKENIZER_DIR,
                       "vocab_size": len(tokenizer)},
         "splits": splits, "report": texts.report,
-        "label_mean": float(frames["train"]["label"].mean()) if cfg.task == "rating" else None,
+        "label_mean": float(frames["train"]["label"].mean()),  # the rating head starts there
         "ids": {"users": "ids/users.parquet", "items": "ids/items.parquet"} if texts.item_text is not None else None,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
@@ -198,7 +202,7 @@ def write_id_maps(texts, directory: Path) -> None:
     if texts.item_text is None:
         return
     directory.mkdir(parents=True)
-    users = pd.unique(pd.concat([f["user_id"] for f in texts.frames.values()]))
+    users = pd.unique(pd.concat([f["user_id"] for f in texts.frames.values() if "user_id" in f]))
     pd.DataFrame({"user_id": users, "index": np.arange(len(users))}).to_parquet(directory / "users.parquet")
     items = texts.item_text
     pd.DataFrame({"item_id": items.index, "index": np.arange(len(items)), "text": items.to_numpy()}).to_parquet(

@@ -102,10 +102,17 @@ class RetrievalCollator:
         self.catalog = catalog.to_list() if catalog is not None else None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        out = self.pad(rows)
+        return self.add_items(self.pad(rows))
+
+    def arrow(self, table) -> dict[str, torch.Tensor]:
+        """The same batch from an Arrow table of user rows (streamed shards)."""
+        return self.add_items(self.pad.arrow(table))
+
+    def add_items(self, out: dict) -> dict[str, torch.Tensor]:
         out["item_index"] = out["labels"].long()
+        rows = out["item_index"].tolist()
         if self.catalog is not None:
-            items = self.pad([self.catalog[int(r["label"])] for r in rows])
+            items = self.pad([self.catalog[i] for i in rows])
             for key in ("input_ids", "attention_mask", "token_type_ids"):
                 if key in items:
                     out[f"item_{key}"] = items[key]

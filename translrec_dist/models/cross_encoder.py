@@ -16,7 +16,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig
 
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.encoder_options import apply_memory_options, attention_errors_as_config_errors
 from translrec_dist.models.safety import refuse_remote_code
+from translrec_dist.models.source import model_source
 from translrec_dist.models.transfer import apply_transfer_knobs
 
 if TYPE_CHECKING:
@@ -78,11 +80,16 @@ def tiny_bert_config(cfg: RunConfig, vocab_size: int | None = None) -> BertConfi
 
 
 def build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
+    with attention_errors_as_config_errors(cfg):  # ecosystem: attention and memory options
+        return apply_memory_options(_build_encoder(cfg, vocab_size), cfg)
+
+
+def _build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
     m = cfg.model
-    if m.tiny is not None and m.init_from is None:
+    kind, path = model_source(cfg)
+    if kind == "tiny":
         config = tiny_bert_config(cfg, vocab_size)
         return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
-    path = m.init_from or m.name_or_path
     refuse_remote_code(path, m.trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code)

@@ -13,6 +13,7 @@ from pathlib import Path
 from translrec_dist.config import RunConfig, dump_config, export_config, load_config
 from translrec_dist.data.tokenize import load_tokenizer
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.model_card import write_model_card
 from translrec_dist.models.safety import user_trust
 from translrec_dist.tasks import get_task
 
@@ -23,9 +24,12 @@ def write_export(out_dir: Path, state_dict: dict, model, tokenizer, cfg: RunConf
     """Write an export from a full (consolidated) state dict and the unwrapped model. Main process only."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    get_task(cfg.task).write_export(out_dir, state_dict, model)
+    task = get_task(cfg.task)
+    task.write_export(out_dir, state_dict, model)
     tokenizer.save_pretrained(str(out_dir))
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
+    loads = task.write_interop(out_dir, cfg)  # files other tools load, then the card that says how
+    write_model_card(out_dir, cfg, task.usage(cfg, loads))
 
 
 def read_export(model_dir: str | Path, expect: str | None = None, trust_remote_code: bool = False):

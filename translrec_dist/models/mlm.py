@@ -13,6 +13,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM
 
 from translrec_dist.models.cross_encoder import tiny_bert_config
+from translrec_dist.models.encoder_options import apply_memory_options
+from translrec_dist.models.source import model_source
 from translrec_dist.models.transfer import apply_transfer_knobs
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ class MaskedLM(nn.Module):
 
 def build_mlm_model(cfg: RunConfig, tokenizer) -> MaskedLM:
     m = cfg.model
-    if m.tiny is not None:
+    if model_source(cfg)[0] == "tiny":  # task=mlm refuses model.init_from (validated)
         lm = AutoModelForMaskedLM.from_config(tiny_bert_config(cfg, len(tokenizer)),
                                               attn_implementation=m.attn_implementation)
     elif m.random_init:
@@ -39,4 +41,4 @@ def build_mlm_model(cfg: RunConfig, tokenizer) -> MaskedLM:
                                               attn_implementation=m.attn_implementation)
     else:
         lm = AutoModelForMaskedLM.from_pretrained(m.name_or_path, attn_implementation=m.attn_implementation)
-    return MaskedLM(apply_transfer_knobs(lm, cfg))
+    return MaskedLM(apply_transfer_knobs(apply_memory_options(lm, cfg), cfg))

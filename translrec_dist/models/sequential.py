@@ -124,7 +124,8 @@ class SequenceModel(nn.Module):
         if self.cfg.loss == "full":
             # The softmax spans the items training knows: an item with no training interaction (held out
             # for cold start, or new) would otherwise be pushed down at every step and never be ranked.
-            logits = self.score(states, vectors).masked_fill(~self.trained, torch.finfo(states.dtype).min)
+            # fp32 logits: under bf16 autocast the scores come out in bf16, and the softmax wants fp32 anyway
+            logits = self.score(states, vectors).float().masked_fill(~self.trained, torch.finfo(torch.float32).min)
             losses = F.cross_entropy(logits, targets, reduction="none")
         else:
             if negatives is None and self.cfg.num_negatives:

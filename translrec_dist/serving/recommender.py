@@ -1,9 +1,10 @@
 """Top-K serving of a retrieval export: an item-embedding index, ``recommend`` and ``explain``.
 
 ``translrec index --model DIR`` writes ``DIR/index/item_embeddings.safetensors`` and ``items.json`` (ids,
-titles, and the fingerprint of the model that encoded them). Items that arrive after training are
-indexed from their text alone (``--items FILE``). ``Recommender.from_pretrained(DIR).recommend(...)``
-is the Python API behind the CLI.
+titles, texts, known users' histories unless ``index.histories=false``, and the fingerprint of the model that
+encoded them). Items that arrive after training are indexed from their text alone (``--items FILE``).
+``Recommender.from_pretrained(DIR).recommend(...)`` is the Python API behind the CLI and ``translrec serve``;
+with an index it needs nothing but the export: the raw dataset is read only to build the index.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from translrec_dist.data import read_source
-from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.examples import chronological_order, render_history, render_item_texts
 from translrec_dist.data.tables import read_table, require_columns
 from translrec_dist.errors import DataError
 from translrec_dist.models.bi_encoder import ITEM_ENCODER_DIR
+from translrec_dist.models.encoding import encode_texts
 from translrec_dist.models.export import read_export
+from translrec_dist.serving.vector_index import build_vector_index
+from translrec_dist.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 INDEX_DIR = "index"
@@ -48,11 +51,15 @@ class Recommender:
         self.model, self.tokenizer, self.cfg, self.model_dir = model, tokenizer, cfg, Path(model_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
-        self.collate = PadCollator(tokenizer.pad_token_id)
+        # The run's precision: a model trained under bf16 autocast is served under it too (when the device has it).
+        self.precision = resolve_precision(cfg.train.precision, on_gpu=self.device.type == "cuda")[0]
         self._source = None
         self.item_ids: np.ndarray | None = None
         self.titles: list[str] = []
+        self.texts: dict[str, str] = {}  # item id -> the text it was encoded from
+        self.histories: dict[str, list[str]] | None = None  # user id -> item ids, oldest first
         self.embeddings: torch.Tensor | None = None
+        self.search_index = None
 
     # Subclasses serving other export kinds (``serving.sequential``) register themselves here, so that
     # ``Recommender.from_pretrained`` loads any export without this module importing them.
@@ -99,19 +106,12 @@ class Recommender:
 
     # ------------------------------------------------------------------ index
 
-    @torch.no_grad()
     def encode(self, texts: list[str], tower: str, item_index: np.ndarray | None = None,
                batch_size: int = 64) -> torch.Tensor:
         """Vectors of ``texts``; ``item_index``: training catalog positions (-1: new item) for id embeddings."""
-        out = []
-        for start in range(0, len(texts), batch_size):
-            enc = self.tokenizer(texts[start:start + batch_size], truncation=True, max_length=self.cfg.data.max_length)
-            rows = [{k: enc[k][i] for k in enc} | {"label": 0, "example_id": 0} for i in range(len(enc["input_ids"]))]
-            batch = {k: v.to(self.device) for k, v in self.collate(rows).items() if k not in ("labels", "example_id")}
-            if item_index is not None:
-                batch["item_index"] = torch.as_tensor(item_index[start:start + batch_size], device=self.device)
-            out.append(self.model(**batch, encode=tower).float().cpu())
-        return torch.cat(out) if out else torch.empty(0)
+        return encode_texts(lambda batch: self.model(**batch, encode=tower), texts, self.tokenizer,
+                            self.cfg.data.max_length, batch_size=batch_size, device=self.device,
+                            precision=self.precision, extra=None if item_index is None else {"item_index": item_index})
 
     def build_index(self, new_items: pd.DataFrame | None = None) -> None:
         """Encode the training catalog plus ``new_items`` (item_id + the item text columns) from text alone."""
@@ -130,14 +130,32 @@ class Recommender:
         if new_items is not None:  # a re-described item is a new item: its old id vector no longer fits
             index[np.isin(self.item_ids, new_items["item_id"].astype(str))] = -1
         self.embeddings = self.encode(text[keep].tolist(), "items", index)
+        self.texts = dict(zip(self.item_ids.tolist(), text[keep].tolist(), strict=True))
+        self.histories = self.known_histories() if self.cfg.index.histories else {}
+        self.search_index = build_vector_index(self.cfg.index.backend, self.embeddings)
+
+    def known_histories(self) -> dict[str, list[str]]:
+        """Every user's items of the training data (oldest first), restricted to items with text."""
+        inter = self.source()[0]
+        inter = inter[inter["item_id"].isin(list(self.texts))]
+        return {str(u): ids.tolist() for u, ids in inter.groupby("user_id", sort=False)["item_id"]}
+
+    def set_index_options(self, backend: str | None = None, histories: bool | None = None) -> None:
+        """Override the export's ``index`` config for the index about to be built."""
+        index = self.cfg.index
+        self.cfg.index = index.model_copy(update={"backend": backend or index.backend,
+                                                  "histories": index.histories if histories is None else histories})
 
     def save_index(self, out_dir: Path | None = None) -> Path:
         out_dir = Path(out_dir or self.model_dir / INDEX_DIR)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_file({"embeddings": self.embeddings.contiguous()}, str(out_dir / EMBEDDINGS_FILE))
-        meta = {"item_ids": self.item_ids.tolist(), "titles": self.titles,
+        ids = self.item_ids.tolist()
+        meta = {"item_ids": ids, "titles": self.titles, "texts": [self.texts[i] for i in ids],
+                "histories": self.histories if self.cfg.index.histories else None, "backend": self.cfg.index.backend,
                 "model_fingerprint": model_fingerprint(self.model_dir), "dim": int(self.embeddings.shape[1])}
-        (out_dir / ITEMS_FILE).write_text(json.dumps(meta))
+        (out_dir / ITEMS_FILE).write_text(json.dumps(meta, ensure_ascii=False))
+        self.search_index.save(out_dir)
         return out_dir
 
     def load_index(self, index_dir: Path | None = None) -> None:
@@ -153,17 +171,33 @@ class Recommender:
                             f"rebuild it: translrec index --model {self.model_dir}")
         self.embeddings = load_file(str(index_dir / EMBEDDINGS_FILE))["embeddings"]
         self.item_ids, self.titles = np.asarray(meta["item_ids"], dtype=str), meta["titles"]
+        if "texts" in meta:
+            self.texts = dict(zip(meta["item_ids"], meta["texts"], strict=True))
+            self.histories = meta["histories"]
+            self.cfg.index.histories = self.histories is not None
+            self.histories = self.histories or {}
+        else:  # an index written before it kept texts: read them from the training data once
+            log.warning("the index in %s holds no item texts (an older translrec); reading the dataset. Rebuild "
+                        "it (translrec index --model %s) to serve without the dataset", index_dir, self.model_dir)
+            text = self.source()[2]
+            self.texts = {i: text[i] for i in self.item_ids.tolist()}
+            self.histories = self.known_histories()
+        self.search_index = build_vector_index(meta.get("backend", "exact"), self.embeddings, index_dir)
+
+    def ensure_index(self) -> None:
+        if self.embeddings is None:
+            self.load_index()
 
     # ------------------------------------------------------------------ queries
 
     def user_history(self, user: str) -> list[str]:
-        """The user's items, oldest first (items with empty text are skipped)."""
-        inter, _, text = self.source()
-        rows = inter[inter["user_id"] == str(user)]
-        if rows.empty:
-            raise DataError(f"unknown user {user!r}: not in the model's interactions "
+        """The user's items, oldest first (items with empty text are skipped), from the index."""
+        self.ensure_index()
+        history = self.histories.get(str(user))
+        if history is None:
+            kept = "" if self.cfg.index.histories else " (this index keeps no histories)"
+            raise DataError(f"unknown user {user!r}: not in the model's interactions{kept} "
                             f"({self.cfg.data.format}: {self.cfg.data.path or 'built-in'}); pass --history instead")
-        history = [i for i in rows["item_id"] if text.get(i, "") != ""]
         if not history:
             raise DataError(f"user {user!r} has no history with item text to recommend from; pass --history")
         return history
@@ -177,43 +211,66 @@ class Recommender:
     def recommend(self, user: str | None = None, history: list[str] | None = None, top_k: int = 10,
                   exclude_seen: bool = False) -> list[dict]:
         """Top-K items for a known user, or for a history given as item texts (newest first)."""
+        result = self.recommend_batch([{"user": user, "history": history, "top_k": top_k,
+                                        "exclude_seen": exclude_seen}])[0]
+        if isinstance(result, DataError):
+            raise result
+        return result
+
+    def query(self, user: str | None, history: list[str] | None, top_k: int) -> tuple[str, set]:
+        """(the user tower's input text, the items the user has seen)."""
         if (user is None) == (history is None):
             raise DataError("give either a user id or a history of item texts")
         if top_k < 1:
             raise DataError(f"top-k must be >= 1, got {top_k}")
-        seen: set = set()
         if user is not None:
             items = self.user_history(user)
-            text = self.source()[2]
-            query = self.history_text([text[i] for i in items[::-1]])
-            seen = set(items)
-        else:
-            query = self.history_text(history)
-            wanted = {h.strip() for h in history}  # a history item counts as seen by its full text or title
-            text = self.source()[2]
-            seen = {i for i, t in zip(self.item_ids, self.titles, strict=True) if t in wanted or text.get(i) in wanted}
-        scores = (self.encode([query], "users") @ self.embeddings.T)[0]
-        if exclude_seen and seen:
-            scores[torch.as_tensor(np.isin(self.item_ids, list(seen)))] = float("-inf")
-        top = torch.topk(scores, min(top_k, int(torch.isfinite(scores).sum()))) if len(scores) else None
-        if top is None:
-            return []
-        return [{"item_id": str(self.item_ids[i]), "title": self.titles[i], "score": round(float(s), 6)}
-                for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+            return self.history_text([self.texts[i] for i in items[::-1]]), set(items)
+        query = self.history_text(history)
+        wanted = {h.strip() for h in history}  # a history item counts as seen by its full text or title
+        seen = {i for i, t in zip(self.item_ids, self.titles, strict=True) if t in wanted or self.texts[i] in wanted}
+        return query, seen
+
+    def recommend_batch(self, requests: list[dict]) -> list[list[dict] | DataError]:
+        """Several requests (user/history/top_k/exclude_seen) with one user-tower pass and one search; a bad
+        request yields its DataError in its place and does not fail the others (HTTP micro-batches)."""
+        self.ensure_index()
+        queries: list = []
+        for r in requests:
+            try:
+                queries.append(self.query(r.get("user"), r.get("history"), r.get("top_k", 10)))
+            except DataError as e:
+                queries.append(e)
+        good = [i for i, q in enumerate(queries) if not isinstance(q, DataError)]
+        if not good or not len(self.item_ids):
+            return [q if isinstance(q, DataError) else [] for q in queries]
+        vectors = self.encode([queries[i][0] for i in good], "users")
+        wanted = [requests[i].get("top_k", 10) + (len(queries[i][1]) if requests[i].get("exclude_seen") else 0)
+                  for i in good]
+        scores, rows = self.search_index.search(vectors, max(wanted))
+        out: list = list(queries)
+        for j, i in enumerate(good):
+            seen = queries[i][1] if requests[i].get("exclude_seen") else set()
+            hits = [(float(s), int(r)) for s, r in zip(scores[j], rows[j], strict=True)
+                    if r >= 0 and self.item_ids[r] not in seen]
+            out[i] = [{"item_id": str(self.item_ids[r]), "title": self.titles[r], "score": round(s, 6)}
+                      for s, r in hits[:requests[i].get("top_k", 10)]]
+        return out
 
     def explain(self, user: str, item: str) -> dict:
         """How much the score of ``item`` drops when each shown history item is left out (leave-one-out)."""
-        _, items, text = self.source()
+        self.ensure_index()
         item = str(item)
-        if text.get(item, "") == "":
+        if self.texts.get(item, "") == "":
             raise DataError(f"unknown item {item!r} (or its text is empty)")
         shown = self.user_history(user)[::-1][: self.cfg.data.history_length]
         variants = [shown] + [shown[:j] + shown[j + 1:] for j in range(len(shown))]
+        text = pd.Series(self.texts)
         queries = [render_history(v, text, self.cfg.data) if v else "" for v in variants]
         users = self.encode(queries, "users")
         scores = (users @ self.encode([text[item]], "items").T)[:, 0].tolist()
         base = scores[0]
-        titles = dict(zip(items["item_id"].astype(str), self.item_titles(items, text), strict=True))
+        titles = dict(zip(self.item_ids.tolist(), self.titles, strict=True))
         rows = [{"item_id": h, "title": titles.get(h, text[h]), "position": j, "score_without": round(s, 6),
                  "drop": round(base - s, 6)} for j, (h, s) in enumerate(zip(shown, scores[1:], strict=True))]
         rows.sort(key=lambda r: -r["drop"])

@@ -14,6 +14,9 @@ Protocol (subclass ``Task``; every method has the signature below, defaults are 
     build_data(cfg, ctx: DataContext) -> TaskData      tokenizer, train data (map-style Dataset, or ShardedTrain
                                                       streamed per rank with exact resume), collate fn,
                                                       evaluator; ``ctx`` shares work between ranks
+    prepare_texts(cfg) -> TextSplits                 the example texts ``translrec prepare`` tokenizes into
+                                                      shards (train streamed with data.streaming=true); default:
+                                                      a ConfigError saying the task does not stream
     build_model(cfg, tokenizer, data: TaskData | None = None,
                 state_dict: dict | None = None) -> nn.Module
                                                       ``data`` is None when rebuilding from a checkpoint
@@ -27,6 +30,10 @@ Protocol (subclass ``Task``; every method has the signature below, defaults are 
                                                       catalog vectors every N steps (default: none)
     write_export(out_dir, state_dict, model) -> None  the weights of ``final/`` from a full state dict
                                                       (``models.export`` adds the tokenizer and translrec.yaml)
+    write_interop(out_dir, cfg) -> dict               files other tools load beside the export (sentence-transformers,
+                                                      AutoModelForSequenceClassification); what was written, for the
+                                                      model card (default: nothing)
+    usage(cfg, loads) -> list[str]                    the model card's "How to load" lines (markdown)
     read_export(model_dir, cfg) -> nn.Module          the model back from ``write_export``'s files
     evaluate_export(cfg, model, tokenizer, split, accelerator) -> dict
                                                       metrics of an export on ``split`` of cfg's data
@@ -123,6 +130,10 @@ class Task:
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         raise NotImplementedError
 
+    def prepare_texts(self, cfg):
+        raise ConfigError(f"data.streaming: task={self.name} has no prepared shards to stream; drop "
+                          f"data.streaming=true ({cfg.source})")
+
     def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None) -> nn.Module:
         raise NotImplementedError
 
@@ -142,6 +153,14 @@ class Task:
 
     def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
         raise NotImplementedError
+
+    def write_interop(self, out_dir: Path, cfg) -> dict:
+        return {}
+
+    def usage(self, cfg, loads: dict) -> list[str]:
+        from translrec_dist.models.usage import encoder_usage
+
+        return encoder_usage()
 
     def read_export(self, model_dir: Path, cfg) -> nn.Module:
         raise NotImplementedError

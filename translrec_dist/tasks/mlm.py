@@ -62,8 +62,7 @@ class MlmTask(Task):
                               f"translrec export ({cfg.source})")
         only_for(cfg, "retrieval", "model.item_id_embeddings", "train.gather_negatives")
         if cfg.data.streaming:
-            raise ConfigError(f"data.streaming: task=mlm reads its item texts map-style for now (the prepared "
-                              f"shards hold cross-encoder pairs); drop data.streaming=true ({cfg.source})")
+            self.prepare_texts(cfg)  # a ConfigError: mlm has no prepared shards (its item texts are few)
 
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         frames, item_text = item_splits(cfg)
@@ -106,6 +105,12 @@ class MlmTask(Task):
 
     def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
         save_encoder(out_dir, model.lm, state_dict, "lm.")
+
+    def usage(self, cfg, loads: dict) -> list[str]:
+        from translrec_dist.models.usage import encoder_usage, translrec_usage
+
+        return [*translrec_usage("translrec train CONFIG model.name_or_path=final   # fine-tune the adapted encoder"),
+                *encoder_usage("AutoModelForMaskedLM")]
 
     def read_export(self, model_dir: Path, cfg):
         return MaskedLM(AutoModelForMaskedLM.from_pretrained(str(model_dir),

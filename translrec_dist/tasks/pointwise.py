@@ -24,10 +24,10 @@ from translrec_dist.data.examples import latest_histories, render_item_texts
 from translrec_dist.data.loader import eval_loader, token_lengths
 from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import ConfigError, DataError
-from translrec_dist.evaluation import binary_metrics, evaluate, predict_scores, regression_metrics
+from translrec_dist.evaluation.metrics import binary_metrics, evaluate, predict_scores, regression_metrics
+from translrec_dist.evaluation.predict_checks import refuse_empty_text
 from translrec_dist.models.cross_encoder import HEAD_FILE, CrossEncoder, build_model, load_pretrained_encoder
 from translrec_dist.models.transfer import save_encoder
-from translrec_dist.predict_checks import refuse_empty_text
 from translrec_dist.tasks.base import DataContext, Task, TaskData, only_for
 
 
@@ -36,6 +36,8 @@ class PointwiseTask(Task):
 
     export_kind = "cross_encoder"
     prediction_name = "score"
+    labels = "click"  # what an example's label is: "click" (0/1 with sampled negatives) or "rating"
+    score_expression = "logits"  # the prediction from the classifier's logit, for the model card
 
     def validate(self, cfg) -> None:
         only_for(cfg, "retrieval", "model.item_id_embeddings", "train.gather_negatives")
@@ -46,12 +48,15 @@ class PointwiseTask(Task):
     def to_prediction(self, scores: np.ndarray) -> np.ndarray:
         return scores
 
+    def prepare_texts(self, cfg):
+        return load_text_splits(cfg, self.labels)
+
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         if cfg.data.streaming:  # prepared shards (translrec prepare; built here if missing), streamed per rank
-            prepared = load_prepared_splits(cfg, ctx.is_main)
+            prepared = load_prepared_splits(cfg, ctx.is_main, texts=lambda: self.prepare_texts(cfg))
             tokenizer, splits, label_mean = prepared.tokenizer, prepared.splits, prepared.label_mean
         else:
-            texts = load_text_splits(cfg)
+            texts = self.prepare_texts(cfg)
             tokenizer = ctx.tokenizer(lambda: build_tokenizer(cfg, texts))
             splits = {name: ctx.tokenized(name, lambda df=df: tokenize_frame(df, tokenizer, cfg.data.max_length))
                       for name, df in texts.frames.items()}
@@ -79,6 +84,20 @@ class PointwiseTask(Task):
         save_encoder(out_dir, model.encoder, state_dict, "encoder.")
         save_file(head, str(out_dir / HEAD_FILE))
 
+    def write_interop(self, out_dir: Path, cfg) -> dict:
+        from translrec_dist.models.interop import write_sequence_classification
+
+        return {"sequence_classification": write_sequence_classification(out_dir, cfg)}
+
+    def usage(self, cfg, loads: dict) -> list[str]:
+        from translrec_dist.models import usage as card
+
+        lines = card.translrec_usage("translrec predict --model final --input rows.csv")
+        if loads.get("sequence_classification"):
+            return lines + card.sequence_classification_usage(loads["sequence_classification"],
+                                                              cfg.data.max_length, self.score_expression)
+        return lines + card.hand_scoring_usage(cfg.model.pooling)
+
     def read_export(self, model_dir: Path, cfg):
         if not (model_dir / HEAD_FILE).is_file():
             raise ConfigError(f"{model_dir} is not a {self.name} export (missing {HEAD_FILE})")
@@ -89,7 +108,7 @@ class PointwiseTask(Task):
         return model
 
     def evaluate_export(self, cfg, model, tokenizer, split: str, accelerator) -> dict:
-        frames = load_text_splits(cfg).frames
+        frames = self.prepare_texts(cfg).frames
         ds = tokenize_frame(frames[split], tokenizer, cfg.data.max_length)
         loader = eval_loader(ds, PadCollator(tokenizer.pad_token_id), batch_size=cfg.eval.micro_batch_size,
                              rank=accelerator.process_index, world=accelerator.num_processes)
@@ -99,13 +118,15 @@ class PointwiseTask(Task):
         """(prediction name, [(row index, value)]) for the rows of a ``translrec predict`` input file."""
         from accelerate import Accelerator
 
+        from translrec_dist.training.precision import log_precision
+
         examples = rows_to_examples(rows, cfg, path)
         refuse_empty_text(examples, rows, path)
         examples = examples.assign(example_id=np.arange(len(examples)), label=0.0)
         if examples["text_pair"].isna().all():
             examples = examples.drop(columns="text_pair")
         ds = tokenize_frame(examples, tokenizer, cfg.data.max_length)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=log_precision(cfg.train.precision))
         loader = eval_loader(ds, PadCollator(tokenizer.pad_token_id), batch_size=batch_size, rank=0, world=1)
         ids, scores, _ = predict_scores(accelerator.prepare(model), loader, accelerator)
         return self.prediction_name, list(zip(ids.tolist(), self.to_prediction(scores).tolist(), strict=True))
@@ -113,6 +134,7 @@ class PointwiseTask(Task):
 
 class CtrTask(PointwiseTask):
     name = "ctr"
+    score_expression = "torch.sigmoid(logits)  # the click probability"
     prediction_name = "probability"
 
     def validate(self, cfg) -> None:
@@ -134,6 +156,8 @@ class CtrTask(PointwiseTask):
 
 class RatingTask(PointwiseTask):
     name = "rating"
+    labels = "rating"
+    score_expression = "logits  # the rating"
     prediction_name = "rating"
 
     def validate(self, cfg) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from safetensors.torch import load_file, save_file
 
-from translrec_dist.data import TextSplits, build_tokenizer, read_source
+from translrec_dist.data import TextSplits, build_tokenizer, load_prepared_splits, read_source
 from translrec_dist.data.loader import token_lengths
 from translrec_dist.data.retrieval import (
     RetrievalCollator,
@@ -24,10 +24,10 @@ from translrec_dist.data.retrieval import (
     tokenize_users,
 )
 from translrec_dist.errors import ConfigError
+from translrec_dist.evaluation.ranking import evaluate_on_data, evaluate_ranking
 from translrec_dist.models.bi_encoder import EXTRA_FILE, ITEM_ENCODER_DIR, BiEncoder, build_bi_encoder
 from translrec_dist.models.cross_encoder import load_pretrained_encoder
 from translrec_dist.models.transfer import save_encoder
-from translrec_dist.ranking import evaluate_on_data, evaluate_ranking
 from translrec_dist.tasks.base import DataContext, Task, TaskData
 
 
@@ -43,6 +43,17 @@ def needs_item_texts(cfg, name: str) -> None:
                           f"recbole) ({cfg.source})")
 
 
+def texts_of(data) -> TextSplits:
+    """What ``translrec prepare`` shards for retrieval: the user histories of each split (label = the target's
+    catalog position) and the catalog's item texts, with the vocabulary trained on the same corpus as
+    map-style training."""
+    frames = {split: frame[["example_id", "text", "label", "user_id"]].assign(text_pair=None)
+              for split, frame in data.splits.items()}
+    catalog = pd.DataFrame({"example_id": range(len(data.item_text)), "text": data.item_text.to_numpy(),
+                            "label": range(len(data.item_text))})
+    return TextSplits({**frames, "catalog": catalog}, data.item_text)
+
+
 class RetrievalTask(Task):
     name = "retrieval"
     export_kind = "bi_encoder"
@@ -50,25 +61,30 @@ class RetrievalTask(Task):
 
     def validate(self, cfg) -> None:
         needs_item_texts(cfg, self.name)
-        if cfg.data.streaming:
-            raise ConfigError(f"data.streaming: task=retrieval reads its examples map-style for now (the prepared "
-                              f"shards hold cross-encoder pairs); drop data.streaming=true ({cfg.source})")
+
+    def prepare_texts(self, cfg) -> TextSplits:
+        return texts_of(build_retrieval_data(*read_source(cfg), cfg))
 
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         data = build_retrieval_data(*read_source(cfg), cfg)
-        corpus = tokenizer_corpus(data.splits["train"]["text"], data.item_text)
-        tokenizer = ctx.tokenizer(lambda: build_tokenizer(cfg, corpus))
         n = cfg.data.max_length
-        catalog = ctx.tokenized("catalog", lambda: tokenize_catalog(data.item_text, tokenizer, n))
-        users = {split: ctx.tokenized(split, lambda frame=frame: tokenize_users(frame, tokenizer, n))
-                 for split, frame in data.splits.items()}
+        if cfg.data.streaming:  # user histories from prepared shards, streamed per rank; catalog and eval as tables
+            prepared = load_prepared_splits(cfg, ctx.is_main, lambda: texts_of(data))
+            tokenizer, users = prepared.tokenizer, dict(prepared.splits)
+            catalog = users.pop("catalog")
+        else:
+            corpus = tokenizer_corpus(data.splits["train"]["text"], data.item_text)
+            tokenizer = ctx.tokenizer(lambda: build_tokenizer(cfg, corpus))
+            catalog = ctx.tokenized("catalog", lambda: tokenize_catalog(data.item_text, tokenizer, n))
+            users = {split: ctx.tokenized(split, lambda frame=frame: tokenize_users(frame, tokenizer, n))
+                     for split, frame in data.splits.items()}
         eval_collate = RetrievalCollator(tokenizer.pad_token_id)
 
         def evaluate(model, split: str, accelerator) -> dict:
             return evaluate_ranking(model, users[split], data.splits[split], catalog, eval_collate, accelerator,
                                     cfg.eval.micro_batch_size, cfg.eval.ks)
 
-        lengths = token_lengths(users["train"]) if cfg.data.group_by_length else None
+        lengths = token_lengths(users["train"]) if cfg.data.group_by_length and not cfg.data.streaming else None
         return TaskData(tokenizer, users["train"], RetrievalCollator(tokenizer.pad_token_id, catalog), evaluate,
                         lengths, {"num_items": len(data.item_ids), "catalog": catalog})
 
@@ -90,6 +106,17 @@ class RetrievalTask(Task):
         extra = {k: v.contiguous() for k, v in state_dict.items() if k.startswith("item_ids.")}
         if extra:
             save_file(extra, str(out_dir / EXTRA_FILE))
+
+    def write_interop(self, out_dir: Path, cfg) -> dict:
+        from translrec_dist.models.interop import write_sentence_transformers
+
+        return {"sentence_transformers": write_sentence_transformers(out_dir, cfg)}
+
+    def usage(self, cfg, loads: dict) -> list[str]:
+        from translrec_dist.models.usage import encoder_usage, sentence_transformers_usage, translrec_usage
+
+        return [*translrec_usage("translrec index --model final && translrec recommend --model final --user USER_ID"),
+                *sentence_transformers_usage(loads["sentence_transformers"]), *encoder_usage()]
 
     def read_export(self, model_dir: Path, cfg):
         m = cfg.model

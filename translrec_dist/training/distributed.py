@@ -13,9 +13,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, DistributedType, GradientAccumulationPlugin, InitProcessGroupKwargs
 
+from translrec_dist.training.precision import log_precision
 from translrec_dist.training.preemption import stop_signal
 from translrec_dist.training.preflight import preflight
-from translrec_dist.training.zero_config import fill_hidden_size_buckets, resolve_deepspeed_config
+from translrec_dist.training.zero_config import (
+    fill_hidden_size_buckets,
+    resolve_deepspeed_config,
+    select_deepspeed_json,
+)
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig
@@ -32,12 +37,9 @@ def build_accelerator(cfg: RunConfig) -> Accelerator:
     that can fail run here, before the process group starts.
     """
     t = cfg.train
-    precision = t.precision
-    if not torch.cuda.is_available() and precision != "no":
-        log.info("train.precision=%s has no effect on CPU; training in fp32", precision)
-        precision = "no"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     preflight(cfg, world)
+    precision = log_precision(t.precision, deepspeed=select_deepspeed_json(cfg) is not None)
     ds_config = resolve_deepspeed_config(cfg, world, precision)
     plugin = None
     if ds_config is not None:

@@ -49,6 +49,7 @@ from translrec_dist.training.optim import build_optimizer, build_scheduler
 from translrec_dist.training.output_dir import clear_for_fresh_start, refuse_to_start_over
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 from translrec_dist.training.resume import check_enough_data, check_resume_compatible, trainer_state
+from translrec_dist.training.tracking import init_tracking
 from translrec_dist.training.universal import convert_to_universal, load_universal_on_prepare
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,7 @@ class Trainer:
         # DeepSpeed's engine set-up draws from the torch RNG (differently per stage): re-seed so dropout masks are
         # the same under every strategy and a ZeRO run reproduces the DDP loss curve.
         set_seed(cfg.seed, deterministic=t.deterministic)
-        if t.report_to:
-            acc.init_trackers(self.run.root.name, config=flat_config(cfg))
+        init_tracking(acc, cfg, self.run.root, flat_config(cfg))  # train.project/run_name; run id kept on resume
         saved = load_checkpoint(acc, resume) if resume is not None else {}
         self.guard = NonFiniteLossGuard(acc, t.max_bad_steps)
         self.validation, self.meter = ValidationHook(self), LogHook(self)

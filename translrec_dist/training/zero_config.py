@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-from translrec_dist.builtin_configs import builtin_dir, packaged_deepspeed
 from translrec_dist.errors import ConfigError
+from translrec_dist.training.builtin_configs import builtin_dir, packaged_deepspeed
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig

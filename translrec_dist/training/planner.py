@@ -6,22 +6,28 @@ ZeRO-2 = 2Ψ + 18Ψ/N, ZeRO-2 offload = 2Ψ, ZeRO-3 = 4·largest_layer + 18Ψ/N,
 under autocast keeps fp32 weights, gradients and two AdamW moments (16Ψ). In fp32 (``train.precision: no``)
 there are no 16-bit copies: DeepSpeed keeps the fp32 weights plus an fp32 master partition (measured by
 ``bench/memory.py``). Activations: Korthikanti et al. 2022 (34·s·b·h bytes per layer in 16 bit, plus 5·a·s²·b
-when attention probabilities are materialised, i.e. ``attn_implementation: eager``).
+when attention probabilities are materialised, i.e. ``attn_implementation: eager``). With
+``model.gradient_checkpointing`` each layer keeps only its input (2·s·b·h bytes) and one layer's activations
+are rebuilt at a time in the backward pass (Korthikanti et al., full recomputation).
 
-Parameter counts never download: the encoder is built on the meta device from a local ``config.json``, the
-tiny config, or a built-in table of common architectures.
+Parameter counts never download: the encoder is built on the meta device from the tiny config, a local
+``config.json``, the Hugging Face cache (``AutoConfig``, ``local_files_only``), or, last, a built-in table of
+common architectures.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from translrec_dist.config import RunConfig
 from translrec_dist.errors import ConfigError
+from translrec_dist.models.source import model_source
+
+if TYPE_CHECKING:
+    from translrec_dist.config import RunConfig
 
 GB = 1e9
 HEADROOM = 0.9  # CUDA context, allocator fragmentation, communication buffers
@@ -83,20 +89,23 @@ def encoder_config(cfg: RunConfig):
     from transformers import AutoConfig, BertConfig
 
     m = cfg.model
-    if m.tiny is not None and not m.init_from:
+    kind, name = model_source(cfg)
+    if kind == "tiny":
         t = m.tiny
         return "tiny", BertConfig(vocab_size=t.vocab_size, hidden_size=t.hidden_size,
                                   num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
                                   intermediate_size=t.intermediate_size,
                                   max_position_embeddings=t.max_position_embeddings)
-    name = m.init_from or m.name_or_path
-    if Path(name, "config.json").is_file():
-        return name, AutoConfig.from_pretrained(name, trust_remote_code=m.trust_remote_code)
+    try:  # a local directory or the Hugging Face cache; never the network
+        return name, AutoConfig.from_pretrained(name, trust_remote_code=m.trust_remote_code, local_files_only=True)
+    except (OSError, ValueError):
+        pass
     if name in KNOWN_ARCHITECTURES:
         spec = dict(KNOWN_ARCHITECTURES[name])
         return name, AutoConfig.for_model(spec.pop("model_type"), **spec)
-    raise ConfigError(f"plan: no local config.json for {name!r} and it is not one of the built-in architectures "
-                      f"({', '.join(sorted(KNOWN_ARCHITECTURES))}); pass a local model directory")
+    raise ConfigError(f"plan: no config.json for {name!r} in a local directory or the Hugging Face cache, and it is "
+                      f"not one of the built-in architectures ({', '.join(sorted(KNOWN_ARCHITECTURES))}); download "
+                      f"it once (huggingface-cli download {name} config.json) or pass a local model directory")
 
 
 def model_size(cfg: RunConfig) -> ModelSize:
@@ -116,6 +125,8 @@ def model_size(cfg: RunConfig) -> ModelSize:
 def activation_bytes(cfg: RunConfig, size: ModelSize, mixed: bool) -> float:
     s, b, h, a = cfg.data.max_length, cfg.train.micro_batch_size, size.hidden, size.heads
     per_layer = 34 * s * b * h + (5 * a * s * s * b if cfg.model.attn_implementation == "eager" else 0)
+    if cfg.model.gradient_checkpointing:  # layer inputs kept, one layer rebuilt at a time
+        return (2 * s * b * h * size.layers + per_layer) * (1 if mixed else 2)
     return per_layer * size.layers * (1 if mixed else 2)
 
 
@@ -169,7 +180,8 @@ def format_plan(cfg: RunConfig, gpus_per_node: int, nodes: int, gpu_mem: float) 
     n = gpus_per_node * nodes
     lines = [f"model {size.name}: {size.params / 1e6:.1f}M parameters (largest layer {size.largest_layer / 1e6:.1f}M)",
              f"{nodes} node(s) x {gpus_per_node} GPU(s) = {n}, {gpu_mem / GB:.0f} GB each; precision "
-             f"{cfg.train.precision}, micro-batch {cfg.train.micro_batch_size}, sequence {cfg.data.max_length}",
+             f"{cfg.train.precision}, micro-batch {cfg.train.micro_batch_size}, sequence {cfg.data.max_length}"
+             f"{', gradient checkpointing' if cfg.model.gradient_checkpointing else ''}",
              "",
              f"{'strategy':<12}{'offload':<10}{'params':>9}{'grads':>9}{'optim':>9}{'activ':>9}{'total/GPU':>11}"
              f"{'CPU/node':>10}  fits",
@@ -182,7 +194,8 @@ def format_plan(cfg: RunConfig, gpus_per_node: int, nodes: int, gpu_mem: float) 
     lines.append(f"(GB; fits = total <= {HEADROOM:.0%} of GPU memory)")
     if best is None:
         lines.append("nothing fits: lower train.micro_batch_size (raise train.grad_accum) or data.max_length, "
-                     "or add GPUs")
+                     + ("" if cfg.model.gradient_checkpointing else "set model.gradient_checkpointing=true, ")
+                     + "or add GPUs")
     else:
         lines.append(f"recommended: train.distributed={best.distributed} train.offload={best.offload}")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from translrec_dist.ranking import all_metrics, ranking_metrics, target_ranks
+from translrec_dist.evaluation.ranking import all_metrics, ranking_metrics, target_ranks
 
 
 def test_ranking_metrics_against_hand_computed_values():

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from translrec_dist.errors import DataError
-from translrec_dist.report import make_report
+from translrec_dist.evaluation.report import make_report
 
 
 def test_report_plots_curves_and_summarizes(tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from translrec_dist.data.loader import eval_loader
+from translrec_dist.models.encoding import encode_tokenized, put_in_order
 
 
 def ranking_metrics(ranks: np.ndarray, ks=(10, 50), suffix: str = "") -> dict[str, float]:
@@ -49,24 +49,25 @@ def at_least_as_high(scores: torch.Tensor, target_score: torch.Tensor) -> torch.
     return (scores >= target_score).sum(1) - 1
 
 
-@torch.no_grad()
+def pad_token_id(collate) -> int:
+    return getattr(collate, "pad", collate).pad_token_id  # a RetrievalCollator pads through its PadCollator
+
+
+def encode_rows(model, rows, pad_token_id: int, accelerator, batch_size: int, tower: str,
+                extra: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row positions, vectors) of this rank's share of ``rows`` through ``tower`` (length-sorted, the same count
+    on every rank, as ZeRO-3 forwards are collectives; -1 marks padding rows)."""
+    return encode_tokenized(lambda batch: model(**batch, encode=tower), rows, pad_token_id, batch_size=batch_size,
+                            device=accelerator.device, precision=accelerator.mixed_precision,
+                            rank=accelerator.process_index, world=accelerator.num_processes, extra=extra,
+                            inference_mode=accelerator.state.deepspeed_plugin is None)
+
+
 def encode_catalog(model, catalog, collate, accelerator, batch_size: int) -> torch.Tensor:
-    """[num_items x dim] item vectors: each rank encodes a slice (same length on every rank, as ZeRO-3
-    forwards are collectives), then the slices are gathered and put back in catalog order."""
-    loader = eval_loader(catalog, collate, batch_size=batch_size, rank=accelerator.process_index,
-                         world=accelerator.num_processes)
-    ids, vecs = [], []
-    for batch in loader:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        with accelerator.autocast():
-            vecs.append(model(**batch, encode="items").float())
-        ids.append(batch["example_id"])
-    ids_all = accelerator.gather(torch.cat(ids))
-    vecs_all = accelerator.gather(torch.cat(vecs))
-    keep = ids_all >= 0
-    out = torch.empty(len(catalog), vecs_all.shape[1], device=vecs_all.device)
-    out[ids_all[keep]] = vecs_all[keep]
-    return out
+    """[num_items x dim] item vectors: each rank encodes a share, the shares are gathered in catalog order."""
+    positions, vectors = encode_rows(model, catalog, pad_token_id(collate), accelerator, batch_size, "items",
+                                     {"item_index": np.arange(len(catalog))})
+    return put_in_order(accelerator.gather(positions), accelerator.gather(vectors), len(catalog))
 
 
 @torch.no_grad()
@@ -77,16 +78,16 @@ def evaluate_ranking(model, users, frame, catalog, collate, accelerator, batch_s
     model.eval()
     items = encode_catalog(model, catalog, collate, accelerator, batch_size)
     history = dict(zip(frame["example_id"].to_numpy(), frame["history"], strict=True))
-    loader = eval_loader(users, collate, batch_size=batch_size, rank=accelerator.process_index,
-                         world=accelerator.num_processes)
+    positions, user_vectors = encode_rows(model, users, pad_token_id(collate), accelerator, batch_size, "users")
+    dev = accelerator.device
+    example_id = torch.as_tensor(np.asarray(users["example_id"], dtype=np.int64), device=dev)
+    target = torch.as_tensor(np.asarray(users["label"]), device=dev).long()  # the target's catalog position
     ids, ranks, ranks_masked = [], [], []
-    for batch in loader:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        with accelerator.autocast():
-            vectors = model(**batch, encode="users").float()
-        example_ids = batch["example_id"]
+    for start in range(0, len(positions), batch_size):
+        pos = positions[start:start + batch_size]
+        example_ids = torch.where(pos >= 0, example_id[pos.clamp(min=0)], -1)
         hist = [history.get(int(i), []) if i >= 0 else [] for i in example_ids.tolist()]
-        r, rm = target_ranks(vectors @ items.T, batch["item_index"], hist)
+        r, rm = target_ranks(user_vectors[start:start + batch_size] @ items.T, target[pos.clamp(min=0)], hist)
         ids.append(example_ids)
         ranks.append(r)
         ranks_masked.append(rm)

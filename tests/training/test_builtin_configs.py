@@ -8,7 +8,7 @@ import json
 import yaml
 
 from tests.conftest import REPO, run_cli
-from translrec_dist.builtin_configs import builtin_configs, builtin_dir
+from translrec_dist.training.builtin_configs import builtin_configs, builtin_dir
 from translrec_dist.training.zero_config import launcher_deepspeed_file, read_deepspeed_json
 
 

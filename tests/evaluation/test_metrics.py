@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from translrec_dist.evaluation import binary_metrics, regression_metrics
+from translrec_dist.evaluation.metrics import binary_metrics, regression_metrics
 
 
 def test_ctr_metrics_match_hand_computed_values():

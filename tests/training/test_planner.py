@@ -8,7 +8,7 @@ from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem
 
 from tests.conftest import TINY
 from translrec_dist.config import load_config
-from translrec_dist.planner import estimate, format_plan, model_size, parse_bytes, plan
+from translrec_dist.training.planner import estimate, format_plan, model_size, parse_bytes, plan
 
 
 def bert(name: str, *more: str):

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure functions), full-catalog ranking, and evaluating or scoring with an export."""

@@ -1,0 +1,113 @@
+"""Encode many texts (an item catalog, user histories) into vectors, fast: one utility for every call site.
+
+- Rows are sorted by length within windows of ``SORT_WINDOW`` rows, so a batch pads to almost its own
+  length (file order pads every batch to its longest row), and the vectors are put back in row order.
+- Ranks take every W-th row of the sorted order: equal counts (ZeRO-3 forwards are collectives, so every rank
+  runs the same number of batches; padding rows carry position -1) and similar lengths on every rank.
+- bf16 autocast when the run computes in bf16 (``translrec_dist.training.precision``), the encoder under
+  ``torch.inference_mode`` (no autograd bookkeeping at all) except under DeepSpeed, whose ZeRO-3 hooks
+  re-materialise parameters during the forward: tensors made in inference mode could not be updated by
+  the training steps that follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from translrec_dist.data.collate import PadCollator
+from translrec_dist.training.precision import autocast
+
+SORT_WINDOW = 65_536  # rows sorted together: large enough to pad little, small enough to keep memory flat
+
+
+def as_table(rows) -> pa.Table:
+    """A pretokenized ``datasets.Dataset``, a tokenizer's output (dict of lists) or an Arrow table -> Arrow."""
+    if isinstance(rows, pa.Table):
+        table = rows
+    elif hasattr(rows, "with_format"):
+        table = rows.with_format("arrow")[:]
+    else:
+        table = pa.table({k: pa.array(list(v), type=pa.list_(pa.int32())) for k, v in rows.items()
+                          if k in ("input_ids", "token_type_ids")})
+    n = len(table)
+    for name, values in (("example_id", np.arange(n)), ("label", np.zeros(n, dtype=np.float32))):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array(values))
+    return table
+
+
+def length_sorted_order(lengths: np.ndarray, window: int = SORT_WINDOW) -> np.ndarray:
+    """Row positions, each window of ``window`` consecutive rows sorted by length (stable)."""
+    return np.concatenate([start + np.argsort(lengths[start:start + window], kind="stable")
+                           for start in range(0, len(lengths), window)]) if len(lengths) else np.arange(0)
+
+
+def rank_share(order: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This rank's rows of ``order``: every W-th, padded with -1 to the same count on every rank."""
+    per_rank = -(-len(order) // world)
+    share = order[rank::world]
+    return np.concatenate([share, np.full(per_rank - len(share), -1, dtype=share.dtype)])
+
+
+def encoding_batches(rows, pad_token_id: int, batch_size: int, rank: int = 0, world: int = 1,
+                     window: int = SORT_WINDOW):
+    """(positions, padded batch) pairs of this rank's share, in length-sorted order."""
+    table = as_table(rows)
+    lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
+    share = rank_share(length_sorted_order(lengths, window), rank, world)
+    collate = PadCollator(pad_token_id)
+    for start in range(0, len(share), batch_size):
+        positions = share[start:start + batch_size]
+        # Padding rows repeat a real row of this batch (or row 0) so the batch has a normal shape.
+        filler = positions[positions >= 0][:1] if (positions >= 0).any() else np.zeros(1, dtype=positions.dtype)
+        batch = collate.arrow(table.take(pa.array(np.where(positions >= 0, positions, filler[0]))))
+        yield positions, {k: v for k, v in batch.items() if k not in ("labels", "example_id")}
+
+
+def encode_tokenized(forward: Callable[[dict], torch.Tensor], rows, pad_token_id: int, *, batch_size: int,
+                     device: torch.device | str = "cpu", precision: str = "no", rank: int = 0, world: int = 1,
+                     extra: dict[str, np.ndarray] | None = None, inference_mode: bool = True,
+                     window: int = SORT_WINDOW) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row positions, fp32 vectors) of this rank's share of the tokenized ``rows``; -1 marks padding rows.
+
+    ``forward(batch) -> [B x dim]`` runs the encoder; ``extra`` holds per-row arrays added to each batch
+    (e.g. ``item_index`` for id embeddings). With one process, ``put_in_order`` gives the [rows x dim] matrix.
+    """
+    grad_free = torch.inference_mode if inference_mode else torch.no_grad
+    positions, vectors = [], []
+    with grad_free(), autocast(precision, device):
+        for pos, batch in encoding_batches(rows, pad_token_id, batch_size, rank, world, window):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            for key, values in (extra or {}).items():
+                batch[key] = torch.as_tensor(values[np.maximum(pos, 0)], device=device)
+            vectors.append(forward(batch).float())
+            positions.append(torch.as_tensor(pos, device=device))
+    if not vectors:
+        return torch.empty(0, dtype=torch.long), torch.empty(0)
+    return torch.cat(positions), torch.cat(vectors)
+
+
+def put_in_order(positions: torch.Tensor, vectors: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """[num_rows x dim] from (possibly gathered) positions and vectors; padding rows (-1) are dropped."""
+    keep = positions >= 0
+    out = torch.empty(num_rows, vectors.shape[1], device=vectors.device, dtype=vectors.dtype)
+    out[positions[keep]] = vectors[keep]
+    return out
+
+
+def encode_texts(forward: Callable[[dict], torch.Tensor], texts: list[str], tokenizer, max_length: int, *,
+                 batch_size: int, device: torch.device | str = "cpu", precision: str = "no",
+                 extra: dict[str, np.ndarray] | None = None) -> torch.Tensor:
+    """[len(texts) x dim] vectors of raw texts in one process (serving, new items): one batched tokenizer call,
+    then ``encode_tokenized``."""
+    if not texts:
+        return torch.empty(0)
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    positions, vectors = encode_tokenized(forward, dict(enc), tokenizer.pad_token_id, batch_size=batch_size,
+                                          device=device, precision=precision, extra=extra)
+    return put_in_order(positions, vectors, len(texts)).cpu()
