@@ -1,6 +1,7 @@
 """Train the tiny config, export, reload with plain transformers, resume exactly, and use the CLI."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -73,16 +74,27 @@ def test_evaluate_and_predict_commands(trained, tmp_path):
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
-    common = ["train.max_steps=12", "train.log_every=1"]
+    # Stop at step 5, which log_every=3 does not divide: the meter's window (steps 4-5) travels in the
+    # checkpoint, so the resumed run logs step 6 over steps 4-6 like the uninterrupted one.
+    common = ["train.max_steps=12", "train.log_every=3"]
     train(tmp_path / "full", *common)
     stopped = train(tmp_path / "part", *common, "train.stop_after_steps=5")
     assert json.loads(stopped.stdout.splitlines()[-1]) == {"stopped": True, "step": 5}
     assert not (tmp_path / "part" / "final").exists()
-    train(tmp_path / "part", *common, "train.resume_from=auto")
-    full, part = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("full", "part"))
-    assert full.keys() == part.keys()
-    for k in full:
-        torch.testing.assert_close(part[k], full[k], rtol=0, atol=1e-6, msg=k)
+    resumed = train(tmp_path / "part", *common, "train.resume_from=auto")
+    # It resumed (a fresh deterministic run would give the same weights): the log says so, and it trained 7 steps.
+    assert re.search(r"resumed from \S*step_5 at step 5\b", resumed.stderr), resumed.stderr[-3000:]
+    assert "7 optimizer steps in this run (6-12)" in resumed.stderr, resumed.stderr[-3000:]
+    weights = sorted(p.name for p in (tmp_path / "full" / "final").glob("*.safetensors"))
+    assert weights == sorted(p.name for p in (tmp_path / "part" / "final").glob("*.safetensors"))
+    assert {"model.safetensors", "head.safetensors"} <= set(weights)
+    for name in weights:
+        full, part = (load_file(str(tmp_path / d / "final" / name)) for d in ("full", "part"))
+        assert full.keys() == part.keys()
+        for k in full:
+            torch.testing.assert_close(part[k], full[k], rtol=0, atol=1e-6, msg=f"{name}: {k}")
+    steps = [r["step"] for r in read_metrics(tmp_path / "part") if "loss" in r]
+    assert steps == [3, 6, 9, 12]  # no duplicate or missing step; none logged at the stop
     loss = {d: {r["step"]: r["loss"] for r in read_metrics(tmp_path / d) if "loss" in r} for d in ("full", "part")}
     assert loss["part"] == pytest.approx(loss["full"], abs=1e-6)  # same curve, steps 1..12, no gap or repeat
 
@@ -93,6 +105,41 @@ def test_half_written_checkpoint_is_never_resumed(tmp_path):
     (out / "checkpoints" / "step_3.tmp").mkdir()  # a crash while saving step 3
     run = train(out, "train.max_steps=4", "train.resume_from=auto")
     assert "resumed from" in run.stderr and "step_2" in run.stderr
+
+
+def test_output_dir_of_an_earlier_run_is_never_started_over_silently(tmp_path):
+    out = tmp_path / "run"
+    # An earlier run's leftovers without a complete checkpoint (it crashed while saving step 3), and a user file.
+    (out / "checkpoints" / "step_3.tmp").mkdir(parents=True)
+    (out / "final").mkdir()
+    (out / "final" / "stale.txt").write_text("old export")
+    (out / "example_ids").mkdir()
+    (out / "example_ids" / "rank0.txt").write_text("1\n2\n")
+    for name in ("eval.json", "memory.json"):
+        (out / name).write_text('{"stale": true}')
+    (out / "notes.txt").write_text("mine")
+    # resume_from=auto (what the SLURM scripts pass) finds nothing to resume: a fresh start without the stale
+    # results, and the checkpoints directory is left alone.
+    run = train(out, "train.max_steps=2", "train.resume_from=auto")
+    assert not (out / "final" / "stale.txt").exists() and (out / "final" / "model.safetensors").is_file()
+    assert "stale" not in json.loads((out / "eval.json").read_text())
+    assert "stale" not in json.loads((out / "memory.json").read_text())
+    assert not (out / "example_ids").exists()
+    assert (out / "checkpoints" / "step_3.tmp").is_dir() and (out / "notes.txt").read_text() == "mine"
+    assert "resumed from" not in run.stderr
+    # Now it holds checkpoints: without resume_from the run stops before any work and names both ways on.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    refused = train(out, "train.max_steps=2", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "train.resume_from=auto" in refused.stderr and "train.overwrite=true" in refused.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    # overwrite=true starts over: every output of the earlier run goes, the user's file stays.
+    train(out, "train.max_steps=2", "train.overwrite=true", "train.checkpoint_every=1")
+    assert not (out / "checkpoints" / "step_3.tmp").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1", "step_2"]
+    assert (out / "notes.txt").read_text() == "mine"
+    steps = [r["step"] for r in read_metrics(out) if "loss" in r]
+    assert steps == [2]  # metrics.jsonl of this run only
 
 
 def test_bad_config_exits_2_without_traceback(tmp_path):

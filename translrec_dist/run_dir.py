@@ -19,6 +19,7 @@ This module imports nothing from the package, so every layer (data, models, trai
       example_ids/rank<R>.txt streamed example ids per rank (data.record_example_ids)
       checkpoints/step_N/     complete checkpoints (``checkpoint_files.json``, then ``trainer_state.json`` last)
       checkpoints/best/       the state with the best validation metric
+      checkpoints/step_N.universal/  a ZeRO step_N re-partitionable for another number of processes
       final/                  the export (a plain Hugging Face directory + translrec.yaml)
       report/                 ``translrec report`` plots
 """
@@ -110,10 +111,32 @@ class RunDir:
     def report(self) -> Path:
         return self.root / "report"
 
+    @property
+    def final_tmp(self) -> Path:
+        return self.root / "final.tmp"  # the export while it is written; renamed to final/ when complete
+
+    # ---- what a fresh start removes
+    def results(self) -> list[Path]:
+        """What a run writes while it trains and when it ends: stale as soon as another run starts here, even one
+        that keeps the checkpoints (``resume_from=auto`` finding none intact)."""
+        return [self.config, self.metrics, self.eval, self.memory, self.stop, self.example_ids, self.final,
+                self.final_tmp, self.report]
+
+    def outputs(self) -> list[Path]:
+        """Everything a run writes here: ``train.overwrite=true`` removes exactly these, never another file."""
+        return [*self.results(), self.checkpoints, self.tokenizer, self.root / "tokenized", self.item_vectors,
+                self.prepared]
+
     # ---- checkpoints
     @staticmethod
     def state_file(checkpoint: str | Path) -> Path:
         return Path(checkpoint) / STATE_FILE
+
+    @staticmethod
+    def universal(checkpoint: str | Path) -> Path:
+        """``step_N.universal``: a ZeRO ``step_N`` converted for another number of processes (never resumed
+        from by ``auto`` itself; removed with its ``step_N``)."""
+        return Path(checkpoint).with_name(Path(checkpoint).name + ".universal")
 
     @staticmethod
     def is_complete(checkpoint: str | Path) -> bool:

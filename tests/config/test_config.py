@@ -206,3 +206,9 @@ def test_config_imports_only_itself_errors_and_the_task_registry():
                 if name.startswith("translrec_dist"):
                     assert path.name != "errors.py" and (
                         name.startswith("translrec_dist.config") or name in ALLOWED), (path, name)
+
+
+def test_overwrite_and_resume_from_exclude_each_other():
+    with pytest.raises(ConfigError, match=r"train\.overwrite.*resume_from=auto"):
+        load_config(TINY, ["train.overwrite=true", "train.resume_from=auto"])
+    assert load_config(TINY, ["train.overwrite=true"]).train.overwrite is True

@@ -89,9 +89,6 @@ class ToyTask(Task):
     def loss(self, model, batch):
         return nn.functional.mse_loss(model(**batch), batch["labels"])
 
-    def metric_mode(self, metric: str) -> str:
-        return "min"
-
     def hooks(self, cfg, data):
         return [EveryTwoSteps()]
 

@@ -109,8 +109,12 @@ def test_resume_checks_strategy_and_world_size_before_loading(tiny_cfg):
     cfg = tiny_cfg()
     state = {"step": 4, "world_size": 2, "micro_batch_size": 8, "grad_accum": 1, "total_steps": 9,
              "distributed": "zero3"}
-    check_resume_compatible(cfg, state, 2, Path("ck"), 3, 1)  # same setup: fine
-    with pytest.raises(ConfigError, match="partitioned over 2 processes; this run has 4.*translrec export"):
+    assert check_resume_compatible(cfg, state, 2, Path("ck"), 3, 1) is False  # same setup: loads as it is
+    # Another world size: re-partitioned through a universal checkpoint, when the global batch stays 16 ...
+    assert check_resume_compatible(tiny_cfg("train.micro_batch_size=4"), state, 4, Path("ck"), 3, 1) is True
+    # ... else it stops before loading and says how to go on
+    with pytest.raises(ConfigError, match=r"global batch of 16.*this run has 32.*micro_batch_size x grad_accum = 4"
+                                          r".*translrec export"):
         check_resume_compatible(cfg, state, 4, Path("ck"), 3, 1)
     with pytest.raises(ConfigError, match="written by a zero3 run; this run uses ddp"):
         check_resume_compatible(cfg, state, 2, Path("ck"), None, 1)

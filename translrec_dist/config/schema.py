@@ -255,6 +255,8 @@ class TrainConfig(Section):
     checkpoint_every: Optional[PositiveInt] = None  # steps; None: only at the end
     keep_checkpoints: PositiveInt = 2
     resume_from: Optional[str] = None  # "auto", a checkpoint directory, or None
+    # Start over in an output_dir that holds an earlier run, removing the files it wrote (README "Resuming")
+    overwrite: StrictBool = False
     stop_after_steps: Optional[PositiveInt] = None  # checkpoint and exit after this many steps in this run
     report_to: Annotated[list[TRACKERS], ListOrOne] = Field(default_factory=list)  # accelerate trackers
     project: Optional[str] = None  # tracker project (the W&B project); default "translrec"
@@ -270,6 +272,15 @@ class TrainConfig(Section):
     layer_lr_decay: Annotated[Float, Field(gt=0, le=1)] = 1.0  # lr x decay^(depth from the top) per layer; 1: off
     gather_negatives: StrictBool = False  # retrieval, sequential: item vectors of all ranks are negatives
     mlm_probability: Annotated[Float, Field(gt=0, lt=1)] = 0.15  # task mlm: fraction of tokens masked
+
+    @model_validator(mode="after")
+    def _overwrite_or_resume(self):
+        # Both would let a requeued job (the SLURM scripts pass resume_from=auto) wipe its own checkpoints.
+        if self.overwrite and self.resume_from is not None:
+            raise invalid("overwrite", f"true starts over, train.resume_from={self.resume_from} continues: pass "
+                                       "one of them (to start over under the SLURM scripts, which always pass "
+                                       "resume_from=auto, use a new output_dir)")
+        return self
 
 
 class EvalConfig(Section):

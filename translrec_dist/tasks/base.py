@@ -25,8 +25,6 @@ Protocol (subclass ``Task``; every method has the signature below, defaults are 
                                                       ``model.config.hidden_size`` or the first ``.encoder``)
     loss(model, batch) -> Tensor                      scalar loss of one micro-batch (the model is the
                                                       prepared/wrapped one: call it, do not reach inside)
-    metric_mode(metric) -> "max" | "min"              which direction of eval.best_metric is better
-                                                      (default: "max")
     hooks(cfg, data: TaskData) -> list[Hook]          extra trainer hooks (``training.hooks.Hook``: should_run
                                                       (step), run(trainer, step)), e.g. refreshing cached
                                                       catalog vectors every N steps (default: none)
@@ -149,9 +147,6 @@ class Task:
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         raise NotImplementedError
-
-    def metric_mode(self, metric: str) -> str:
-        return "max"
 
     def hooks(self, cfg, data: TaskData) -> list:
         return []

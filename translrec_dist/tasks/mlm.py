@@ -64,9 +64,6 @@ class MlmTask(Task):
         if cfg.data.streaming:
             self.prepare_texts(cfg)  # a ConfigError: mlm has no prepared shards (its item texts are few)
 
-    def metric_mode(self, metric: str) -> str:
-        return "min" if metric in ("mlm_loss", "perplexity") else "max"
-
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         frames, item_text = item_splits(cfg)
         tokenizer = ctx.tokenizer(lambda: build_tokenizer(cfg, tokenizer_corpus(frames["train"]["text"], item_text)))

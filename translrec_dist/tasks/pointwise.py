@@ -35,7 +35,6 @@ class PointwiseTask(Task):
     """Shared by ctr and rating; subclasses set the loss, the metrics and the prediction's name."""
 
     export_kind = "cross_encoder"
-    lower_is_better: tuple[str, ...] = ()
     prediction_name = "score"
     labels = "click"  # what an example's label is: "click" (0/1 with sampled negatives) or "rating"
     score_expression = "logits"  # the prediction from the classifier's logit, for the model card
@@ -48,9 +47,6 @@ class PointwiseTask(Task):
 
     def to_prediction(self, scores: np.ndarray) -> np.ndarray:
         return scores
-
-    def metric_mode(self, metric: str) -> str:
-        return "min" if metric in self.lower_is_better else "max"
 
     def prepare_texts(self, cfg):
         return load_text_splits(cfg, self.labels)
@@ -139,7 +135,6 @@ class PointwiseTask(Task):
 class CtrTask(PointwiseTask):
     name = "ctr"
     score_expression = "torch.sigmoid(logits)  # the click probability"
-    lower_is_better = ("logloss",)
     prediction_name = "probability"
 
     def validate(self, cfg) -> None:
@@ -163,7 +158,6 @@ class RatingTask(PointwiseTask):
     name = "rating"
     labels = "rating"
     score_expression = "logits  # the rating"
-    lower_is_better = ("rmse", "mae")
     prediction_name = "rating"
 
     def validate(self, cfg) -> None:

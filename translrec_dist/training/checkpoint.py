@@ -118,6 +118,7 @@ def save_checkpoint(accelerator, run: RunDir, step: int, state: dict, keep: int)
     if accelerator.is_main_process:
         for old in run.complete_checkpoints()[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(RunDir.universal(old), ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 

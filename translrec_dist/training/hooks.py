@@ -49,6 +49,7 @@ class LogHook(Hook):
 
     def __init__(self, trainer):
         self.every, self.total, self.accelerator = trainer.cfg.train.log_every, trainer.total_steps, trainer.accelerator
+        self.accum = trainer.cfg.train.grad_accum
         self.reset()
 
     def reset(self) -> None:
@@ -66,6 +67,23 @@ class LogHook(Hook):
 
     def should_run(self, step: int) -> bool:
         return step % self.every == 0 or step == self.total
+
+    def state(self) -> dict:
+        """The partly filled window, for a checkpoint (a collective): a run resumed from it logs the same mean
+        loss over the same steps as a run that never stopped, whatever the stop step and world size. Kept per
+        optimizer step (each is the mean of one global batch), not per micro-batch: the number of micro-batches
+        of a step on one rank changes with the world size."""
+        acc = self.accelerator
+        loss = acc.reduce(self.loss.clone(), reduction="sum") if acc.num_processes > 1 else self.loss
+        return {"loss_mean": loss.item() / acc.num_processes / max(self.micro_steps, 1),
+                "steps": self.micro_steps // self.accum}
+
+    def load_state(self, state: dict | None) -> None:
+        # every rank counts the saved steps as its own micro-batches of the old mean: the reduction in run()
+        # then weighs each optimizer step of the window alike, the saved ones and this run's
+        if state and "steps" in state:  # checkpoints of older versions have no meter: a shorter first window
+            self.micro_steps = int(state["steps"]) * self.accum
+            self.loss += state["loss_mean"] * self.micro_steps
 
     def run(self, trainer, step: int) -> None:
         acc = self.accelerator
@@ -111,13 +129,14 @@ class CheckpointHook(Hook):
 
 class ValidationHook(Hook):
     """Validation every ``eval.every_steps``; with ``eval.best_metric`` the best state is kept aside in
-    ``checkpoints/best`` (better = the task's ``metric_mode``) and restored at the end if the last is worse."""
+    ``checkpoints/best`` (better = ``eval.best_is_higher``: eval.greater_is_better, else derived from the name) and
+    restored at the end if the last is worse."""
 
     def __init__(self, trainer):
         cfg = trainer.cfg
         self.cfg, self.every, self.total = cfg, cfg.eval.every_steps, trainer.total_steps
         self.metric = cfg.eval.best_metric
-        self.mode = trainer.task.metric_mode(self.metric) if self.metric else "max"
+        self.higher = cfg.eval.best_is_higher
         state = RunDir.state_file(trainer.run.best)
         self.best = json.loads(state.read_text()) if self.metric and state.is_file() else None
 
@@ -143,7 +162,7 @@ class ValidationHook(Hook):
         return float(metrics[self.metric])
 
     def better(self, value: float, than: float) -> bool:
-        return value > than if self.mode == "max" else value < than
+        return value > than if self.higher else value < than
 
     def restore_if_better(self, trainer) -> int:
         """Go back to the best validated state when the last step validates worse; returns the step evaluated."""

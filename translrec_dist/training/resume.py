@@ -16,14 +16,20 @@ def trainer_state(cfg, step: int, world: int, total_steps: int, stage: int | Non
     # The data position of every rank: all ranks take the same steps, so each has consumed exactly
     # batches_into_epoch micro-batches of its deterministic per-epoch stream (the loader skips them on resume).
     epoch, in_epoch = divmod(step, spe)
+    global_batch = t.micro_batch_size * t.grad_accum * world
     return {"step": step, "world_size": world, "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum,
             "total_steps": total_steps, "distributed": strategy_label(stage),
             "data": {"epoch": epoch, "batches_into_epoch": in_epoch * t.grad_accum, "steps_per_epoch": spe,
-                     "streaming": cfg.data.streaming}}
+                     "streaming": cfg.data.streaming, "global_batch": global_batch,
+                     # Map-style: the ranks take the micro-batches of one per-epoch order in turn, so after k steps
+                     # the first k x global_batch samples of that order are consumed whatever the world size.
+                     "samples_into_epoch": in_epoch * global_batch, "samples_consumed": step * global_batch}}
 
 
-def check_resume_compatible(cfg, state: dict, world: int, path: Path, stage: int | None, spe: int) -> None:
-    """Called before anything is loaded: a mismatch stops the run instead of resuming wrongly (or hanging)."""
+def check_resume_compatible(cfg, state: dict, world: int, path: Path, stage: int | None, spe: int) -> bool:
+    """Called before anything is loaded: a mismatch stops the run instead of resuming wrongly (or hanging).
+    Returns whether a ZeRO checkpoint must be re-partitioned for this number of processes (``training.universal``).
+    """
     t = cfg.train
     how = (f"To continue with this setup, consolidate it (translrec export {path} OUT_DIR) and start a new run "
            f"with model.init_from=OUT_DIR")
@@ -31,21 +37,30 @@ def check_resume_compatible(cfg, state: dict, world: int, path: Path, stage: int
     if saved != strategy_label(stage):
         raise ConfigError(f"{path} was written by a {saved} run; this run uses {strategy_label(stage)}. Resume "
                           f"with the same train.distributed, or: {how}")
-    if stage is not None and state["world_size"] != world:
-        # A ZeRO checkpoint holds one optimizer (and for ZeRO-3 parameter) partition per rank.
-        raise ConfigError(f"{path} is a {saved} checkpoint partitioned over {state['world_size']} processes; this "
-                          f"run has {world}. Resume with {state['world_size']} processes, or: {how}")
-    if cfg.data.streaming and (state["world_size"] != world or state.get("data", {}).get("steps_per_epoch") != spe):
-        # Each rank's stream and the steps per epoch depend on the world size and the shards.
-        raise ConfigError(f"{path} was written by a streamed run with {state['world_size']} processes; resume it "
-                          f"with {state['world_size']} processes and the same prepared data, or: {how}")
-    before = state["micro_batch_size"] * state["grad_accum"] * state["world_size"]
+    old_world = state["world_size"]
+    if cfg.data.streaming and (old_world != world or state.get("data", {}).get("steps_per_epoch") != spe):
+        # Each rank streams whole shards, so which examples the first k steps took depends on the world size.
+        data = state.get("data", {})
+        done = data.get("batches_into_epoch", 0) // state["grad_accum"]
+        g = state["micro_batch_size"] * state["grad_accum"] * old_world
+        taken, left = done * g, (data.get("steps_per_epoch", done) - done) * g
+        raise ConfigError(f"{path} was written by a streamed run with {old_world} processes, {taken} samples into "
+                          f"epoch {data.get('epoch', '?')} ({left} left in it); on {world} processes the streams "
+                          f"are split otherwise, so continuing would repeat or lose up to {taken} of them. Resume "
+                          f"with {old_world} processes and the same prepared data, or: {how}")
+    before = state["micro_batch_size"] * state["grad_accum"] * old_world
     now = t.micro_batch_size * t.grad_accum * world
     if before != now:
         raise ConfigError(f"{path} was written with a global batch of {before} "
-                          f"({state['world_size']} processes x micro {state['micro_batch_size']} x accum "
-                          f"{state['grad_accum']}); this run has {now}. Resume with the same global batch, or: "
-                          f"{how}")
+                          f"({old_world} processes x micro {state['micro_batch_size']} x accum "
+                          f"{state['grad_accum']}); this run has {now}. Resume with the same global batch (on "
+                          f"{world} processes: micro_batch_size x grad_accum = {before / world:g}), or: {how}")
+    if cfg.data.group_by_length and state["micro_batch_size"] * old_world != t.micro_batch_size * world:
+        # the grouped order is built in windows of micro x world rows: another split is another order
+        raise ConfigError(f"{path} was written with data.group_by_length over micro {state['micro_batch_size']} x "
+                          f"{old_world} processes; keep micro_batch_size x processes = "
+                          f"{state['micro_batch_size'] * old_world} to resume, or: {how}")
+    return stage is not None and old_world != world
 
 
 def check_enough_data(cfg, n: int, world: int, spe: int) -> None:

@@ -31,6 +31,7 @@ from translrec_dist.training.checkpoint import load_checkpoint, read_trainer_sta
 from translrec_dist.training.distributed import (
     agree,
     build_accelerator,
+    decided_by_main,
     size_zero_buckets,
     stop_requested_here,
     zero_stage,
@@ -45,9 +46,11 @@ from translrec_dist.training.hooks import (
 )
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.optim import build_optimizer, build_scheduler
+from translrec_dist.training.output_dir import clear_for_fresh_start, refuse_to_start_over
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 from translrec_dist.training.resume import check_enough_data, check_resume_compatible, trainer_state
 from translrec_dist.training.tracking import init_tracking
+from translrec_dist.training.universal import convert_to_universal, load_universal_on_prepare
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +95,11 @@ class Trainer:
         if t.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         set_seed(cfg.seed, deterministic=t.deterministic)
+        decided_by_main(lambda: refuse_to_start_over(t, self.run))  # before any work: exit 2, nothing touched
         resume = resolve_resume(t.resume_from, self.run)
         if acc.is_main_process:
+            if resume is None:
+                clear_for_fresh_start(t, self.run)
             self.run.root.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         ctx = DataContext(self.run, acc.is_main_process, self.world, resume is not None, acc.wait_for_everyone,
@@ -102,9 +108,14 @@ class Trainer:
         spe = self.steps_per_epoch = train_steps_per_epoch(data.train, t.micro_batch_size, t.grad_accum, self.world)
         check_enough_data(cfg, len(data.train), self.world, spe)
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * spe))
-        if resume is not None:
-            check_resume_compatible(cfg, read_trainer_state(resume), self.world, resume, self.stage, spe)
-        self.start_run_dir(resuming=resume is not None)  # config and data are valid: the run's files begin here
+        repartition = resume is not None and check_resume_compatible(cfg, read_trainer_state(resume), self.world,
+                                                                    resume, self.stage, spe)
+        source = resume
+        if repartition:  # a ZeRO checkpoint of another world size: load DeepSpeed's universal form of it
+            old_world = read_trainer_state(source)["world_size"]
+            resume = decided_by_main(lambda: convert_to_universal(source, old_world, self.world))
+            load_universal_on_prepare(acc)
+        self.start_run_dir()  # config and data are valid: the run's files begin here
         model = self.task.build_model(cfg, data.tokenizer, data)
         size_zero_buckets(acc, self.task.hidden_size(model))
         optimizer = build_optimizer(cfg, model)
@@ -114,24 +125,22 @@ class Trainer:
         # the same under every strategy and a ZeRO run reproduces the DDP loss curve.
         set_seed(cfg.seed, deterministic=t.deterministic)
         init_tracking(acc, cfg, self.run.root, flat_config(cfg))  # train.project/run_name; run id kept on resume
-        if resume is not None:
-            self.step = load_checkpoint(acc, resume)["step"]
-            self.last_checkpoint = str(resume)
-            log.info("resumed from %s at step %d", resume, self.step)
+        saved = load_checkpoint(acc, resume) if resume is not None else {}
         self.guard = NonFiniteLossGuard(acc, t.max_bad_steps)
-        self.validation = ValidationHook(self)
-        self.hooks = [MemoryHook(), LogHook(self), self.validation, CheckpointHook(self),
-                      *self.task.hooks(cfg, data)]
+        self.validation, self.meter = ValidationHook(self), LogHook(self)
+        self.hooks = [MemoryHook(), self.meter, self.validation, CheckpointHook(self), *self.task.hooks(cfg, data)]
+        if resume is not None:
+            self.step = saved["step"]
+            # accelerate restores its micro-batch counter, which places the accumulation boundaries: written by
+            # a run with another grad_accum (another world size), it would end the next step early
+            acc.step = self.step * t.grad_accum
+            self.meter.load_state(saved.get("meter"))
+            self.last_checkpoint = str(source)
+            log.info("resumed from %s at step %d", resume, self.step)
         return self
 
-    def start_run_dir(self, resuming: bool) -> None:
+    def start_run_dir(self) -> None:
         if self.accelerator.is_main_process:
-            if not resuming:
-                if self.run.checkpoints.exists():
-                    log.warning("%s holds checkpoints of an earlier run; starting over (pass train.resume_from=auto "
-                                "to continue it instead)", self.run.checkpoints)
-                    shutil.rmtree(self.run.checkpoints)
-                self.run.metrics.unlink(missing_ok=True)
             self.run.stop.unlink(missing_ok=True)
             dump_config(self.cfg, self.run.config)
         self.accelerator.wait_for_everyone()
@@ -179,6 +188,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         state = trainer_state(self.cfg, self.step, self.world, self.total_steps, self.stage, self.steps_per_epoch)
+        state["meter"] = self.meter.state()  # a collective: every rank saves
         self.last_checkpoint = str(save_checkpoint(self.accelerator, self.run, self.step, state,
                                                    self.cfg.train.keep_checkpoints))
 
@@ -209,6 +219,8 @@ class Trainer:
                 self.save_checkpoint()
         batches.close()
         self.bar.close()
+        log.info("%d optimizer steps in this run (%d-%d)", self.steps_this_run, self.step - self.steps_this_run + 1,
+                 self.step)
         if stopped:
             why = f"signal {stop_signal()}" if stop_signal() else "a STOP file or train.stop_after_steps"
             log.info("stopped at step %d on %s; checkpoint %s; resume with train.resume_from=auto", self.step, why,
@@ -228,7 +240,7 @@ class Trainer:
         state_dict = acc.get_state_dict(self.model)
         if acc.is_main_process:
             final = self.run.final
-            tmp = final.with_name(final.name + ".tmp")
+            tmp = self.run.final_tmp
             shutil.rmtree(tmp, ignore_errors=True)
             write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg)
             shutil.rmtree(final, ignore_errors=True)

@@ -1,0 +1,69 @@
+"""The best validated state is chosen and restored in the direction of ``eval.best_is_higher`` (one source)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from translrec_dist.run_dir import RunDir
+from translrec_dist.training.hooks import ValidationHook
+
+
+class FakeAccelerator:
+    """Saves and loads a marker of the model's state instead of the model."""
+
+    is_main_process, num_processes = True, 1
+
+    def __init__(self):
+        self.state, self.loaded = None, None
+
+    def wait_for_everyone(self):
+        pass
+
+    def log(self, *args, **kwargs):
+        pass
+
+    def save_state(self, directory):
+        Path(directory, "state.txt").write_text(str(self.state))
+
+    def load_state(self, directory):
+        self.loaded = Path(directory, "state.txt").read_text()
+
+
+def validate_sequence(cfg, tmp_path, metric, values, last):
+    acc, run = FakeAccelerator(), RunDir(tmp_path)
+    feed = iter([*values, last])
+    trainer = SimpleNamespace(cfg=cfg, total_steps=100, run=run, accelerator=acc, model=None, step=0,
+                              data=SimpleNamespace(evaluate=lambda model, split, a: {metric: next(feed)}))
+    hook = ValidationHook(trainer)
+    for step in range(1, len(values) + 1):
+        trainer.step = acc.state = step
+        hook.run(trainer, step)
+    trainer.step = 100
+    restored = hook.restore_if_better(trainer)
+    return hook, restored, acc.loaded
+
+
+@pytest.mark.parametrize(("overrides", "metric", "best_step"), [
+    (["task=rating", "eval.best_metric=rmse"], "rmse", 2),  # lower is better: 0.5 at step 2
+    (["eval.best_metric=logloss"], "logloss", 2),
+    (["eval.best_metric=auc"], "auc", 1),  # higher is better: 0.9 at step 1
+    (["eval.best_metric=auc", "eval.greater_is_better=false"], "auc", 2),  # the override wins over the name
+])
+def test_best_state_follows_the_metric_direction(tiny_cfg, tmp_path, overrides, metric, best_step):
+    cfg = tiny_cfg(*overrides)
+    values = [0.9, 0.5, 0.7]
+    hook, restored, loaded = validate_sequence(cfg, tmp_path, metric, values, last=0.8)
+    assert hook.best == {"step": best_step, "value": values[best_step - 1], "metric": metric}
+    assert json.loads(RunDir.state_file(RunDir(tmp_path).best).read_text())["step"] == best_step
+    # the last step (0.8) validates worse than the best in either direction: the best state is loaded back
+    assert restored == best_step and loaded == str(best_step)
+
+
+def test_last_state_is_kept_when_it_validates_best(tiny_cfg, tmp_path):
+    _, restored, loaded = validate_sequence(tiny_cfg("task=rating", "eval.best_metric=rmse"), tmp_path, "rmse",
+                                            [0.9, 0.5, 0.7], last=0.4)
+    assert restored == 100 and loaded is None

@@ -1,0 +1,57 @@
+"""Resuming a ZeRO checkpoint on another number of processes through DeepSpeed's universal checkpoint.
+
+A ZeRO checkpoint holds one optimizer (and under ZeRO-3 parameter) partition per rank; DeepSpeed refuses to load
+it on another world size ("not currently supported", DeepSpeed#2898/#3810/#7628). Its converter
+(``deepspeed.checkpoint.ds_to_universal``) writes every parameter's weights and optimizer moments whole, and an
+engine configured with ``checkpoint.load_universal`` re-partitions them over the ranks it has. Our models are
+not Megatron's, so the converter is told to add the ``universal_checkpoint_info`` it would otherwise require.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from translrec_dist.errors import TrainingError
+from translrec_dist.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+MODEL_TAG = "pytorch_model"  # accelerate's tag for the (first) DeepSpeed engine's checkpoint folder
+
+
+def convert_to_universal(checkpoint: Path, old_world: int, new_world: int) -> Path:
+    """On the main process: ``step_N`` -> ``step_N.universal`` (always rebuilt: a step_N of an earlier run in
+    the same output dir may have left one). The other files accelerate loads (scheduler, RNG states) are copied."""
+    out = RunDir.universal(checkpoint)
+    tmp = out.with_name(out.name + ".tmp")
+    for old in (out, tmp):
+        shutil.rmtree(old, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+           str(checkpoint / MODEL_TAG), "--output_folder", str(tmp / MODEL_TAG), "--inject_missing_state",
+           "--num_extract_workers", "1", "--num_merge_workers", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingError(f"converting {checkpoint} (ZeRO, {old_world} processes) to a universal checkpoint for "
+                            f"{new_world} processes failed:\n{proc.stderr[-3000:]}\nResume with {old_world} "
+                            f"processes, or consolidate it (translrec export {checkpoint} OUT_DIR) and start a new "
+                            f"run with model.init_from=OUT_DIR")
+    for f in checkpoint.iterdir():
+        if f.is_file():
+            shutil.copy2(f, tmp / f.name)
+    tmp.rename(out)
+    log.info("converted %s (ZeRO, %d processes) to the universal checkpoint %s for %d processes in %.1f s",
+             checkpoint, old_world, out, new_world, time.perf_counter() - start)
+    return out
+
+
+def load_universal_on_prepare(accelerator) -> None:
+    """Before ``accelerator.prepare``: the engine reads ``checkpoint.load_universal`` when it is built."""
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds.setdefault("checkpoint", {})["load_universal"] = True
