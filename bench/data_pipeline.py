@@ -27,7 +27,8 @@ from translrec_dist.config import load_config  # noqa: E402
 
 
 def make_config(source: str, work: Path, extra: list[str]):
-    over = [f"output_dir={work / 'run'}", f"data.cache_dir={work / 'cache'}", "data.num_shards=8",
+    over = [f"output_dir={work / 'run'}", "train.overwrite=true",
+            f"data.cache_dir={work / 'cache'}", "data.num_shards=8",
             "data.streaming=true", "train.progress_bar=false"]
     if source == "ml100k":
         spec = importlib.util.find_spec("recbole")

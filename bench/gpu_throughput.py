@@ -59,7 +59,7 @@ def gpu_peak() -> tuple[str, float | None]:
 
 def run(out: Path, dims: dict, seq: int, strategy: str, padded: bool, precision: str, steps: int, batch: int,
         task: str = "ctr", timeout: float | None = None) -> dict:
-    overrides = [f"output_dir={out}", *[f"model.tiny.{k}={v}" for k, v in dims.items()],
+    overrides = [f"output_dir={out}", "train.overwrite=true", *[f"model.tiny.{k}={v}" for k, v in dims.items()],
                  f"data.max_length={seq}", f"data.history_length={4 if seq <= 128 else 10}",
                  f"train.max_steps={steps}", f"train.log_every={max(1, steps // 6)}", f"train.micro_batch_size={batch}",
                  "train.progress_bar=false", "eval.splits=[]", "eval.every_steps=null", "train.warmup_ratio=0",

@@ -34,7 +34,7 @@ def overrides(args, out: Path, strategy: str) -> list[str]:
             f"model.tiny.num_hidden_layers={args.layers}", f"model.tiny.intermediate_size={4 * args.hidden}",
             "model.tiny.num_attention_heads=4", "model.tiny.vocab_size=1000", "data.max_length=64",
             "train.micro_batch_size=8", "train.max_steps=2", "train.progress_bar=false", "eval.every_steps=null",
-            "eval.splits=[]", f"train.distributed={strategy}", f"output_dir={out}"]
+            "eval.splits=[]", f"train.distributed={strategy}", f"output_dir={out}", "train.overwrite=true"]
 
 
 def run(args, out: Path, strategy: str, port: int) -> dict:

@@ -53,7 +53,8 @@ SETUPS = {  # name -> (config, metric, arms: label -> overrides)
 
 
 def run(config: str, overrides: list[str], out: Path) -> tuple[dict, float]:
-    cmd = [sys.executable, "-m", "translrec_dist", "train", config, f"output_dir={out}", "train.progress_bar=false",
+    cmd = [sys.executable, "-m", "translrec_dist", "train", config, f"output_dir={out}", "train.overwrite=true",
+           "train.progress_bar=false",
            *overrides]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", ["output_dir=/tmp/translrec-profile", "train.max_steps=1000",
+    cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", ["output_dir=/tmp/translrec-profile", "train.overwrite=true",
+                                                           "train.max_steps=1000",
                                                           "train.progress_bar=false", *sys.argv[1:]])
     trainer = Trainer(cfg).setup()
     trainer.model.train()

@@ -53,7 +53,8 @@ def popularity_metrics(data, split: str = "test") -> dict:
 
 
 def run_row(name: str, config: str, overrides: list[str], out: Path) -> dict:
-    row_overrides = [*overrides, *ROWS[name], f"output_dir={out / name}", "train.progress_bar=false"]
+    row_overrides = [*overrides, *ROWS[name], f"output_dir={out / name}", "train.overwrite=true",
+                     "train.progress_bar=false"]
     cfg = load_config(config, row_overrides)
     start = time.perf_counter()
     if name == "popularity":

@@ -54,7 +54,8 @@ def minilm_overrides() -> list[str]:
 
 
 def run_translrec(out: Path, overrides: list[str], steps: int, window: int) -> dict:
-    cmd = [sys.executable, "-m", "translrec_dist", "train", str(TINY), f"output_dir={out}", *overrides,
+    cmd = [sys.executable, "-m", "translrec_dist", "train", str(TINY), f"output_dir={out}", "train.overwrite=true",
+           *overrides,
            f"train.max_steps={steps}", f"train.log_every={window}", "train.progress_bar=false",
            "eval.splits=[]", "eval.every_steps=null", "train.warmup_ratio=0"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)

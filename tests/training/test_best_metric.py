@@ -67,3 +67,11 @@ def test_last_state_is_kept_when_it_validates_best(tiny_cfg, tmp_path):
     _, restored, loaded = validate_sequence(tiny_cfg("task=rating", "eval.best_metric=rmse"), tmp_path, "rmse",
                                             [0.9, 0.5, 0.7], last=0.4)
     assert restored == 100 and loaded is None
+
+
+def test_a_metric_that_could_not_be_computed_never_wins_and_does_not_crash(tiny_cfg, tmp_path):
+    """AUC of a one-class validation split is None (JSON null): it must neither crash selection nor be kept."""
+    cfg = tiny_cfg("eval.best_metric=auc")
+    hook, restored, loaded = validate_sequence(cfg, tmp_path, "auc", [None, 0.6, None], last=None)
+    assert hook.best == {"step": 2, "value": 0.6, "metric": "auc"}
+    assert restored == 2 and loaded == "2"  # the last step could not be judged: the best known state is kept

@@ -155,13 +155,18 @@ class ValidationHook(Hook):
         self.best = {"step": step, "value": value, "metric": self.metric}
         save_state_atomically(trainer.accelerator, trainer.run.best, self.best)
 
-    def value(self, metrics: dict) -> float:
+    def value(self, metrics: dict) -> float | None:
+        """The best metric's value; None when it could not be computed (e.g. AUC of a one-class split)."""
         if self.metric not in metrics:
             raise ConfigError(f"eval.best_metric={self.metric} is not a validation metric of task={self.cfg.task}; "
                               f"choose one of {', '.join(k for k in metrics if k != 'step')} ({self.cfg.source})")
-        return float(metrics[self.metric])
+        value = metrics[self.metric]
+        return None if value is None else float(value)
 
-    def better(self, value: float, than: float) -> bool:
+    def better(self, value: float | None, than: float | None) -> bool:
+        """A value that could not be computed is never better, and anything beats one."""
+        if value is None or than is None:
+            return value is not None
         return value > than if self.higher else value < than
 
     def restore_if_better(self, trainer) -> int:
@@ -171,9 +176,9 @@ class ValidationHook(Hook):
             return step
         last = self.value(trainer.data.evaluate(trainer.model, "valid", trainer.accelerator))
         if not self.better(self.best["value"], last):
-            log.info("last step validates best (%s=%.4f)", self.metric, last)
+            log.info("last step validates best (%s=%s)", self.metric, last)
             return step
-        log.info("restoring step %d (%s=%.4f, better than %.4f at the last step)", self.best["step"], self.metric,
+        log.info("restoring step %d (%s=%s, better than %s at the last step)", self.best["step"], self.metric,
                  self.best["value"], last)
         trainer.accelerator.load_state(str(trainer.run.best))
         return self.best["step"]
@@ -189,7 +194,7 @@ def final_evaluation(trainer, step: int) -> dict:
         else:
             results[split] = metrics
     if trainer.accelerator.is_main_process:
-        trainer.run.eval.write_text(json.dumps(results, indent=2))
+        trainer.run.eval.write_text(json.dumps(results, indent=2, allow_nan=False))  # strict JSON: null, never NaN
         log.info("eval: %s", json.dumps(results))
     write_metrics(trainer.accelerator, trainer.run.metrics,
                   {"step": step, **{f"eval/{k}": v for k, v in results.items() if not isinstance(v, dict)}})
