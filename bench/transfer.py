@@ -61,9 +61,8 @@ def zero_shot_metrics(cfg, data, split: str) -> dict:
 
 def train_row(config: str, overrides: list[str], out: Path, log_file: Path) -> dict:
     """A training run in its own process (a fresh Accelerator), returning its test metrics."""
-    cmd = [sys.executable, "-m", "translrec_dist", "train", config, *overrides, f"output_dir={out}", "train.overwrite=true",
-
-           "train.progress_bar=false"]
+    cmd = [sys.executable, "-m", "translrec_dist", "train", config, *overrides, f"output_dir={out}",
+           "train.overwrite=true", "train.progress_bar=false"]
     with open(log_file, "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
     if proc.returncode != 0:
