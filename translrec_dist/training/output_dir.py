@@ -19,6 +19,22 @@ from translrec_dist.run_dir import RunDir
 log = logging.getLogger(__name__)
 
 
+def open_run_dir(accelerator, train_cfg, run: RunDir) -> Path | None:
+    """Every rank: refuse to start over an earlier run (before any work), find the checkpoint to resume, clear a
+    fresh start's stale results on the main process. Returns the checkpoint, or None for a fresh start."""
+    from translrec_dist.training.checkpoint import resolve_resume
+    from translrec_dist.training.distributed import decided_by_main
+
+    decided_by_main(lambda: refuse_to_start_over(train_cfg, run))  # exit 2 on every rank, nothing touched
+    resume = resolve_resume(train_cfg.resume_from, run)
+    if accelerator.is_main_process:
+        if resume is None:
+            clear_for_fresh_start(train_cfg, run)
+        run.root.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    return resume
+
+
 def refuse_to_start_over(train_cfg, run: RunDir) -> None:
     """Raise when a fresh run (no ``resume_from``, no ``overwrite``) would replace an earlier run's work."""
     if train_cfg.resume_from is not None or train_cfg.overwrite:

@@ -27,11 +27,10 @@ from translrec_dist.models.export import write_export
 from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
 from translrec_dist.tasks import DataContext, get_task
-from translrec_dist.training.checkpoint import load_checkpoint, read_trainer_state, resolve_resume, save_checkpoint
+from translrec_dist.training.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
 from translrec_dist.training.distributed import (
     agree,
     build_accelerator,
-    decided_by_main,
     size_zero_buckets,
     stop_requested_here,
     zero_stage,
@@ -46,11 +45,11 @@ from translrec_dist.training.hooks import (
 )
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.optim import build_optimizer, build_scheduler
-from translrec_dist.training.output_dir import clear_for_fresh_start, refuse_to_start_over
+from translrec_dist.training.output_dir import open_run_dir
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 from translrec_dist.training.resume import check_enough_data, check_resume_compatible, trainer_state
 from translrec_dist.training.tracking import init_tracking
-from translrec_dist.training.universal import convert_to_universal, load_universal_on_prepare
+from translrec_dist.training.universal import repartitioned
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +94,7 @@ class Trainer:
         if t.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         set_seed(cfg.seed, deterministic=t.deterministic)
-        decided_by_main(lambda: refuse_to_start_over(t, self.run))  # before any work: exit 2, nothing touched
-        resume = resolve_resume(t.resume_from, self.run)
-        if acc.is_main_process:
-            if resume is None:
-                clear_for_fresh_start(t, self.run)
-            self.run.root.mkdir(parents=True, exist_ok=True)
-        acc.wait_for_everyone()
+        resume = open_run_dir(acc, t, self.run)  # an earlier run is never started over silently
         ctx = DataContext(self.run, acc.is_main_process, self.world, resume is not None, acc.wait_for_everyone,
                           shared_tokenizer=model_source(cfg)[0] == "tiny")
         data = self.data = self.task.build_data(cfg, ctx)
@@ -112,9 +105,7 @@ class Trainer:
                                                                     resume, self.stage, spe)
         source = resume
         if repartition:  # a ZeRO checkpoint of another world size: load DeepSpeed's universal form of it
-            old_world = read_trainer_state(source)["world_size"]
-            resume = decided_by_main(lambda: convert_to_universal(source, old_world, self.world))
-            load_universal_on_prepare(acc)
+            resume = repartitioned(acc, source, read_trainer_state(source)["world_size"])
         self.start_run_dir()  # config and data are valid: the run's files begin here
         model = self.task.build_model(cfg, data.tokenizer, data)
         size_zero_buckets(acc, self.task.hidden_size(model))
@@ -239,8 +230,7 @@ class Trainer:
         acc = self.accelerator
         state_dict = acc.get_state_dict(self.model)
         if acc.is_main_process:
-            final = self.run.final
-            tmp = self.run.final_tmp
+            final, tmp = self.run.final, self.run.final_tmp
             shutil.rmtree(tmp, ignore_errors=True)
             write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg)
             shutil.rmtree(final, ignore_errors=True)

@@ -55,3 +55,12 @@ def load_universal_on_prepare(accelerator) -> None:
     """Before ``accelerator.prepare``: the engine reads ``checkpoint.load_universal`` when it is built."""
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
     ds.setdefault("checkpoint", {})["load_universal"] = True
+
+
+def repartitioned(accelerator, checkpoint: Path, old_world: int) -> Path:
+    """A ZeRO checkpoint of another world size: its universal form, loaded when the engine is prepared."""
+    from translrec_dist.training.distributed import decided_by_main
+
+    converted = decided_by_main(lambda: convert_to_universal(checkpoint, old_world, accelerator.num_processes))
+    load_universal_on_prepare(accelerator)
+    return converted
