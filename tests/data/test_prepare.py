@@ -119,7 +119,9 @@ def test_streamed_checkpoint_refuses_another_world_size(tiny_cfg):
 
     cfg = tiny_cfg("data.streaming=true", "train.micro_batch_size=4")
     state = trainer_state(cfg, 7, 2, 40, None, 20)
-    assert state["data"] == {"epoch": 0, "batches_into_epoch": 7, "steps_per_epoch": 20, "streaming": True}
+    # the data position, plus the global sample counter (7 steps x 4 per micro-batch x 2 processes)
+    assert state["data"] == {"epoch": 0, "batches_into_epoch": 7, "steps_per_epoch": 20, "streaming": True,
+                             "global_batch": 8, "samples_consumed": 56, "samples_into_epoch": 56}
     check_resume_compatible(cfg, state, 2, "ckpt", None, 20)
     with pytest.raises(ConfigError, match="resume it with 2 processes"):
         check_resume_compatible(tiny_cfg("data.streaming=true", "train.micro_batch_size=8"), state, 1, "ckpt", None, 40)

@@ -46,8 +46,8 @@ def check_resume_compatible(cfg, state: dict, world: int, path: Path, stage: int
         taken, left = done * g, (data.get("steps_per_epoch", done) - done) * g
         raise ConfigError(f"{path} was written by a streamed run with {old_world} processes, {taken} samples into "
                           f"epoch {data.get('epoch', '?')} ({left} left in it); on {world} processes the streams "
-                          f"are split otherwise, so continuing would repeat or lose up to {taken} of them. Resume "
-                          f"with {old_world} processes and the same prepared data, or: {how}")
+                          f"are split otherwise, so continuing would repeat or lose up to {taken} of them; resume "
+                          f"it with {old_world} processes and the same prepared data, or: {how}")
     before = state["micro_batch_size"] * state["grad_accum"] * old_world
     now = t.micro_batch_size * t.grad_accum * world
     if before != now:
