@@ -158,18 +158,26 @@ class Recommender:
         self.search_index.save(out_dir)
         return out_dir
 
-    def load_index(self, index_dir: Path | None = None) -> None:
-        index_dir = Path(index_dir or self.model_dir / INDEX_DIR)
+    def read_index(self, index_dir: Path) -> dict | None:
+        """The saved index's metadata (its vectors loaded into ``self.embeddings``), refused when another model
+        wrote it; None when there is none (the caller encodes the catalog)."""
         if not (index_dir / ITEMS_FILE).is_file():
             log.warning("no index at %s; encoding the catalog now (run `translrec index --model %s` once to "
                         "save it)", index_dir, self.model_dir)
-            self.build_index()
-            return
+            return None
         meta = json.loads((index_dir / ITEMS_FILE).read_text())
         if meta.get("model_fingerprint") != model_fingerprint(self.model_dir):
             raise DataError(f"the index in {index_dir} was built with a different model than {self.model_dir}; "
                             f"rebuild it: translrec index --model {self.model_dir}")
         self.embeddings = load_file(str(index_dir / EMBEDDINGS_FILE))["embeddings"]
+        return meta
+
+    def load_index(self, index_dir: Path | None = None) -> None:
+        index_dir = Path(index_dir or self.model_dir / INDEX_DIR)
+        meta = self.read_index(index_dir)
+        if meta is None:
+            self.build_index()
+            return
         self.item_ids, self.titles = np.asarray(meta["item_ids"], dtype=str), meta["titles"]
         if "texts" in meta:
             self.texts = dict(zip(meta["item_ids"], meta["texts"], strict=True))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from translrec_dist.data.examples import chronological_order, render_item_texts
 from translrec_dist.errors import DataError
@@ -122,15 +122,10 @@ class SequentialRecommender(Recommender):
         return out_dir
 
     def load_index(self, index_dir: Path | None = None) -> None:
-        index_dir = Path(index_dir or self.model_dir / INDEX_DIR)
-        if not (index_dir / ITEMS_FILE).is_file():
+        meta = self.read_index(Path(index_dir or self.model_dir / INDEX_DIR))
+        if meta is None:
             self.build_index()
             return
-        meta = json.loads((index_dir / ITEMS_FILE).read_text())
-        if meta.get("model_fingerprint") != model_fingerprint(self.model_dir):
-            raise DataError(f"the index in {index_dir} was built with a different model than {self.model_dir}; "
-                            f"rebuild it: translrec index --model {self.model_dir}")
-        self.embeddings = load_file(str(index_dir / EMBEDDINGS_FILE))["embeddings"]
         self.item_ids, self.titles, self.texts = np.asarray(meta["item_ids"], dtype=str), meta["titles"], meta["texts"]
 
     # ------------------------------------------------------------------ queries
