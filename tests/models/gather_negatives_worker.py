@@ -62,6 +62,9 @@ def main(out: str) -> None:
         save_file({"loss": mean_loss.reshape(1), "grad": g, "ref_loss": ref_loss.detach().reshape(1),
                    "ref_grad": grads(reference), "local_loss": loss.detach().reshape(1)}, out)
     accelerator.wait_for_everyone()
+    # Leaving with the gloo group still alive can abort a rank at exit ("terminate called without an
+    # active exception"), which fails the launch though the numbers were right.
+    accelerator.end_training()
 
 
 if __name__ == "__main__":
