@@ -64,6 +64,12 @@ def test_prepared_windows_catalog_and_eval_rows_equal_the_in_memory_path(tiny_cf
     assert strided.directory != plain.directory
     assert len(strided) == len(training_windows(raw.train, 3, 1)) > len(plain) == len(training_windows(raw.train, 3))
 
+    # An ID-only model (no encoder, no tokenizer to load) streams the same windows.
+    ids_data, ids_train, _ = streamed_windows(tiny_cfg(*STREAMED, f"data.cache_dir={tmp_path / 'cache'}",
+                                                       "model.tiny=null", "model.sequence.item_repr=id"))
+    assert ids_train.directory != train.directory and len(ids_train) == len(train)
+    np.testing.assert_array_equal(ids_data.item_ids, raw.item_ids)
+
 def test_missing_or_foreign_prepared_shards_stop_with_the_path_and_the_fix(tiny_cfg, tmp_path, capsys):
     cache = f"data.cache_dir={tmp_path / 'cache'}"
     cfg = tiny_cfg(*STREAMED, cache)

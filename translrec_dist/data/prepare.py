@@ -87,8 +87,8 @@ def fingerprint(path: Path, memo: dict) -> dict:
 def tokenizer_spec(cfg: RunConfig) -> dict:
     m = cfg.model
     kind, name = model_source(cfg)
-    if kind == "tiny":
-        return {"name": "wordpiece trained on the data", "vocab_size": m.tiny.vocab_size}
+    if kind == "tiny" or name is None:  # None: a model that reads no text (sequential item_repr=id)
+        return {"name": "wordpiece trained on the data", "vocab_size": m.tiny.vocab_size if m.tiny else None}
     from translrec_dist.data.tokenize import load_tokenizer
 
     return {"name": name, "hash": tokenizer_hash(load_tokenizer(name, m.trust_remote_code))}
