@@ -11,6 +11,11 @@ the task and seed, the tokenizer, and the source files' contents)::
                               ids (tokenized on the fly by the streaming loader; no token counts)
     ids/users.parquet         user_id -> index; ids/items.parquet: item_id -> index, text
 
+A task whose examples are not texts (``TextSplits.tokenize=False``: task=sequential's windows, see
+``data.sequence_shards``) has its rows written as they are, with its own tokenizer. The key also hashes the task's
+settings outside ``data`` that change the shards (``Task.prepare_inputs``); a manifest of another config or a
+missing shard stops the run with the fix (``check_prepared``).
+
 A build goes to ``<key>.tmp-PID`` and is renamed when complete, so a crash never leaves a half cache
 that a later run would trust.
 """
