@@ -49,7 +49,8 @@ def cmd_prepare(args) -> int:
     cfg = load_config(args.config, args.overrides)
     preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     task = get_task(cfg.task)
-    directory = prepare(cfg, force=args.force, texts=lambda: task.prepare_texts(cfg))
+    directory = prepare(cfg, force=args.force, texts=lambda: task.prepare_texts(cfg),
+                        key_inputs=task.prepare_inputs(cfg))
     manifest = read_manifest(directory)
     summary = {"prepared": str(directory),
                **{f"{name}_examples": s["examples"] for name, s in manifest["splits"].items()},

@@ -71,10 +71,10 @@ def test_sequential_config_errors_name_the_key(tiny_cfg):
 
     for bad, key in [("data.cold_item_fraction=1.0", "data.cold_item_fraction"),
                      ("data.max_history=0", "data.max_history"), ("model.sequence.heads=3", "model.sequence.hidden"),
-                     ("data.streaming=true", "data.streaming"),
                      ("model.sequence.adaptor=big", "model.sequence.adaptor"),
                      ("model.sequence.unknown_id=learned", "model.sequence.unknown_id")]:  # without id_dropout
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             tiny_cfg("task=sequential", bad)
+    assert tiny_cfg("task=sequential", "data.streaming=true").data.streaming  # streams prepared windows
     ids = tiny_cfg("task=sequential", "model.tiny=null", "model.sequence.item_repr=id")  # SASRec reads no text
     assert ids.model.name_or_path is None and ids.model.tiny is None

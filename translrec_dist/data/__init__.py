@@ -34,6 +34,10 @@ class TextSplits:
     item_text: pd.Series | None  # item_id -> rendered text (recommendation formats)
     files: list[Path] = field(default_factory=list)  # source files read
     report: dict = field(default_factory=dict)  # bad rows left out, filtering counts
+    # False: the frames already hold the shards' rows (task=sequential's item windows); prepare writes them as
+    # they are, with the tokenizer ``tokenizer`` builds (default: ``build_tokenizer`` on these texts)
+    tokenize: bool = True
+    tokenizer: Callable[[], object] | None = None
 
 
 def read_source_full(cfg: RunConfig, need_rating: bool = False) -> readers.Source:
@@ -95,22 +99,23 @@ class PreparedSplits:
     label_mean: float | None
 
 
-def load_prepared_splits(cfg: RunConfig, is_main: bool, texts: Callable[[], TextSplits] | None = None
-                         ) -> PreparedSplits:
+def load_prepared_splits(cfg: RunConfig, is_main: bool, texts: Callable[[], TextSplits] | None = None,
+                         key_inputs: dict | None = None) -> PreparedSplits:
     """The main process prepares (or finds the cache); the others wait for the manifest on the file system,
     not in a collective, since a first prepare can take longer than any collective timeout. ``texts``: the
-    task's example texts (default: the cross-encoder pairs of ``load_text_splits``)."""
+    task's example texts (default: the cross-encoder pairs of ``load_text_splits``); ``key_inputs``: the task's
+    settings outside ``data`` that change the shards (``Task.prepare_inputs``)."""
     import pyarrow.parquet as pq
 
-    from translrec_dist.data.prepare import cache_key, cache_root, prepare, read_manifest, wait_for_manifest
+    from translrec_dist.data.prepare import cache_key, cache_root, check_prepared, prepare, wait_for_manifest
     from translrec_dist.data.streaming import ShardedTrain
 
     if is_main:
-        directory = prepare(cfg, texts=texts)
+        directory = prepare(cfg, texts=texts, key_inputs=key_inputs)
     else:
-        directory = cache_root(cfg) / cache_key(cfg)[0]
+        directory = cache_root(cfg) / cache_key(cfg, key_inputs)[0]
         wait_for_manifest(directory)
-    manifest = read_manifest(directory)
+    manifest = check_prepared(cfg, directory, key_inputs)
     shards = manifest["splits"]["train"]["shards"]
     d = cfg.data
     tokenizer = load_tokenizer(str(directory / manifest["tokenizer"]["dir"]))

@@ -11,6 +11,11 @@ the task and seed, the tokenizer, and the source files' contents)::
                               ids (tokenized on the fly by the streaming loader; no token counts)
     ids/users.parquet         user_id -> index; ids/items.parquet: item_id -> index, text
 
+A task whose examples are not texts (``TextSplits.tokenize=False``: task=sequential's windows, see
+``data.sequence_shards``) has its rows written as they are, with its own tokenizer. The key also hashes the task's
+settings outside ``data`` that change the shards (``Task.prepare_inputs``); a manifest of another config or a
+missing shard stops the run with the fix (``check_prepared``).
+
 A build goes to ``<key>.tmp-PID`` and is renamed when complete, so a crash never leaves a half cache
 that a later run would trust.
 """
@@ -87,8 +92,8 @@ def fingerprint(path: Path, memo: dict) -> dict:
 def tokenizer_spec(cfg: RunConfig) -> dict:
     m = cfg.model
     kind, name = model_source(cfg)
-    if kind == "tiny":
-        return {"name": "wordpiece trained on the data", "vocab_size": m.tiny.vocab_size}
+    if kind == "tiny" or name is None:  # None: a model that reads no text (sequential item_repr=id)
+        return {"name": "wordpiece trained on the data", "vocab_size": m.tiny.vocab_size if m.tiny else None}
     from translrec_dist.data.tokenize import load_tokenizer
 
     return {"name": name, "hash": tokenizer_hash(load_tokenizer(name, m.trust_remote_code))}
@@ -98,11 +103,18 @@ def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
 
 
-def cache_key(cfg: RunConfig) -> tuple[str, dict]:
-    """The key of the prepared data for ``cfg`` and the inputs it hashes (recorded in the manifest)."""
+def config_inputs(cfg: RunConfig, key_inputs: dict | None = None) -> tuple[str, dict]:
+    """(hash, config) of the settings that change what prepare writes: the data config (less its read-time keys),
+    task, seed, and the task's own settings outside ``data`` (``key_inputs``, e.g. sequential's window stride)."""
     data = {k: v for k, v in cfg.data.model_dump().items() if k not in READ_TIME_KEYS}
-    config = {"version": PREPARE_VERSION, "task": cfg.task, "seed": cfg.seed, "data": data}
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    config = {"version": PREPARE_VERSION, "task": cfg.task, "seed": cfg.seed, "data": data,
+              **({"task_inputs": key_inputs} if key_inputs else {})}  # absent when empty: older keys stay valid
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16], config
+
+
+def cache_key(cfg: RunConfig, key_inputs: dict | None = None) -> tuple[str, dict]:
+    """The key of the prepared data for ``cfg`` and the inputs it hashes (recorded in the manifest)."""
+    config_hash, config = config_inputs(cfg, key_inputs)
     root = cache_root(cfg)
     memo_path = root / "fingerprints.json"
     memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
@@ -116,12 +128,15 @@ def cache_key(cfg: RunConfig) -> tuple[str, dict]:
     return key.hexdigest()[:16], inputs
 
 
-def prepare(cfg: RunConfig, force: bool = False, texts: Callable[[], TextSplits] | None = None) -> Path:
+def prepare(cfg: RunConfig, force: bool = False, texts: Callable[[], TextSplits] | None = None,
+            key_inputs: dict | None = None) -> Path:
     """Build (or reuse) the prepared data for ``cfg``; returns its directory. ``texts`` gives the task's example
-    texts (frames with example_id, text[, text_pair], label; any split name); default ``load_text_splits``."""
-    key, inputs = cache_key(cfg)
+    texts (frames with example_id, text[, text_pair], label; any split name); default ``load_text_splits``.
+    ``key_inputs``: the task's settings outside ``data`` that change the shards (``Task.prepare_inputs``)."""
+    key, inputs = cache_key(cfg, key_inputs)
     out = cache_root(cfg) / key
     if (out / MANIFEST).is_file() and not force:
+        check_prepared(cfg, out, key_inputs)  # a copied or half-deleted cache is not "up to date"
         log.info("prepared data is up to date: %s (same config, tokenizer and source files)", out)
         return out
     tmp = out.with_name(f"{key}.tmp-{os.getpid()}")
@@ -148,7 +163,7 @@ def build(cfg: RunConfig, out: Path, inputs: dict, make_texts: Callable[[], Text
     texts = make_texts() if make_texts is not None else load_text_splits(cfg)
     timings["read_and_examples_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    tokenizer = build_tokenizer(cfg, texts)
+    tokenizer = texts.tokenizer() if texts.tokenizer is not None else build_tokenizer(cfg, texts)
     save_tokenizer(tokenizer, out / TOKENIZER_DIR)
     timings["tokenizer_s"] = time.perf_counter() - start
     splits = {}
@@ -156,6 +171,10 @@ def build(cfg: RunConfig, out: Path, inputs: dict, make_texts: Callable[[], Text
     for name, df in texts.frames.items():
         if name == "train":  # shuffled once so every shard is a random sample, not a block of users
             df = df.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+        if not texts.tokenize:  # rows already in their training form: written as they are
+            splits[name] = write_shards(datasets.Dataset.from_pandas(df, preserve_index=False), out / name,
+                                        d.num_shards if name == "train" else 1)
+            continue
         ds = text_columns(df)
         if d.pretokenize:
             log.info("tokenizing %s: %d examples", name, len(df))
@@ -165,16 +184,17 @@ def build(cfg: RunConfig, out: Path, inputs: dict, make_texts: Callable[[], Text
             finally:
                 datasets.disable_progress_bars()
         splits[name] = write_shards(ds, out / name, d.num_shards if name == "train" else 1)
-    timings["tokenize_and_write_s" if d.pretokenize else "write_s"] = time.perf_counter() - start
+    timings["tokenize_and_write_s" if d.pretokenize and texts.tokenize else "write_s"] = time.perf_counter() - start
     write_id_maps(texts, out / "ids")
     frames = texts.frames
     return {
         "version": PREPARE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "task": cfg.task, "format": d.format, "pretokenize": d.pretokenize, **inputs,
+        "task": cfg.task, "format": d.format, "pretokenize": d.pretokenize or not texts.tokenize, **inputs,
         "tokenizer": {**inputs["tokenizer"], "hash": tokenizer_hash(tokenizer), "dir": TOKENIZER_DIR,
                       "vocab_size": len(tokenizer)},
         "splits": splits, "report": texts.report,
-        "label_mean": float(frames["train"]["label"].mean()),  # the rating head starts there
+        # the rating head starts there
+        "label_mean": float(frames["train"]["label"].mean()) if "label" in frames["train"] else None,
         "ids": {"users": "ids/users.parquet", "items": "ids/items.parquet"} if texts.item_text is not None else None,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
@@ -211,6 +231,25 @@ def write_id_maps(texts, directory: Path) -> None:
 
 def read_manifest(directory: Path) -> dict:
     return json.loads((directory / MANIFEST).read_text())
+
+
+def check_prepared(cfg: RunConfig, directory: Path, key_inputs: dict | None = None) -> dict:
+    """The manifest of ``directory`` once it is known to hold ``cfg``'s data with every shard present: a copied,
+    edited or half-deleted cache fails here with the fix, not as a stream error in the middle of an epoch."""
+    manifest = read_manifest(directory)
+    fix = f"rebuild it with `translrec prepare CONFIG --force` (same config), or delete {directory}"
+    config_hash, _ = config_inputs(cfg, key_inputs)
+    if manifest.get("config_hash") != config_hash:
+        made = manifest.get("config", {})
+        raise DataError(f"{directory / MANIFEST}: prepared for task={made.get('task', '?')} with another config "
+                        f"(config hash {manifest.get('config_hash')}, this run's task={cfg.task} needs "
+                        f"{config_hash}); {fix}")
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            if not (directory / shard["file"]).is_file():
+                raise DataError(f"{directory / shard['file']}: prepared shard missing (listed in "
+                                f"{directory / MANIFEST}); {fix}")
+    return manifest
 
 
 def wait_for_manifest(directory: Path, timeout_s: float = MANIFEST_WAIT_S, max_poll_s: float = 10.0) -> None:

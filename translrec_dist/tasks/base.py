@@ -17,6 +17,8 @@ Protocol (subclass ``Task``; every method has the signature below, defaults are 
     prepare_texts(cfg) -> TextSplits                 the example texts ``translrec prepare`` tokenizes into
                                                       shards (train streamed with data.streaming=true); default:
                                                       a ConfigError saying the task does not stream
+    prepare_inputs(cfg) -> dict                       the task's settings outside ``data`` that change what
+                                                      prepare writes, hashed into the cache key (default: {})
     build_model(cfg, tokenizer, data: TaskData | None = None,
                 state_dict: dict | None = None) -> nn.Module
                                                       ``data`` is None when rebuilding from a checkpoint
@@ -133,6 +135,9 @@ class Task:
     def prepare_texts(self, cfg):
         raise ConfigError(f"data.streaming: task={self.name} has no prepared shards to stream; drop "
                           f"data.streaming=true ({cfg.source})")
+
+    def prepare_inputs(self, cfg) -> dict:
+        return {}
 
     def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None) -> nn.Module:
         raise NotImplementedError

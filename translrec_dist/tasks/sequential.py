@@ -1,9 +1,11 @@
 """``sequential``: a SASRec-style recommender over pretrained-encoder item vectors (``models.sequential``).
 
-Data: user windows from the package's leave-one-out split (``data.sequences``) as a map-style dataset, so
-the trainer's per-rank split and exact resume apply as to every task. Frozen regime: the main process
-encodes the catalog's texts once and caches them in the run directory (``item_vectors/``); the other
-ranks load the cache. Trained regimes: a hook re-encodes the catalog every ``refresh_every`` steps.
+Data: user windows from the package's leave-one-out split (``data.sequences``) as a map-style dataset, or
+with ``data.streaming=true`` from ``translrec prepare``'s window shards streamed per rank
+(``data.sequence_shards``); the trainer's per-rank split and exact resume apply as to every task. Frozen
+regime: the main process encodes the catalog's texts once and caches them in the run directory
+(``item_vectors/``); the other ranks load the cache. Trained regimes: a hook re-encodes the catalog every
+``refresh_every`` steps.
 
 Export (``final/``): ``sequential.safetensors`` (every weight, the catalog's text vectors included),
 ``catalog.json`` (ids, texts, training counts) and, for text models, the item encoder at the top level in
@@ -25,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from translrec_dist.data import read_source
+from translrec_dist.data.sequence_shards import load_prepared_windows, window_splits
 from translrec_dist.data.sequences import SequenceData, build_sequence_data, eval_histories, training_windows
 from translrec_dist.errors import ConfigError
 from translrec_dist.evaluation.ranking import all_metrics, target_ranks
@@ -118,9 +121,6 @@ def check_sequence_config(cfg) -> None:
         fail("model.sequence.num_negatives", "must be >= 0")
     if not s.temperature > 0:
         fail("model.sequence.temperature", f"must be > 0, got {s.temperature}")
-    if d.streaming:
-        fail("data.streaming", "task=sequential trains from in-memory user windows (per-rank split and exact resume "
-             "by the map-style loader); set data.streaming=false")
     if cfg.train.distributed == "zero3":
         fail("train.distributed", "task=sequential evaluates outside the engine's forward, which ZeRO-3's partitioned "
              "parameters do not allow yet; use ddp, zero1 or zero2")
@@ -151,10 +151,24 @@ class SequentialTask(Task):
     def validate(self, cfg) -> None:
         check_sequence_config(cfg)
 
-    def build_data(self, cfg, ctx: DataContext) -> TaskData:
+    def prepare_inputs(self, cfg) -> dict:
+        s = cfg.model.sequence  # the windows' stride; item_repr picks the tokenizer (catalog_tokenizer)
+        return {"window_stride": s.window_stride, "item_repr": s.item_repr}
+
+    def prepare_texts(self, cfg):
         data = build_sequence_data(*read_source(cfg), cfg)
         texts = [str(t) for t in data.item_text.to_numpy()]
-        tokenizer = ctx.tokenizer(lambda: catalog_tokenizer(cfg, texts))
+        return window_splits(data, cfg.data.max_history, cfg.model.sequence.window_stride,
+                             lambda: catalog_tokenizer(cfg, texts))
+
+    def build_data(self, cfg, ctx: DataContext) -> TaskData:
+        if cfg.data.streaming:
+            data, train, tokenizer = load_prepared_windows(cfg, ctx.is_main, lambda: self.prepare_texts(cfg),
+                                                           self.prepare_inputs(cfg))
+            log.info("sequential: %d training windows streamed from %s, catalog %d items", len(train),
+                     train.directory, data.num_items)
+        else:
+            data, train, tokenizer = in_memory_windows(cfg, ctx)
         vectors = None
         if cfg.model.sequence.item_repr != "id":
             cache = ctx.run_dir.item_vectors
@@ -162,10 +176,6 @@ class SequentialTask(Task):
                 item_text_vectors(cfg, data, cache)
             ctx.barrier()
             vectors = item_text_vectors(cfg, data, cache)
-        windows = training_windows(data.train, cfg.data.max_history, cfg.model.sequence.window_stride)
-        train = datasets.Dataset.from_dict({"example_id": np.arange(len(windows)), "window": windows.tolist()})
-        log.info("sequential: %d training windows (%d target positions), catalog %d items", len(windows),
-                 int(((windows[:, :-1] >= 0) & (windows[:, 1:] >= 0)).sum()), data.num_items)
 
         def evaluate(model, split: str, accelerator) -> dict:
             # Every rank ranks all eval users (a few thousand rows against the catalog) on its own copy.
@@ -237,6 +247,17 @@ class SequentialTask(Task):
         data = build_sequence_data(*read_source(cfg), cfg)
         return {**evaluate_sequences(model, data, split, cfg.data.max_history, cfg.eval.micro_batch_size,
                                      tuple(cfg.eval.ks)), "num_items": data.num_items}
+
+
+def in_memory_windows(cfg, ctx: DataContext) -> tuple[SequenceData, datasets.Dataset, object]:
+    data = build_sequence_data(*read_source(cfg), cfg)
+    texts = [str(t) for t in data.item_text.to_numpy()]
+    tokenizer = ctx.tokenizer(lambda: catalog_tokenizer(cfg, texts))
+    windows = training_windows(data.train, cfg.data.max_history, cfg.model.sequence.window_stride)
+    train = datasets.Dataset.from_dict({"example_id": np.arange(len(windows)), "window": windows.tolist()})
+    log.info("sequential: %d training windows (%d target positions), catalog %d items", len(windows),
+             int(((windows[:, :-1] >= 0) & (windows[:, 1:] >= 0)).sum()), data.num_items)
+    return data, train, tokenizer
 
 
 def catalog_of(cfg) -> dict:
