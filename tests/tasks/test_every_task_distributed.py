@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.tasks.every_task_worker import TASKS
 from tests.training.test_zero_distributed import ENV, LOSS_TOL
 from translrec_dist.models.export import read_export
@@ -59,6 +59,57 @@ def test_every_task_trains_under_ddp_zero2_and_zero3_alike(runs, task):
         assert sorted(got) == sorted(ddp)
         worst = max(abs(got[s] - ddp[s]) for s in ddp)
         assert worst < LOSS_TOL, f"{task} {strategy}: max |loss - ddp loss| = {worst:.2e}"
+
+
+def export_weights(final: Path) -> dict[str, torch.Tensor]:
+    return {f"{f.name}/{k}": v for f in sorted(final.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+def test_sequential_under_zero3_ends_with_the_ddp_weights(runs):
+    from translrec_dist.config import load_config
+    from translrec_dist.tasks.sequential import item_encoder
+
+    ddp = RunDir(runs / "ddp" / "sequential")
+    ref = export_weights(ddp.final)
+    # The top encoder layer (the one ZeRO-3 partitions and the catalog refresh re-encodes with) moved by much more
+    # than the tolerance: a missing gradient average or a stale refresh would show.
+    cfg = load_config(ddp.config)
+    initial, _ = item_encoder(cfg, json.loads((ddp.final / "catalog.json").read_text())["texts"])
+    moved = max((ref[f"model.safetensors/{k}"] - v).abs().max().item() for k, v in initial.state_dict().items()
+                if f"model.safetensors/{k}" in ref)
+    assert moved >= 1e-3, f"SGD barely moved the encoder ({moved:.1e}): the tolerance would prove nothing"
+    for strategy in ("zero2", "zero3"):
+        got = export_weights(runs / strategy / "sequential" / "final")
+        assert got.keys() == ref.keys()
+        worst = max((got[k].double() - ref[k].double()).abs().max().item() for k in ref)
+        assert worst <= 1e-5, f"{strategy}: max |w - w(ddp)| = {worst:.2e} after 4 SGD steps (moved {moved:.1e})"
+
+
+def test_sequential_under_zero3_evaluates_like_ddp_and_one_process_and_serves(runs):
+    from translrec_dist.data import read_source
+    from translrec_dist.data.sequences import build_sequence_data
+    from translrec_dist.serving import Recommender
+    from translrec_dist.tasks.sequential import evaluate_sequences
+
+    zero3, ddp = RunDir(runs / "zero3" / "sequential"), RunDir(runs / "ddp" / "sequential")
+    got, ref = (json.loads(r.eval.read_text()) for r in (zero3, ddp))
+    for split_got, split_ref in ((got["valid"], ref["valid"]), (got, ref)):
+        assert split_got["num_examples"] == 81  # every user once: the ranks' shares, padding dropped
+        assert {k: v for k, v in split_got.items() if k != "valid"} == \
+            pytest.approx({k: v for k, v in split_ref.items() if k != "valid"}, abs=1e-9)
+    mid = [[r for r in map(json.loads, run.metrics.read_text().splitlines()) if "valid/mrr" in r]
+           for run in (zero3, ddp)]  # validation at step 2, between training steps
+    assert [r["step"] for r in mid[0]] == [2] and mid[0][0] == pytest.approx(mid[1][0], abs=1e-9)
+    # the sharded, gathered evaluation of the run equals one process ranking every user with the export
+    rec = Recommender.from_pretrained(zero3.final)
+    data = build_sequence_data(*read_source(rec.cfg), rec.cfg)
+    alone = evaluate_sequences(rec.model, data, "valid", rec.cfg.data.max_history)
+    assert alone["num_examples"] == 81
+    assert alone == pytest.approx({k: v for k, v in got["valid"].items() if k in alone}, abs=1e-6)
+    proc = run_cli(["recommend", "--model", str(zero3.final), "--user", "0", "--top-k", "5"], env=ENV)
+    served = [r["item_id"] for r in json.loads(proc.stdout)]
+    expected = [r["item_id"] for r in Recommender.from_pretrained(ddp.final).recommend(user="0", top_k=5)]
+    assert len(served) == 5 and served == expected
 
 
 def probe_batch(tokenizer) -> dict:

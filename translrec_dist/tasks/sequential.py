@@ -31,6 +31,7 @@ from translrec_dist.data.sequence_shards import load_prepared_windows, window_sp
 from translrec_dist.data.sequences import SequenceData, build_sequence_data, eval_histories, training_windows
 from translrec_dist.errors import ConfigError
 from translrec_dist.evaluation.ranking import all_metrics, target_ranks
+from translrec_dist.models.encoding import put_in_order, rank_share
 from translrec_dist.models.item_tower import cached_text_vectors, encode_texts
 from translrec_dist.models.sequential import SequenceModel
 from translrec_dist.tasks.base import DataContext, Task, TaskData
@@ -91,7 +92,8 @@ class RefreshCatalog(Hook):
         return step % self.every == 0
 
     def run(self, trainer, step: int) -> None:
-        trainer.accelerator.unwrap_model(trainer.model).refresh_catalog()
+        with torch.no_grad():  # through the wrapped model's forward: ZeRO-3 gathers the encoder there
+            trainer.model(mode="refresh")
 
 
 def check_sequence_config(cfg) -> None:
@@ -121,9 +123,6 @@ def check_sequence_config(cfg) -> None:
         fail("model.sequence.num_negatives", "must be >= 0")
     if not s.temperature > 0:
         fail("model.sequence.temperature", f"must be > 0, got {s.temperature}")
-    if cfg.train.distributed == "zero3":
-        fail("train.distributed", "task=sequential evaluates outside the engine's forward, which ZeRO-3's partitioned "
-             "parameters do not allow yet; use ddp, zero1 or zero2")
     if s.unknown_id == "learned" and (s.item_repr != "text+id" or s.id_dropout == 0):
         fail("model.sequence.unknown_id", "learned trains on the items whose ID vector id_dropout drops: it needs "
              "item_repr=text+id and id_dropout > 0 (e.g. 0.2)")
@@ -178,9 +177,8 @@ class SequentialTask(Task):
             vectors = item_text_vectors(cfg, data, cache)
 
         def evaluate(model, split: str, accelerator) -> dict:
-            # Every rank ranks all eval users (a few thousand rows against the catalog) on its own copy.
-            return {**evaluate_sequences(accelerator.unwrap_model(model), data, split, cfg.data.max_history,
-                                         cfg.eval.micro_batch_size, tuple(cfg.eval.ks)), "num_items": data.num_items}
+            return {**evaluate_sequences(model, data, split, cfg.data.max_history, cfg.eval.micro_batch_size,
+                                         tuple(cfg.eval.ks), accelerator), "num_items": data.num_items}
 
         s = cfg.model.sequence
         collate = WindowCollator(torch.as_tensor(data.popularity, dtype=torch.float64).clamp(min=0).float(),
@@ -314,20 +312,31 @@ def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Ten
 
 
 @torch.no_grad()
-def evaluate_sequences(model: SequenceModel, data: SequenceData, split: str, max_history: int,
-                       batch_size: int = 256, ks=(10, 50)) -> dict:
+def evaluate_sequences(model, data: SequenceData, split: str, max_history: int, batch_size: int = 256, ks=(10, 50),
+                       accelerator=None) -> dict:
+    """Metrics of one split. ``model``: a SequenceModel, or (with ``accelerator``) the wrapped one of a run: each
+    rank ranks every W-th user, padded to the same count on every rank (each batch is a forward of the wrapped
+    model, a collective under ZeRO-3: a rank with one batch fewer would leave the others waiting), and the
+    ranks' results are gathered."""
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    core = accelerator.unwrap_model(model) if accelerator is not None else model
     was_training = model.training
     model.eval()
     frame = data.evals[split]
     histories = torch.as_tensor(eval_histories(frame, max_history))
-    catalog = model.catalog()
-    ranks, masked = [], []
-    for i in range(0, len(frame), batch_size):
-        users = model.user_vectors(histories[i:i + batch_size], catalog)
-        part = frame.iloc[i:i + batch_size]
-        r, rm = target_ranks(model.score(users, catalog), torch.tensor(part["label"].to_numpy()),
-                             list(part["history"]))
-        ranks.append(r)
-        masked.append(rm)
+    targets, seen = torch.tensor(frame["label"].to_numpy()), frame["history"].to_numpy()
+    share = torch.as_tensor(rank_share(np.arange(len(frame)), rank, world))
+    catalog = model(mode="catalog")
+    dev = catalog.device
+    ranks = [torch.empty(0, 2, dtype=torch.long, device=dev)]
+    for start in range(0, len(share), batch_size):
+        rows = share[start:start + batch_size].clamp(min=0)  # padding (-1) repeats row 0, dropped below
+        users = model(mode="users", history=histories[rows].to(dev), item_vectors=catalog)
+        r, rm = target_ranks(core.score(users, catalog), targets[rows].to(dev), [seen[i] for i in rows.tolist()])
+        ranks.append(torch.stack([r, rm], 1))
     model.train(was_training)
-    return all_metrics(torch.cat(ranks).numpy(), torch.cat(masked).numpy(), frame["cold"].to_numpy(bool), ks)
+    positions, ranks = share.to(dev), torch.cat(ranks)
+    if world > 1:
+        positions, ranks = accelerator.gather(positions), accelerator.gather(ranks)
+    ranks = put_in_order(positions, ranks, len(frame)).cpu().numpy()
+    return all_metrics(ranks[:, 0], ranks[:, 1], frame["cold"].to_numpy(bool), ks)
