@@ -124,10 +124,12 @@ def outputs(model, task: str, batch: dict) -> torch.Tensor:
             return model(**batch, encode="users")
         if task == "mlm":
             return model.lm(**batch).logits
+        if task == "sequential":
+            return model(mode="users", history=torch.tensor([[0, 3, 7], [-1, 12, 9]]))
         return model(**batch)
 
 
-@pytest.mark.parametrize("task", ["ctr", "retrieval", "mlm"])
+@pytest.mark.parametrize("task", ["ctr", "retrieval", "mlm", "sequential"])
 def test_translrec_export_of_a_zero3_checkpoint_loads_and_scores_like_the_in_run_export(runs, task, tmp_path):
     run = RunDir(runs / "zero3" / task)
     ckpt = run.complete_checkpoints()[-1]

@@ -199,6 +199,9 @@ class SequentialTask(Task):
             num_items = len(state["log_q"])
             model = SequenceModel(cfg.model.sequence, num_items, cfg.data.max_history,
                                   text.shape[1] if text is not None else 0, cfg.train.gather_negatives)
+            if any(k.startswith("text_items.") for k in state):  # the encoder trained: its weights load into it
+                model.catalog_info = catalog_of(cfg)
+                attach_trained_encoder(cfg, model, model.catalog_info["texts"])
         model.run_cfg = cfg
         return model
 
@@ -301,14 +304,19 @@ def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Ten
     if text_vectors is not None and s.item_repr != "id":
         model.items.set_text_vectors(text_vectors)
     if s.encoder != "frozen" and s.item_repr != "id":
-        from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog_tensors
-
-        texts = [str(t) for t in data.item_text.to_numpy()]
-        encoder, tokenizer = item_encoder(cfg, texts)
-        tokens = tokenize_catalog_tensors(tokenizer, texts, cfg.data.max_length)
-        model.attach_text_encoder(TextEncoderItems(encoder, tokens, cfg.model.pooling, s.encoder, s.train_layers))
+        attach_trained_encoder(cfg, model, [str(t) for t in data.item_text.to_numpy()])
     model.set_popularity(torch.as_tensor(data.popularity))
     return model
+
+
+def attach_trained_encoder(cfg: RunConfig, model: SequenceModel, texts: list[str]) -> None:
+    """Regimes top_layers / full: the item encoder is part of the model (ZeRO shards it like any encoder)."""
+    from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog_tensors
+
+    s = cfg.model.sequence
+    encoder, tokenizer = item_encoder(cfg, texts)
+    tokens = tokenize_catalog_tensors(tokenizer, texts, cfg.data.max_length)
+    model.attach_text_encoder(TextEncoderItems(encoder, tokens, cfg.model.pooling, s.encoder, s.train_layers))
 
 
 @torch.no_grad()
