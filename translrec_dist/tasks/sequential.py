@@ -5,7 +5,8 @@ with ``data.streaming=true`` from ``translrec prepare``'s window shards streamed
 (``data.sequence_shards``); the trainer's per-rank split and exact resume apply as to every task. Frozen
 regime: the main process encodes the catalog's texts once and caches them in the run directory
 (``item_vectors/``); the other ranks load the cache. Trained regimes: a hook re-encodes the catalog every
-``refresh_every`` steps.
+``refresh_every`` steps. The refresh and evaluation call the wrapped model (``SequenceModel.infer`` modes), so
+they run under ZeRO-3 as well.
 
 Export (``final/``): ``sequential.safetensors`` (every weight, the catalog's text vectors included),
 ``catalog.json`` (ids, texts, training counts) and, for text models, the item encoder at the top level in
