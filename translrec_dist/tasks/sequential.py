@@ -341,7 +341,9 @@ def evaluate_sequences(model, data: SequenceData, split: str, max_history: int, 
     for start in range(0, len(share), batch_size):
         rows = share[start:start + batch_size].clamp(min=0)  # padding (-1) repeats row 0, dropped below
         users = model(mode="users", history=histories[rows].to(dev), item_vectors=catalog)
-        r, rm = target_ranks(core.score(users, catalog), targets[rows].to(dev), [seen[i] for i in rows.tolist()])
+        # fp32 scores: a DeepSpeed bf16 model computes in bf16, whose ties would count against it
+        scores = core.score(users.float(), catalog.float())
+        r, rm = target_ranks(scores, targets[rows].to(dev), [seen[i] for i in rows.tolist()])
         ranks.append(torch.stack([r, rm], 1))
     model.train(was_training)
     positions, ranks = share.to(dev), torch.cat(ranks)
