@@ -1,8 +1,9 @@
 """Every built-in task trains under DDP, ZeRO-2 and ZeRO-3 with 2 real processes on CPU, and ``translrec export``
 turns a ZeRO-3 checkpoint of each exportable task into an export that loads and scores like the in-run one.
 
-One launch per strategy trains all four tasks (tests/tasks/every_task_worker.py) to keep CI time down. Each
-run uses grad_accum=2, so accumulation is part of what DDP and ZeRO must agree on.
+One launch per strategy trains all five tasks (tests/tasks/every_task_worker.py) to keep CI time down. Each
+run uses grad_accum=2, so accumulation is part of what DDP and ZeRO must agree on. The sequential run (plain SGD,
+its encoder training) is also compared weight for weight, evaluated and served.
 """
 
 from __future__ import annotations
