@@ -18,15 +18,16 @@ import time
 PAUSE_MARKER = "test hook: paused inside the save of"
 
 
-def use_sgd() -> None:
+def sgd_optimizer(cfg, model):
     import torch
 
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+
+
+def use_sgd() -> None:
     from translrec_dist.training import trainer
 
-    def build_sgd(cfg, model):
-        return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
-
-    trainer.build_optimizer = build_sgd
+    trainer.build_optimizer = sgd_optimizer
 
 
 def pause_in_save(step: int) -> None:

@@ -111,11 +111,34 @@ class SequenceModel(nn.Module):
         vectors = self.catalog() if item_vectors is None else item_vectors
         return self.states(history[:, -self.max_history:], vectors)[:, -1]
 
+    def infer(self, mode: str, history: torch.Tensor | None = None,
+              item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Evaluation and the catalog refresh as modes of ``forward``, called on the wrapped model (DDP, the
+        DeepSpeed engine): ZeRO-3 gathers a partitioned parameter that a module reads from another one (e.g.
+        ``positions.weight`` here) only while the engine's forward runs, so a method called beside it reads an
+        empty partition. Each call is then a collective (ZeRO-3 gathers, DDP broadcasts buffers): every rank
+        must make the same calls.
+
+        ``catalog``: [N x H] every item's vector. ``users``: [B x H] the state after each history (``item_vectors``:
+        the catalog's, else computed). ``refresh``: re-encode the catalog's texts (trained encoder regimes)."""
+        if mode == "catalog":
+            return self.catalog()
+        if mode == "users":
+            return self.user_vectors(history, item_vectors)
+        if mode == "refresh":
+            self.refresh_catalog()
+            return self.items.text
+        raise ValueError(f"unknown SequenceModel mode {mode!r}: loss, catalog, users or refresh")
+
     # ----------------------------------------------------------------- training
 
-    def forward(self, windows: torch.Tensor, negatives: torch.Tensor | None = None, **_batch) -> torch.Tensor:
+    def forward(self, windows: torch.Tensor | None = None, negatives: torch.Tensor | None = None, mode: str = "loss",
+                history: torch.Tensor | None = None, item_vectors: torch.Tensor | None = None,
+                **_batch) -> torch.Tensor:
         """Mean next-item loss over every real position of ``windows`` [B x (L+1)]. ``loss: sampled`` draws
-        ``num_negatives`` by training popularity when ``negatives`` is not given."""
+        ``num_negatives`` by training popularity when ``negatives`` is not given. Other modes: ``infer``."""
+        if mode != "loss":
+            return self.infer(mode, history, item_vectors)
         inputs, targets = windows[:, :-1], windows[:, 1:]
         keep = (inputs >= 0) & (targets >= 0)
         vectors = self.catalog(windows)

@@ -5,7 +5,8 @@ with ``data.streaming=true`` from ``translrec prepare``'s window shards streamed
 (``data.sequence_shards``); the trainer's per-rank split and exact resume apply as to every task. Frozen
 regime: the main process encodes the catalog's texts once and caches them in the run directory
 (``item_vectors/``); the other ranks load the cache. Trained regimes: a hook re-encodes the catalog every
-``refresh_every`` steps.
+``refresh_every`` steps. The refresh and evaluation call the wrapped model (``SequenceModel.infer`` modes), so
+they run under ZeRO-3 as well.
 
 Export (``final/``): ``sequential.safetensors`` (every weight, the catalog's text vectors included),
 ``catalog.json`` (ids, texts, training counts) and, for text models, the item encoder at the top level in
@@ -31,6 +32,7 @@ from translrec_dist.data.sequence_shards import load_prepared_windows, window_sp
 from translrec_dist.data.sequences import SequenceData, build_sequence_data, eval_histories, training_windows
 from translrec_dist.errors import ConfigError
 from translrec_dist.evaluation.ranking import all_metrics, target_ranks
+from translrec_dist.models.encoding import put_in_order, rank_share
 from translrec_dist.models.item_tower import cached_text_vectors, encode_texts
 from translrec_dist.models.sequential import SequenceModel
 from translrec_dist.tasks.base import DataContext, Task, TaskData
@@ -91,7 +93,8 @@ class RefreshCatalog(Hook):
         return step % self.every == 0
 
     def run(self, trainer, step: int) -> None:
-        trainer.accelerator.unwrap_model(trainer.model).refresh_catalog()
+        with torch.no_grad():  # through the wrapped model's forward: ZeRO-3 gathers the encoder there
+            trainer.model(mode="refresh")
 
 
 def check_sequence_config(cfg) -> None:
@@ -121,9 +124,6 @@ def check_sequence_config(cfg) -> None:
         fail("model.sequence.num_negatives", "must be >= 0")
     if not s.temperature > 0:
         fail("model.sequence.temperature", f"must be > 0, got {s.temperature}")
-    if cfg.train.distributed == "zero3":
-        fail("train.distributed", "task=sequential evaluates outside the engine's forward, which ZeRO-3's partitioned "
-             "parameters do not allow yet; use ddp, zero1 or zero2")
     if s.unknown_id == "learned" and (s.item_repr != "text+id" or s.id_dropout == 0):
         fail("model.sequence.unknown_id", "learned trains on the items whose ID vector id_dropout drops: it needs "
              "item_repr=text+id and id_dropout > 0 (e.g. 0.2)")
@@ -178,9 +178,8 @@ class SequentialTask(Task):
             vectors = item_text_vectors(cfg, data, cache)
 
         def evaluate(model, split: str, accelerator) -> dict:
-            # Every rank ranks all eval users (a few thousand rows against the catalog) on its own copy.
-            return {**evaluate_sequences(accelerator.unwrap_model(model), data, split, cfg.data.max_history,
-                                         cfg.eval.micro_batch_size, tuple(cfg.eval.ks)), "num_items": data.num_items}
+            return {**evaluate_sequences(model, data, split, cfg.data.max_history, cfg.eval.micro_batch_size,
+                                         tuple(cfg.eval.ks), accelerator), "num_items": data.num_items}
 
         s = cfg.model.sequence
         collate = WindowCollator(torch.as_tensor(data.popularity, dtype=torch.float64).clamp(min=0).float(),
@@ -201,6 +200,9 @@ class SequentialTask(Task):
             num_items = len(state["log_q"])
             model = SequenceModel(cfg.model.sequence, num_items, cfg.data.max_history,
                                   text.shape[1] if text is not None else 0, cfg.train.gather_negatives)
+            if any(k.startswith("text_items.") for k in state):  # the encoder trained: its weights load into it
+                model.catalog_info = catalog_of(cfg)
+                attach_trained_encoder(cfg, model, model.catalog_info["texts"])
         model.run_cfg = cfg
         return model
 
@@ -303,31 +305,49 @@ def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Ten
     if text_vectors is not None and s.item_repr != "id":
         model.items.set_text_vectors(text_vectors)
     if s.encoder != "frozen" and s.item_repr != "id":
-        from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog_tensors
-
-        texts = [str(t) for t in data.item_text.to_numpy()]
-        encoder, tokenizer = item_encoder(cfg, texts)
-        tokens = tokenize_catalog_tensors(tokenizer, texts, cfg.data.max_length)
-        model.attach_text_encoder(TextEncoderItems(encoder, tokens, cfg.model.pooling, s.encoder, s.train_layers))
+        attach_trained_encoder(cfg, model, [str(t) for t in data.item_text.to_numpy()])
     model.set_popularity(torch.as_tensor(data.popularity))
     return model
 
 
+def attach_trained_encoder(cfg: RunConfig, model: SequenceModel, texts: list[str]) -> None:
+    """Regimes top_layers / full: the item encoder is part of the model (ZeRO shards it like any encoder)."""
+    from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog_tensors
+
+    s = cfg.model.sequence
+    encoder, tokenizer = item_encoder(cfg, texts)
+    tokens = tokenize_catalog_tensors(tokenizer, texts, cfg.data.max_length)
+    model.attach_text_encoder(TextEncoderItems(encoder, tokens, cfg.model.pooling, s.encoder, s.train_layers))
+
+
 @torch.no_grad()
-def evaluate_sequences(model: SequenceModel, data: SequenceData, split: str, max_history: int,
-                       batch_size: int = 256, ks=(10, 50)) -> dict:
+def evaluate_sequences(model, data: SequenceData, split: str, max_history: int, batch_size: int = 256, ks=(10, 50),
+                       accelerator=None) -> dict:
+    """Metrics of one split. ``model``: a SequenceModel, or (with ``accelerator``) the wrapped one of a run: each
+    rank ranks every W-th user, padded to the same count on every rank (each batch is a forward of the wrapped
+    model, a collective under ZeRO-3: a rank with one batch fewer would leave the others waiting), and the
+    ranks' results are gathered."""
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    core = accelerator.unwrap_model(model) if accelerator is not None else model
     was_training = model.training
     model.eval()
     frame = data.evals[split]
     histories = torch.as_tensor(eval_histories(frame, max_history))
-    catalog = model.catalog()
-    ranks, masked = [], []
-    for i in range(0, len(frame), batch_size):
-        users = model.user_vectors(histories[i:i + batch_size], catalog)
-        part = frame.iloc[i:i + batch_size]
-        r, rm = target_ranks(model.score(users, catalog), torch.tensor(part["label"].to_numpy()),
-                             list(part["history"]))
-        ranks.append(r)
-        masked.append(rm)
+    targets, seen = torch.tensor(frame["label"].to_numpy()), frame["history"].to_numpy()
+    share = torch.as_tensor(rank_share(np.arange(len(frame)), rank, world))
+    catalog = model(mode="catalog")
+    dev = catalog.device
+    ranks = [torch.empty(0, 2, dtype=torch.long, device=dev)]
+    for start in range(0, len(share), batch_size):
+        rows = share[start:start + batch_size].clamp(min=0)  # padding (-1) repeats row 0, dropped below
+        users = model(mode="users", history=histories[rows].to(dev), item_vectors=catalog)
+        # fp32 scores: a DeepSpeed bf16 model computes in bf16, whose ties would count against it
+        scores = core.score(users.float(), catalog.float())
+        r, rm = target_ranks(scores, targets[rows].to(dev), [seen[i] for i in rows.tolist()])
+        ranks.append(torch.stack([r, rm], 1))
     model.train(was_training)
-    return all_metrics(torch.cat(ranks).numpy(), torch.cat(masked).numpy(), frame["cold"].to_numpy(bool), ks)
+    positions, ranks = share.to(dev), torch.cat(ranks)
+    if world > 1:
+        positions, ranks = accelerator.gather(positions), accelerator.gather(ranks)
+    ranks = put_in_order(positions, ranks, len(frame)).cpu().numpy()
+    return all_metrics(ranks[:, 0], ranks[:, 1], frame["cold"].to_numpy(bool), ks)
