@@ -6,8 +6,8 @@ the figures are its ``eval.json`` and the rates its ``metrics.jsonl``.
     python bench/sequential.py configs/movielens_minilm_cpu.yaml --out runs/sequential
 
 Rows (``--rows``): popularity, id, text, text_id, text_id_unknown, best (the config as written). Extra
-arguments are dotted overrides applied to every row. Each row reports NDCG@10 / Recall@10 masked and
-unmasked, cold and warm NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and
+arguments are dotted overrides applied to every row (after the row's own). Each row reports NDCG@10 / Recall@10
+masked and unmasked, cold and warm NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and
 target positions/s, the projected minutes for 100 epochs and the load average. ``--speed 3`` trains each row 3
 epochs only, for the rates. Rows can run in separate processes (``--rows id`` in one, ``--rows text`` in another)
 and be printed together with ``--merge DIR [DIR ...]``.
@@ -55,7 +55,8 @@ def popularity_metrics(data, split: str = "test") -> dict:
 
 
 def run_row(name: str, config: str, overrides: list[str], out: Path) -> dict:
-    row_overrides = [*overrides, *ROWS[name], f"output_dir={out / name}", "train.overwrite=true",
+    # the command line's overrides come after the row's own, so that they win (e.g. the text row's adaptor)
+    row_overrides = [*ROWS[name], *overrides, f"output_dir={out / name}", "train.overwrite=true",
                      "train.progress_bar=false"]
     cfg = load_config(config, row_overrides)
     start, load = time.perf_counter(), os.getloadavg()[0]
