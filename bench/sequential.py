@@ -34,7 +34,7 @@ from translrec_dist.training.trainer import Trainer
 
 # text: the best text-only adaptor measured (docs/results.md); best: the config as written.
 ROWS = {"popularity": [], "id": ["model.sequence.item_repr=id"],
-        "text": ["model.sequence.item_repr=text", "model.sequence.adaptor=moe", "model.sequence.adaptor_dropout=0.1"],
+        "text": ["model.sequence.item_repr=text", "model.sequence.adaptor=moe"],
         "text_id": ["model.sequence.item_repr=text+id"], "best": [],
         # text + ID with a learned unknown-item ID vector (trained through ID dropout): the cold-start candidate
         "text_id_unknown": ["model.sequence.item_repr=text+id", "model.sequence.id_dropout=0.2",
