@@ -146,12 +146,17 @@ def test_full_softmax_leaves_out_items_without_training_interactions():
 
 
 def masked_full_softmax_loss(model, windows):
-    """The reference: logits over the whole catalog, untrained items masked out."""
+    """The reference: logits over the whole catalog (``score``), untrained items masked out."""
     vectors = model.catalog()
     inputs, targets = windows[:, :-1], windows[:, 1:]
     keep = (inputs >= 0) & (targets >= 0)
-    logits = (model.states(inputs, vectors)[keep] @ vectors.T).masked_fill(~model.trained, torch.finfo().min)
+    logits = model.score(model.states(inputs, vectors)[keep], vectors).masked_fill(~model.trained, torch.finfo().min)
     return float(F.cross_entropy(logits, targets[keep]))
+
+
+def test_restricted_logits_loss_with_cosine_scores_equals_the_masked_softmax_of_score():
+    model = tiny(normalize=True, temperature=0.2)
+    assert float(model(WINDOWS)) == pytest.approx(masked_full_softmax_loss(model, WINDOWS), rel=1e-5)
 
 
 def test_restricted_logits_loss_equals_the_masked_full_catalog_softmax_and_follows_a_loaded_state():
