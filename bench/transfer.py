@@ -1,13 +1,18 @@
 """Transfer benchmark: does a pretrained text encoder beat popularity and the same network from scratch?
 
-One split (chronological leave-one-out), one protocol (the target ranked against the whole catalog),
-four rows: popularity; the architecture from random init trained with the same recipe (scratch);
-the pretrained encoder without training (zero-shot); the pretrained encoder fine-tuned. Columns:
-NDCG@10, Recall@10, MRR and cold-start NDCG@10, with the user's history masked and unmasked.
+One split (chronological leave-one-out), one protocol (the target ranked against the whole catalog).
+Retrieval rows (the bi-encoder config given): popularity; the architecture from random init trained with the
+same recipe (scratch); the pretrained encoder without training (zero-shot); the pretrained encoder
+fine-tuned. Sequential rows (``--sequential``, the shipped demo config by default; each run by
+``bench/sequential.py`` in its own process, through the Trainer): ``seq:popularity``, ``seq:id`` (SASRec in the
+package), ``seq:text`` (frozen encoder, text only), ``seq:best`` (the demo config: text + ID). Columns:
+NDCG@10, Recall@10, MRR, warm and cold NDCG@10, with the user's history masked and unmasked, and each row's
+wall time.
 
     python bench/transfer.py configs/movielens_minilm_retrieval_cpu.yaml --out runs/transfer
 
-Extra arguments are dotted config overrides applied to every row (e.g. train.max_steps=100).
+Extra arguments are dotted config overrides applied to every retrieval row (e.g. train.max_steps=100);
+``--seq-override KEY=VALUE`` (repeatable) applies to the sequential rows (e.g. data.cold_item_fraction=0.1).
 """
 
 from __future__ import annotations
@@ -30,7 +35,22 @@ from translrec_dist.data.tokenize import load_tokenizer
 from translrec_dist.evaluation.ranking import all_metrics, evaluate_on_data, target_ranks
 from translrec_dist.run_dir import RunDir
 
-COLUMNS = ["ndcg@10", "recall@10", "mrr", "cold_ndcg@10"]
+COLUMNS = ["ndcg@10", "recall@10", "mrr", "warm_ndcg@10", "cold_ndcg@10"]
+SEQUENTIAL_ROWS = "popularity,id,text,best"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "movielens_minilm_cpu.yaml"
+
+
+def sequential_row(name: str, config: str, overrides: list[str], out: Path, threads: int | None) -> dict:
+    """One row of bench/sequential.py (where the sequential rows are defined), in its own process: a fresh
+    Accelerator, whose precision may differ from the retrieval rows'."""
+    cmd = [sys.executable, str(Path(__file__).with_name("sequential.py")), config, *overrides, "--rows", name,
+           "--out", str(out), *(["--threads", str(threads)] if threads else [])]
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "bench.log", "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}); see {out / 'bench.log'}")
+    return json.loads((out / "results.json").read_text())["rows"][name]
 
 
 def popularity_metrics(data, split: str, batch: int = 256) -> dict:
@@ -70,12 +90,12 @@ def train_row(config: str, overrides: list[str], out: Path, log_file: Path) -> d
     return json.loads(RunDir(out).eval.read_text())
 
 
-def table(rows: dict, suffix: str) -> str:
-    head = "| model | " + " | ".join(c + suffix for c in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+def table(rows: dict, suffix: str, seconds: dict) -> str:
+    head = "| model | " + " | ".join(c + suffix for c in COLUMNS) + " | wall s |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
     for name, m in rows.items():
         cells = [m.get(c + suffix, float("nan")) for c in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in cells) + f" | {seconds.get(name, '-')} |")
     return "\n".join(lines)
 
 
@@ -87,6 +107,11 @@ def main() -> None:
     p.add_argument("--rows", default="popularity,zero_shot,scratch,fine_tuned")
     p.add_argument("--merge", nargs="+", metavar="DIR",
                    help="print one table from the results.json of earlier runs (rows run in parallel)")
+    p.add_argument("--sequential", default=str(DEMO_CONFIG), help="config of the sequential rows ('' for none)")
+    p.add_argument("--seq-rows", default=SEQUENTIAL_ROWS, help="rows of bench/sequential.py to run ('' for none)")
+    p.add_argument("--seq-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for the sequential rows (repeatable)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the sequential rows")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +129,7 @@ def main() -> None:
         rows.update(saved["rows"])
         seconds.update(saved["seconds"])
     order = ["popularity", "zero_shot", "scratch", "fine_tuned"]
+    seq_overrides = [*args.seq_override, *(o for o in overrides if o.startswith("model.name_or_path="))]
     for name in wanted:
         start = time.perf_counter()
         if name == "popularity":
@@ -117,14 +143,19 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown row {name}; choose from popularity,zero_shot,scratch,fine_tuned")
         seconds[name] = round(time.perf_counter() - start, 1)
-        print(f"{name}: {json.dumps({k: v for k, v in rows[name].items() if not isinstance(v, dict)})} "
-              f"({seconds[name]} s)", flush=True)
-        (out / "results.json").write_text(json.dumps({"rows": rows, "seconds": seconds,
-                                                      "overrides": overrides}, indent=2))
-    rows = {name: rows[name] for name in order if name in rows}
+        report_row(out, name, rows, seconds, overrides)
+    for name in args.seq_rows.split(",") if args.sequential and args.seq_rows and not args.merge else []:
+        rows[f"seq:{name}"] = sequential_row(name, args.sequential, seq_overrides, out / "sequential" / name,
+                                             args.threads)
+        seconds[f"seq:{name}"] = rows[f"seq:{name}"]["seconds"]
+        report_row(out, f"seq:{name}", rows, seconds, overrides)
+    rows = {name: rows[name] for name in sorted(rows, key=lambda n: order.index(n) if n in order else len(order))}
     n_test, n_cold = len(data.splits["test"]), int(data.splits["test"]["cold"].sum())
-    report = [f"test users: {n_test}, catalog: {len(data.item_ids)} items, cold-start targets: {n_cold}",
-              "", "History masked:", table(rows, "_masked"), "", "History not masked:", table(rows, "")]
+    seq_cold = {r.get("num_cold") for n, r in rows.items() if n.startswith("seq:")} - {None}
+    report = [f"test users: {n_test}, catalog: {len(data.item_ids)} items, cold-start targets: {n_cold} (retrieval "
+              f"rows), {'/'.join(map(str, sorted(seq_cold))) or '-'} (seq: rows)",
+              "", "History masked:", table(rows, "_masked", seconds), "", "History not masked:",
+              table(rows, "", seconds)]
     for suffix in ("_masked", ""):
         ft = rows.get("fine_tuned", {}).get("ndcg@10" + suffix)
         for base, factor in (("popularity", 2.0), ("scratch", 1.3)):
@@ -137,6 +168,12 @@ def main() -> None:
     text = "\n".join(report)
     (out / "results.md").write_text(text + "\n")
     print(text)
+
+
+def report_row(out: Path, name: str, rows: dict, seconds: dict, overrides: list[str]) -> None:
+    print(f"{name}: {json.dumps({k: v for k, v in rows[name].items() if isinstance(v, (int, float))})} "
+          f"({seconds[name]} s)", flush=True)
+    (out / "results.json").write_text(json.dumps({"rows": rows, "seconds": seconds, "overrides": overrides}, indent=2))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,18 @@ def test_recbole_ml100k_real_files():
     assert (core["user_id"].value_counts().min() >= 20) and (core["item_id"].value_counts().min() >= 20)
 
 
+def test_recbole_without_a_path_fingerprints_the_bundled_files(tmp_path):
+    """The demo config (data.path null) reads the wheel's files; the model card's data fingerprint must find them."""
+    from types import SimpleNamespace
+
+    from translrec_dist.data.prepare import source_files
+
+    bundled = recbole_ml100k()
+    cfg = SimpleNamespace(data=DataConfig(format="recbole"))
+    assert {f.name for f in source_files(cfg)} >= {"ml-100k.inter", "ml-100k.item"}
+    assert all(f.parent == bundled for f in source_files(cfg))
+
+
 def write(path: Path, text: str, encoding="utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode(encoding))

@@ -145,6 +145,35 @@ def test_full_softmax_leaves_out_items_without_training_interactions():
     assert float(model(windows)) == pytest.approx(float(expected), rel=1e-5)
 
 
+def masked_full_softmax_loss(model, windows):
+    """The reference: logits over the whole catalog (``score``), untrained items masked out."""
+    vectors = model.catalog()
+    inputs, targets = windows[:, :-1], windows[:, 1:]
+    keep = (inputs >= 0) & (targets >= 0)
+    logits = model.score(model.states(inputs, vectors)[keep], vectors).masked_fill(~model.trained, torch.finfo().min)
+    return float(F.cross_entropy(logits, targets[keep]))
+
+
+def test_restricted_logits_loss_with_cosine_scores_equals_the_masked_softmax_of_score():
+    model = tiny(normalize=True, temperature=0.2)
+    assert float(model(WINDOWS)) == pytest.approx(masked_full_softmax_loss(model, WINDOWS), rel=1e-5)
+
+
+def test_restricted_logits_loss_equals_the_masked_full_catalog_softmax_and_follows_a_loaded_state():
+    model = tiny()  # item 5 untrained: the logits span the 6 trained items only
+    assert float(model(WINDOWS)) == pytest.approx(masked_full_softmax_loss(model, WINDOWS), rel=1e-5)
+    # the cached index follows the buffer: a state dict with another untrained item (copied in place) ...
+    windows = torch.tensor([[0, 1, 3, 4, 6, 0]])  # item 2 is no target
+    state = model.state_dict()
+    state["trained"] = torch.tensor([True, True, False, True, True, True, True])
+    model.load_state_dict(state)
+    only_2_out = float(model(windows))
+    assert only_2_out == pytest.approx(masked_full_softmax_loss(model, windows), rel=1e-5)
+    model.set_popularity(torch.ones(7))  # ... and a new popularity where every item trained
+    assert float(model(windows)) == pytest.approx(masked_full_softmax_loss(model, windows), rel=1e-5)
+    assert abs(float(model(windows)) - only_2_out) > 1e-4  # the trained set changes the loss
+
+
 def test_items_without_training_interactions_use_text_alone_and_id_dropout_drops_ids():
     model = tiny("text+id")  # item 5 has no training interaction
     with torch.no_grad():

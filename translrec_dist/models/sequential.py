@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from translrec_dist.models.catalog_softmax import catalog_cross_entropy
 from translrec_dist.models.causal_blocks import CausalTransformer, FastDropout
 from translrec_dist.models.item_tower import ItemTower
 
@@ -145,16 +146,39 @@ class SequenceModel(nn.Module):
         states = self.states(inputs, vectors)[keep]
         targets = targets[keep]
         if self.cfg.loss == "full":
-            # The softmax spans the items training knows: an item with no training interaction (held out
-            # for cold start, or new) would otherwise be pushed down at every step and never be ranked.
-            # fp32 logits: under bf16 autocast the scores come out in bf16, and the softmax wants fp32 anyway
-            logits = self.score(states, vectors).float().masked_fill(~self.trained, torch.finfo(torch.float32).min)
-            losses = F.cross_entropy(logits, targets, reduction="none")
+            losses = self.full_losses(states, targets, vectors)
         else:
             if negatives is None and self.cfg.num_negatives:
                 negatives = self.sample_negatives(self.cfg.num_negatives).to(targets.device)
             losses = self.sampled_losses(states, targets, vectors, negatives)
         return global_mean(losses) if self.global_batch_mean else losses.mean()
+
+    def full_losses(self, states, targets, vectors) -> torch.Tensor:
+        """Softmax cross-entropy over the items training knows: an item with no training interaction (held
+        out for cold start, or new) would otherwise be pushed down at every step and never be ranked. The
+        logits are computed for those items only (the same loss as masking the others out of a full-catalog
+        softmax, without scoring them or filling a [targets x catalog] mask each step), in row chunks
+        (``catalog_softmax``)."""
+        index, rank = self.trained_index()
+        if index is not None:
+            vectors, targets = vectors[index], rank[targets]
+        if self.cfg.normalize:  # the cosine / temperature scores of ``score`` as a plain product
+            states, vectors = F.normalize(states, dim=-1) / self.cfg.temperature, F.normalize(vectors, dim=-1)
+        return catalog_cross_entropy(states, vectors, targets)
+
+    def trained_index(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(catalog positions of the trained items, each item's position among them), or (None, None) when
+        every item trained. Cached until ``trained`` changes (``set_popularity``, a loaded state dict)."""
+        key = getattr(self, "_trained_key", None)  # the tensor itself (kept alive) and its in-place version
+        if key is None or key[0] is not self.trained or key[1] != self.trained._version:
+            index = torch.nonzero(self.trained).squeeze(1)
+            # an untrained item is never a training target (``trained`` counts the training targets); if one
+            # were, its out-of-range position fails loudly instead of training another item
+            rank = torch.full_like(self.trained, len(index), dtype=torch.long)
+            rank[index] = torch.arange(len(index), device=index.device)
+            self._trained_key = (self.trained, self.trained._version)
+            self._trained_cache = (None, None) if len(index) == len(self.trained) else (index, rank)
+        return self._trained_cache
 
     def sampled_losses(self, states, targets, vectors, negatives) -> torch.Tensor:
         """Softmax over the (global) batch's targets plus ``negatives``, each logit minus log q(item)
