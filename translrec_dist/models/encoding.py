@@ -1,4 +1,5 @@
-"""Encode many texts (an item catalog, user histories) into vectors, fast: one utility for every call site.
+"""Encode many texts (an item catalog, user histories) into vectors, fast: the one encoder of every call site
+(full-catalog evaluation, the retrieval and sequential item towers, serving's index and new items).
 
 - Rows are sorted by length within windows of ``SORT_WINDOW`` rows, so a batch pads to almost its own
   length (file order pads every batch to its longest row), and the vectors are put back in row order.
@@ -12,17 +13,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from torch import nn
 
 from translrec_dist.data.collate import PadCollator
+from translrec_dist.models.cross_encoder import pool
 from translrec_dist.training.precision import autocast
 
 SORT_WINDOW = 65_536  # rows sorted together: large enough to pad little, small enough to keep memory flat
+
+
+def pooled_forward(encoder: nn.Module, pooling: str) -> Callable[[dict], torch.Tensor]:
+    """``forward`` of a plain Hugging Face encoder for ``encode_*``: its last hidden state, pooled."""
+    def forward(batch: dict) -> torch.Tensor:
+        return pool(encoder(**batch).last_hidden_state, batch["attention_mask"], pooling)
+    return forward
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (no dropout) for the block, then back to the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def as_table(rows) -> pa.Table:
@@ -101,7 +123,7 @@ def put_in_order(positions: torch.Tensor, vectors: torch.Tensor, num_rows: int) 
 
 
 def encode_texts(forward: Callable[[dict], torch.Tensor], texts: list[str], tokenizer, max_length: int, *,
-                 batch_size: int, device: torch.device | str = "cpu", precision: str = "no",
+                 batch_size: int = 128, device: torch.device | str = "cpu", precision: str = "no",
                  extra: dict[str, np.ndarray] | None = None) -> torch.Tensor:
     """[len(texts) x dim] vectors of raw texts in one process (serving, new items): one batched tokenizer call,
     then ``encode_tokenized``."""

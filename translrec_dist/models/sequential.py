@@ -71,10 +71,10 @@ class SequenceModel(nn.Module):
         self.text_items = text_items
 
     @torch.no_grad()
-    def refresh_catalog(self) -> None:
-        """Re-encode every item's text with the current encoder (the every-N-steps hook)."""
+    def refresh_catalog(self, precision: str = "no") -> None:
+        """Re-encode every item's text with the current encoder (the every-N-steps hook), in the run's precision."""
         if self.text_items is not None:
-            self.items.set_text_vectors(self.text_items.encode_all())
+            self.items.set_text_vectors(self.text_items.encode_all(precision=precision))
 
     def catalog(self, batch_items: torch.Tensor | None = None) -> torch.Tensor:
         """Every item's vector. An item without training interactions (held out, or new) has an ID vector

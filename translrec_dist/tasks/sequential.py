@@ -28,10 +28,12 @@ from translrec_dist.data import read_source
 from translrec_dist.data.sequences import SequenceData, build_sequence_data, eval_histories, training_windows
 from translrec_dist.errors import ConfigError
 from translrec_dist.evaluation.ranking import all_metrics, target_ranks
-from translrec_dist.models.item_tower import cached_text_vectors, encode_texts
+from translrec_dist.models.encoding import encode_texts, eval_mode, pooled_forward
+from translrec_dist.models.item_tower import cached_text_vectors
 from translrec_dist.models.sequential import SequenceModel
 from translrec_dist.tasks.base import DataContext, Task, TaskData
 from translrec_dist.training.hooks import Hook
+from translrec_dist.training.precision import resolve_precision
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig
@@ -88,7 +90,7 @@ class RefreshCatalog(Hook):
         return step % self.every == 0
 
     def run(self, trainer, step: int) -> None:
-        trainer.accelerator.unwrap_model(trainer.model).refresh_catalog()
+        trainer.accelerator.unwrap_model(trainer.model).refresh_catalog(trainer.accelerator.mixed_precision)
 
 
 def check_sequence_config(cfg) -> None:
@@ -263,15 +265,19 @@ def item_encoder(cfg: RunConfig, catalog_texts: list[str]):
 
 
 def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path) -> torch.Tensor:
-    """Pooled vectors of every catalog item's text (cached per encoder state and catalog)."""
+    """Pooled vectors of every catalog item's text (cached per encoder state, precision and catalog)."""
     m = cfg.model
     texts = [str(t) for t in data.item_text.to_numpy()]
+    precision = resolve_precision(cfg.train.precision, on_gpu=False)[0]  # the encoder runs here, on the CPU
 
     def compute(texts):
         encoder, tokenizer = item_encoder(cfg, texts)
-        return encode_texts(encoder, tokenizer, texts, m.pooling, cfg.data.max_length)
+        with eval_mode(encoder):
+            return encode_texts(pooled_forward(encoder, m.pooling), texts, tokenizer, cfg.data.max_length,
+                                precision=precision)
 
-    key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length)]
+    key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length),
+           *([precision] if precision != "no" else [])]  # fp32 keeps the key its caches were written under
     return cached_text_vectors(cache_dir, key, texts, compute)
 
 
@@ -282,12 +288,13 @@ def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Ten
     if text_vectors is not None and s.item_repr != "id":
         model.items.set_text_vectors(text_vectors)
     if s.encoder != "frozen" and s.item_repr != "id":
-        from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog_tensors
+        from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog
 
         texts = [str(t) for t in data.item_text.to_numpy()]
         encoder, tokenizer = item_encoder(cfg, texts)
-        tokens = tokenize_catalog_tensors(tokenizer, texts, cfg.data.max_length)
-        model.attach_text_encoder(TextEncoderItems(encoder, tokens, cfg.model.pooling, s.encoder, s.train_layers))
+        tokens = tokenize_catalog(tokenizer, texts, cfg.data.max_length)
+        model.attach_text_encoder(TextEncoderItems(encoder, tokens, tokenizer.pad_token_id, cfg.model.pooling,
+                                                   s.encoder, s.train_layers))
     model.set_popularity(torch.as_tensor(data.popularity))
     return model
 
