@@ -90,9 +90,12 @@ def plain_batches(encoder, tokenizer, texts, pooling, batch_size):
 
 
 def test_one_encoder_for_texts_and_the_trainable_item_tower_equals_a_plain_per_batch_forward():
+    import pandas as pd
+
+    from translrec_dist.data.retrieval import tokenize_catalog
     from translrec_dist.data.tokenize import train_wordpiece
     from translrec_dist.models.encoding import encode_texts, eval_mode, pooled_forward
-    from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog
+    from translrec_dist.models.trainable_items import TextEncoderItems
 
     texts = catalog_texts()
     tokenizer = train_wordpiece(iter(texts), 60, 40)
@@ -112,8 +115,8 @@ def test_one_encoder_for_texts_and_the_trainable_item_tower_equals_a_plain_per_b
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
         # The sequential item tower's refresh (whole catalog, no gradients) and its with-gradient batch path.
-        items = TextEncoderItems(encoder, tokenize_catalog(tokenizer, texts, 40), tokenizer.pad_token_id, pooling,
-                                 "full", 0)
+        items = TextEncoderItems(encoder, tokenize_catalog(pd.Series(texts), tokenizer, 40), tokenizer.pad_token_id,
+                                 pooling, "full", 0)
         torch.testing.assert_close(items.encode_all(batch_size=8), expected, rtol=1e-4, atol=1e-5)
         assert encoder.training
         index = torch.tensor([7, 0, 30])

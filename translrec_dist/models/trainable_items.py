@@ -21,11 +21,11 @@ TOKEN_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TextEncoderItems(nn.Module):
-    def __init__(self, encoder: nn.Module, tokens: dict[str, list[list[int]]], pad_token_id: int, pooling: str,
-                 regime: str, train_layers: int):
+    def __init__(self, encoder: nn.Module, tokens, pad_token_id: int, pooling: str, regime: str, train_layers: int):
+        """``tokens``: the tokenized catalog, unpadded, in catalog order (``data.retrieval.tokenize_catalog``)."""
         super().__init__()
         self.encoder, self.pooling, self.pad_token_id = encoder, pooling, pad_token_id
-        self.rows = as_table(tokens)  # the tokenized catalog, unpadded: what the refresh encodes
+        self.rows = as_table(tokens)  # what the refresh encodes
         padded = PadCollator(pad_token_id).arrow(self.rows)  # the same rows padded to one length: batch items
         self.token_names = [n for n in TOKEN_NAMES if n in padded]
         for name in self.token_names:
@@ -59,8 +59,3 @@ class TextEncoderItems(nn.Module):
         text[unique] = self.encode(unique).to(text.dtype)
         return text
 
-
-def tokenize_catalog(tokenizer, texts: list[str], max_length: int) -> dict[str, list[list[int]]]:
-    """The catalog's token ids, one unpadded list per item (``TextEncoderItems`` pads them itself)."""
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
-    return {k: v for k, v in enc.items() if k in ("input_ids", "token_type_ids")}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -288,11 +289,12 @@ def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Ten
     if text_vectors is not None and s.item_repr != "id":
         model.items.set_text_vectors(text_vectors)
     if s.encoder != "frozen" and s.item_repr != "id":
-        from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog
+        from translrec_dist.data.retrieval import tokenize_catalog
+        from translrec_dist.models.trainable_items import TextEncoderItems
 
         texts = [str(t) for t in data.item_text.to_numpy()]
         encoder, tokenizer = item_encoder(cfg, texts)
-        tokens = tokenize_catalog(tokenizer, texts, cfg.data.max_length)
+        tokens = tokenize_catalog(pd.Series(texts), tokenizer, cfg.data.max_length)
         model.attach_text_encoder(TextEncoderItems(encoder, tokens, tokenizer.pad_token_id, cfg.model.pooling,
                                                    s.encoder, s.train_layers))
     model.set_popularity(torch.as_tensor(data.popularity))
