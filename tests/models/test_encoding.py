@@ -124,3 +124,26 @@ def test_one_encoder_for_texts_and_the_trainable_item_tower_equals_a_plain_per_b
             fresh = items.encode(index)
         assert fresh.requires_grad
         torch.testing.assert_close(fresh, expected[index], rtol=1e-4, atol=1e-5)
+
+
+def test_prefetched_keeps_order_raises_the_producers_error_and_stops_its_thread_when_closed():
+    import threading
+
+    import pytest
+
+    from translrec_dist.models.encoding import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("row 7: no input_ids")
+
+    with pytest.raises(ValueError, match="row 7"):
+        list(prefetched(failing()))
+
+    before = threading.active_count()
+    consumer = prefetched(iter(range(10_000)), depth=2)
+    assert next(consumer) == 0
+    consumer.close()  # the consumer stops early (an error in the forward): the producer must not stay blocked
+    assert threading.active_count() == before
