@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,12 +39,14 @@ def movielens_overrides() -> list[str]:
             f"data.path={recbole / 'dataset_example' / 'ml-100k'}"]
 
 
+# The same switch as bench/throughput.py's "dropout 0" arms, so speed and quality describe one setting.
+DROPOUT_0 = ["model.tiny.hidden_dropout_prob=0", "model.tiny.attention_probs_dropout_prob=0"]
 SETUPS = {  # name -> (config, metric, arms: label -> overrides)
     "tiny": ("configs/tiny_cpu.yaml", "auc", {
         "fp32": ["train.precision=no"],
         "bf16": ["train.precision=bf16"],
-        "fp32, dropout 0": ["train.precision=no", "model.tiny.hidden_dropout_prob=0"],
-        "bf16, dropout 0": ["train.precision=bf16", "model.tiny.hidden_dropout_prob=0"],
+        "fp32, dropout 0": ["train.precision=no", *DROPOUT_0],
+        "bf16, dropout 0": ["train.precision=bf16", *DROPOUT_0],
     }),
     "movielens": ("configs/movielens_minilm_cpu.yaml", "ndcg@10", {
         "fp32": ["train.precision=no"],
@@ -95,6 +98,21 @@ def main() -> None:
         ref = next(v for n, s, lab, _, v, _ in rows if n == name and s == seed and lab == "fp32")
         delta = f"{value - ref:+.4f}" if metric == "auc" else f"{(value / ref - 1):+.1%}"
         print(f"{name:10} {seed:>4} {label:16} {metric:8} {value:7.4f} {delta:>8} {seconds:7.0f}")
+    if len(args.seeds) > 1:
+        summarize(rows)
+
+
+def summarize(rows) -> None:
+    """Per arm over the seeds: the metric's mean and spread, and the paired difference to fp32 (same seed)."""
+    print(f"\n{'setup':10} {'arm':16} {'seeds':>5} {'mean':>7} {'sd':>7} {'mean diff':>9} {'sd diff':>8} "
+          f"{'min..max diff':>16}")
+    for name, label in dict.fromkeys((n, lab) for n, _, lab, *_ in rows):
+        values = {s: v for n, s, lab, _, v, _ in rows if n == name and lab == label}
+        ref = {s: v for n, s, lab, _, v, _ in rows if n == name and lab == "fp32"}
+        diffs = [values[s] - ref[s] for s in values]
+        print(f"{name:10} {label:16} {len(values):5} {statistics.mean(values.values()):7.4f} "
+              f"{statistics.stdev(values.values()):7.4f} {statistics.mean(diffs):+9.4f} {statistics.stdev(diffs):8.4f} "
+              f"{min(diffs):+.4f}..{max(diffs):+.4f}")
 
 
 if __name__ == "__main__":

@@ -39,11 +39,12 @@ SETUPS = {  # model -> (overrides, steps, warm-up steps, log window)
     "minilm": (["data.max_length=128", "train.micro_batch_size=16", "train.lr=5e-5"], 36, 6, 6),
 }
 
+DROPOUT_0 = ["model.tiny.hidden_dropout_prob=0", "model.tiny.attention_probs_dropout_prob=0"]
 VARIANTS = {  # label -> (translrec overrides, models it applies to)
     "fp32": (["train.precision=no"], ("tiny", "minilm")),
     "bf16": (["train.precision=bf16"], ("tiny", "minilm")),
-    "bf16, dropout 0": (["train.precision=bf16", "model.tiny.hidden_dropout_prob=0",
-                         "model.tiny.attention_probs_dropout_prob=0"], ("tiny",)),
+    "fp32, dropout 0": (["train.precision=no", *DROPOUT_0], ("tiny",)),
+    "bf16, dropout 0": (["train.precision=bf16", *DROPOUT_0], ("tiny",)),
 }
 
 

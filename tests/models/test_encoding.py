@@ -70,3 +70,80 @@ def test_bf16_encoding_returns_fp32_vectors_close_to_fp32():
     assert not torch.equal(bf16, fp32)  # autocast really ran in bf16
     cos = torch.nn.functional.cosine_similarity(bf16, fp32)
     assert cos.min() > 0.99
+
+
+def catalog_texts(n=45, seed=3):
+    rng = np.random.default_rng(seed)
+    words = ["drama", "comedy", "space", "war", "love", "noir", "the", "of", "a", "night", "city", "robot"]
+    return [" ".join(rng.choice(words, size=int(rng.integers(1, 25)))) for _ in range(n)]
+
+
+def plain_batches(encoder, tokenizer, texts, pooling, batch_size):
+    """What the replaced per-batch encoders did: file order, each batch padded to its longest row."""
+    with torch.no_grad():
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=40,
+                              return_tensors="pt")
+            out.append(pool(encoder(**batch).last_hidden_state, batch["attention_mask"], pooling))
+        return torch.cat(out)
+
+
+def test_one_encoder_for_texts_and_the_trainable_item_tower_equals_a_plain_per_batch_forward():
+    import pandas as pd
+
+    from translrec_dist.data.retrieval import tokenize_catalog
+    from translrec_dist.data.tokenize import train_wordpiece
+    from translrec_dist.models.encoding import encode_texts, eval_mode, pooled_forward
+    from translrec_dist.models.trainable_items import TextEncoderItems
+
+    texts = catalog_texts()
+    tokenizer = train_wordpiece(iter(texts), 60, 40)
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=32, max_position_embeddings=64))
+    encoder.train()  # as a freshly built encoder is: dropout on, which eval_mode must switch off
+    for pooling in ("cls", "mean"):
+        expected = plain_batches(encoder.eval(), tokenizer, texts, pooling, batch_size=8)
+        encoder.train()
+        with eval_mode(encoder):
+            out = encode_texts(pooled_forward(encoder, pooling), texts, tokenizer, 40, batch_size=8)
+        assert encoder.training  # restored
+        # Sorting really reordered the batches (lengths 1..24 words in file order), and the rows came back in order.
+        lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
+        assert lengths != sorted(lengths)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+        # The sequential item tower's refresh (whole catalog, no gradients) and its with-gradient batch path.
+        items = TextEncoderItems(encoder, tokenize_catalog(pd.Series(texts), tokenizer, 40), tokenizer.pad_token_id,
+                                 pooling, "full", 0)
+        torch.testing.assert_close(items.encode_all(batch_size=8), expected, rtol=1e-4, atol=1e-5)
+        assert encoder.training
+        index = torch.tensor([7, 0, 30])
+        with eval_mode(encoder):
+            fresh = items.encode(index)
+        assert fresh.requires_grad
+        torch.testing.assert_close(fresh, expected[index], rtol=1e-4, atol=1e-5)
+
+
+def test_prefetched_keeps_order_raises_the_producers_error_and_stops_its_thread_when_closed():
+    import threading
+
+    import pytest
+
+    from translrec_dist.models.encoding import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("row 7: no input_ids")
+
+    with pytest.raises(ValueError, match="row 7"):
+        list(prefetched(failing()))
+
+    before = threading.active_count()
+    consumer = prefetched(iter(range(10_000)), depth=2)
+    assert next(consumer) == 0
+    consumer.close()  # the consumer stops early (an error in the forward): the producer must not stay blocked
+    assert threading.active_count() == before

@@ -71,3 +71,23 @@ def test_bf16_run_exports_fp32_predicts_and_resumes_exactly(tmp_path):
         fp32 = tmp_path / "fp32"
         train(fp32, "train.precision=no", "train.stop_after_steps=1")
         assert abs(losses(fp32)[1] - losses(tmp_path / "full")[1]) > 1e-6
+
+
+def test_the_scoring_head_runs_in_fp32_under_bf16_autocast():
+    """Only the encoder's matmuls go to bf16: the one-unit head (and so the logit the loss and AUC see) stays fp32."""
+    from transformers import BertConfig, BertModel
+
+    from translrec_dist.models.cross_encoder import CrossEncoder, pool
+
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64), add_pooling_layer=False)
+    model = CrossEncoder(encoder, "mean").eval()
+    ids = torch.randint(1, 40, (4, 9))
+    mask = torch.ones_like(ids)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids, mask)
+        pooled = pool(encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask, "mean").float()
+    assert logits.dtype == torch.float32
+    with torch.no_grad():  # the same pooled vector through the head in fp32, outside autocast
+        torch.testing.assert_close(logits, model.head(pooled).squeeze(-1), rtol=0, atol=0)

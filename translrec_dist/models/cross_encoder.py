@@ -47,7 +47,11 @@ class CrossEncoder(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None, **_unused) -> torch.Tensor:
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling))).squeeze(-1)
+        pooled = pool(hidden, attention_mask, self.pooling).float()
+        # The head runs in fp32 under bf16 autocast: a bf16 logit keeps ~3 significant digits, which the loss
+        # and the ranking metrics (AUC ties) would see; one [B x H] x [H x 1] product costs nothing.
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self.head(self.dropout(pooled)).squeeze(-1)
 
 
 def load_pretrained_encoder(path: str, attn_implementation: str, trust_remote_code: bool) -> nn.Module:

@@ -101,26 +101,7 @@ class ItemTower(nn.Module):
         return out
 
 
-# --------------------------------------------------------------------------- encoding item text
-
-
-@torch.no_grad()
-def encode_texts(encoder, tokenizer, texts: list[str], pooling: str, max_length: int,
-                 batch_size: int = 128) -> torch.Tensor:
-    """Pooled encoder vectors of ``texts`` in batches (catalogs can be large), as float32 on the CPU."""
-    from translrec_dist.models.cross_encoder import pool
-
-    was_training = encoder.training
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    out = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt").to(device)
-        hidden = encoder(**batch).last_hidden_state
-        out.append(pool(hidden, batch["attention_mask"], pooling).float().cpu())
-    encoder.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, encoder.config.hidden_size)
+# --------------------------------------------------------------------------- cached item text vectors
 
 
 def cached_text_vectors(cache_dir: Path, key_parts: list[str], texts: list[str], compute) -> torch.Tensor:

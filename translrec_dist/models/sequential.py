@@ -72,10 +72,10 @@ class SequenceModel(nn.Module):
         self.text_items = text_items
 
     @torch.no_grad()
-    def refresh_catalog(self) -> None:
-        """Re-encode every item's text with the current encoder (the every-N-steps hook)."""
+    def refresh_catalog(self, precision: str = "no") -> None:
+        """Re-encode every item's text with the current encoder (the every-N-steps hook), in the run's precision."""
         if self.text_items is not None:
-            self.items.set_text_vectors(self.text_items.encode_all())
+            self.items.set_text_vectors(self.text_items.encode_all(precision=precision))
 
     def catalog(self, batch_items: torch.Tensor | None = None) -> torch.Tensor:
         """Every item's vector. An item without training interactions (held out, or new) has an ID vector
@@ -112,8 +112,8 @@ class SequenceModel(nn.Module):
         vectors = self.catalog() if item_vectors is None else item_vectors
         return self.states(history[:, -self.max_history:], vectors)[:, -1]
 
-    def infer(self, mode: str, history: torch.Tensor | None = None,
-              item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+    def infer(self, mode: str, history: torch.Tensor | None = None, item_vectors: torch.Tensor | None = None,
+              precision: str = "no") -> torch.Tensor:
         """Evaluation and the catalog refresh as modes of ``forward``, called on the wrapped model (DDP, the
         DeepSpeed engine): ZeRO-3 gathers a partitioned parameter that a module reads from another one (e.g.
         ``positions.weight`` here) only while the engine's forward runs, so a method called beside it reads an
@@ -121,13 +121,14 @@ class SequenceModel(nn.Module):
         must make the same calls.
 
         ``catalog``: [N x H] every item's vector. ``users``: [B x H] the state after each history (``item_vectors``:
-        the catalog's, else computed). ``refresh``: re-encode the catalog's texts (trained encoder regimes)."""
+        the catalog's, else computed). ``refresh``: re-encode the catalog's texts (trained encoder regimes) in
+        ``precision`` (the run's: "no" or "bf16")."""
         if mode == "catalog":
             return self.catalog()
         if mode == "users":
             return self.user_vectors(history, item_vectors)
         if mode == "refresh":
-            self.refresh_catalog()
+            self.refresh_catalog(precision)
             return self.items.text
         raise ValueError(f"unknown SequenceModel mode {mode!r}: loss, catalog, users or refresh")
 
@@ -135,11 +136,11 @@ class SequenceModel(nn.Module):
 
     def forward(self, windows: torch.Tensor | None = None, negatives: torch.Tensor | None = None, mode: str = "loss",
                 history: torch.Tensor | None = None, item_vectors: torch.Tensor | None = None,
-                **_batch) -> torch.Tensor:
+                precision: str = "no", **_batch) -> torch.Tensor:
         """Mean next-item loss over every real position of ``windows`` [B x (L+1)]. ``loss: sampled`` draws
         ``num_negatives`` by training popularity when ``negatives`` is not given. Other modes: ``infer``."""
         if mode != "loss":
-            return self.infer(mode, history, item_vectors)
+            return self.infer(mode, history, item_vectors, precision)
         inputs, targets = windows[:, :-1], windows[:, 1:]
         keep = (inputs >= 0) & (targets >= 0)
         vectors = self.catalog(windows)

@@ -20,7 +20,9 @@ from safetensors.torch import save_file
 
 from translrec_dist.data.examples import chronological_order, render_item_texts
 from translrec_dist.errors import DataError
+from translrec_dist.models.encoding import encode_texts, pooled_forward
 from translrec_dist.serving.recommender import EMBEDDINGS_FILE, INDEX_DIR, ITEMS_FILE, Recommender, model_fingerprint
+from translrec_dist.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ class SequentialRecommender(Recommender):
         self.model, self.cfg, self.model_dir = model, cfg, Path(model_dir)
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.model.to(self.device).eval()
+        self.precision = resolve_precision(cfg.train.precision, on_gpu=self.device.type == "cuda")[0]
         self.catalog = catalog
         self._source = None
         self._encoder = None
@@ -75,11 +78,11 @@ class SequentialRecommender(Recommender):
             from transformers import AutoModel, AutoTokenizer
 
             path = self.model_dir  # the item encoder, in plain Hugging Face format
-            self._encoder = (AutoModel.from_pretrained(str(path)).eval(), AutoTokenizer.from_pretrained(str(path)))
-        from translrec_dist.models.item_tower import encode_texts
-
+            self._encoder = (AutoModel.from_pretrained(str(path)).to(self.device).eval(),
+                             AutoTokenizer.from_pretrained(str(path)))
         encoder, tokenizer = self._encoder
-        return encode_texts(encoder, tokenizer, texts, self.cfg.model.pooling, self.cfg.data.max_length)
+        return encode_texts(pooled_forward(encoder, self.cfg.model.pooling), texts, tokenizer,
+                            self.cfg.data.max_length, device=self.device, precision=self.precision)
 
     @torch.no_grad()
     def item_vectors(self, texts: list[str]) -> torch.Tensor:

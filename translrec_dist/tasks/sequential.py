@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -32,11 +33,12 @@ from translrec_dist.data.sequence_shards import load_prepared_windows, window_sp
 from translrec_dist.data.sequences import SequenceData, build_sequence_data, eval_histories, training_windows
 from translrec_dist.errors import ConfigError
 from translrec_dist.evaluation.ranking import all_metrics, target_ranks
-from translrec_dist.models.encoding import put_in_order, rank_share
-from translrec_dist.models.item_tower import cached_text_vectors, encode_texts
+from translrec_dist.models.encoding import encode_texts, eval_mode, pooled_forward, put_in_order, rank_share
+from translrec_dist.models.item_tower import cached_text_vectors
 from translrec_dist.models.sequential import SequenceModel
 from translrec_dist.tasks.base import DataContext, Task, TaskData
 from translrec_dist.training.hooks import Hook
+from translrec_dist.training.precision import resolve_precision
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig
@@ -94,7 +96,7 @@ class RefreshCatalog(Hook):
 
     def run(self, trainer, step: int) -> None:
         with torch.no_grad():  # through the wrapped model's forward: ZeRO-3 gathers the encoder there
-            trainer.model(mode="refresh")
+            trainer.model(mode="refresh", precision=trainer.accelerator.mixed_precision)
 
 
 def check_sequence_config(cfg) -> None:
@@ -286,15 +288,19 @@ def item_encoder(cfg: RunConfig, catalog_texts: list[str]):
 
 
 def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path) -> torch.Tensor:
-    """Pooled vectors of every catalog item's text (cached per encoder state and catalog)."""
+    """Pooled vectors of every catalog item's text (cached per encoder state, precision and catalog)."""
     m = cfg.model
     texts = [str(t) for t in data.item_text.to_numpy()]
+    precision = resolve_precision(cfg.train.precision, on_gpu=False)[0]  # the encoder runs here, on the CPU
 
     def compute(texts):
         encoder, tokenizer = item_encoder(cfg, texts)
-        return encode_texts(encoder, tokenizer, texts, m.pooling, cfg.data.max_length)
+        with eval_mode(encoder):
+            return encode_texts(pooled_forward(encoder, m.pooling), texts, tokenizer, cfg.data.max_length,
+                                precision=precision)
 
-    key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length)]
+    key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length),
+           *([precision] if precision != "no" else [])]  # fp32 keeps the key its caches were written under
     return cached_text_vectors(cache_dir, key, texts, compute)
 
 
@@ -312,12 +318,14 @@ def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Ten
 
 def attach_trained_encoder(cfg: RunConfig, model: SequenceModel, texts: list[str]) -> None:
     """Regimes top_layers / full: the item encoder is part of the model (ZeRO shards it like any encoder)."""
-    from translrec_dist.models.trainable_items import TextEncoderItems, tokenize_catalog_tensors
+    from translrec_dist.data.retrieval import tokenize_catalog
+    from translrec_dist.models.trainable_items import TextEncoderItems
 
     s = cfg.model.sequence
     encoder, tokenizer = item_encoder(cfg, texts)
-    tokens = tokenize_catalog_tensors(tokenizer, texts, cfg.data.max_length)
-    model.attach_text_encoder(TextEncoderItems(encoder, tokens, cfg.model.pooling, s.encoder, s.train_layers))
+    tokens = tokenize_catalog(pd.Series(texts), tokenizer, cfg.data.max_length)
+    model.attach_text_encoder(TextEncoderItems(encoder, tokens, tokenizer.pad_token_id, cfg.model.pooling,
+                                               s.encoder, s.train_layers))
 
 
 @torch.no_grad()
