@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -291,13 +292,16 @@ def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path) -> to
     """Pooled vectors of every catalog item's text (cached per encoder state, precision and catalog)."""
     m = cfg.model
     texts = [str(t) for t in data.item_text.to_numpy()]
-    precision = resolve_precision(cfg.train.precision, on_gpu=False)[0]  # the encoder runs here, on the CPU
+    # The main process encodes before the accelerator exists: on its own GPU when it has one (a catalog of
+    # millions of items is a long job on a CPU).
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else None
+    precision = resolve_precision(cfg.train.precision, on_gpu=device is not None)[0]
 
     def compute(texts):
         encoder, tokenizer = item_encoder(cfg, texts)
-        with eval_mode(encoder):
+        with eval_mode(encoder.to(device or "cpu")):
             return encode_texts(pooled_forward(encoder, m.pooling), texts, tokenizer, cfg.data.max_length,
-                                precision=precision)
+                                device=device or "cpu", precision=precision)
 
     key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length),
            *([precision] if precision != "no" else [])]  # fp32 keeps the key its caches were written under
