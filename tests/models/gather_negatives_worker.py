@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from transformers import AutoModel, BertConfig
 
 from translrec_dist.models.bi_encoder import BiEncoder
+from translrec_dist.training.distributed import shutdown_process_group
 
 PER_RANK = 4
 
@@ -61,10 +62,7 @@ def main(out: str) -> None:
         ref_loss.backward()
         save_file({"loss": mean_loss.reshape(1), "grad": g, "ref_loss": ref_loss.detach().reshape(1),
                    "ref_grad": grads(reference), "local_loss": loss.detach().reshape(1)}, out)
-    accelerator.wait_for_everyone()
-    # Leaving with the gloo group still alive can abort a rank at exit ("terminate called without an
-    # active exception"), which fails the launch though the numbers were right.
-    accelerator.end_training()
+    shutdown_process_group()  # leaves without the exit-time abort that fails a launch (see its docstring)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from translrec_dist.config import SequenceConfig
 from translrec_dist.models.sequential import SequenceModel
+from translrec_dist.training.distributed import shutdown_process_group
 
 P = -1
 WINDOWS = torch.tensor([[0, 1, 2, 3, 4, 6], [P, P, P, 3, 1, 0],  # rank 0: 5 + 2 targets
@@ -58,10 +59,7 @@ def main(out: str) -> None:
             result |= {f"{loss_kind}_ref_loss": ref_loss.detach().reshape(1), f"{loss_kind}_ref_grad": grads(reference)}
     if rank == 0:
         save_file(result, out)
-    accelerator.wait_for_everyone()
-    # Leaving with the gloo group still alive can abort a rank at exit ("terminate called without an
-    # active exception"), which fails the launch though the numbers were right.
-    accelerator.end_training()
+    shutdown_process_group()  # leaves without the exit-time abort that fails a launch (see its docstring)
 
 
 if __name__ == "__main__":

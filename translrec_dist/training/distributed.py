@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -162,12 +163,32 @@ def decided_by_main(decide: Callable[[], T]) -> T:
     return value
 
 
+# How long a leaving rank idles for gloo's threads to drop their last work (see shutdown_process_group).
+COLLECTIVE_RELEASE_S = 0.5
+
+
 def shutdown_process_group() -> None:
-    """Leave the process group together: a rank exiting while the rendezvous host (another node's agent) is
-    already gone aborts in the store's threads (SIGABRT, a failed job after a finished run)."""
+    """Leave the process group together, then give gloo's worker threads time to let go of the last collectives.
+
+    - A rank exiting while the rendezvous host (another node's agent) is already gone aborts in the store's
+      threads (SIGABRT, a failed job after a finished run): hence the barrier.
+    - A gloo worker thread drops a finished collective, whose tensors are Python objects, a moment after the
+      main thread has woken from it (the final barrier keeps the collectives before it alive). If the
+      interpreter is already finalizing by then, taking the GIL ends that thread with ``pthread_exit`` inside
+      a destructor: "terminate called without an active exception", SIGABRT. Seen in about 1 of 30
+      2-process runs on a loaded 2-core machine. Sleeping releases the GIL for the thread to finish.
+    """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+        time.sleep(COLLECTIVE_RELEASE_S)
+
+
+def end_run(accelerator: Accelerator) -> None:
+    """``Accelerator.end_training`` (trackers finished, group destroyed), leaving as ``shutdown_process_group``."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    shutdown_process_group()
 
 
 def world_info() -> str:

@@ -31,6 +31,7 @@ from translrec_dist.training.checkpoint import load_checkpoint, read_trainer_sta
 from translrec_dist.training.distributed import (
     agree,
     build_accelerator,
+    end_run,
     size_zero_buckets,
     stop_requested_here,
     zero_stage,
@@ -216,13 +217,13 @@ class Trainer:
             why = f"signal {stop_signal()}" if stop_signal() else "a STOP file or train.stop_after_steps"
             log.info("stopped at step %d on %s; checkpoint %s; resume with train.resume_from=auto", self.step, why,
                      self.last_checkpoint)
-            acc.end_training()
+            end_run(acc)
             return RunResult(self.step, stopped=True)
         self.save_checkpoint()
         step = self.validation.restore_if_better(self)
         results = final_evaluation(self, step)
         self.export()
-        acc.end_training()
+        end_run(acc)
         return RunResult(step, stopped=False, metrics=results)
 
     def export(self) -> None:
