@@ -29,12 +29,10 @@ def setup_logging(debug: bool) -> None:
 
 def cmd_train(args) -> int:
     from translrec_dist.config import load_config
-    from translrec_dist.training.distributed import shutdown_process_group
     from translrec_dist.training.trainer import train
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg)
-    shutdown_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result.summary()))
     return 0
@@ -361,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
     try:
-        return args.func(args)
+        rc = args.func(args)
     except UserError as e:
         if args.debug:
             raise
@@ -370,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("translrec: interrupted", file=sys.stderr)
         return 130
+    if rc == 0 and "torch.distributed" in sys.modules:  # a command run under a launcher leaves its group cleanly
+        from translrec_dist.training.distributed import shutdown_process_group
+
+        shutdown_process_group()
+    return rc
 
 
 if __name__ == "__main__":

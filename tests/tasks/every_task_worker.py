@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from accelerate.state import AcceleratorState, PartialState
+from accelerate.state import AcceleratorState
 
 from tests.conftest import FAST, TINY
 from tests.training.cli_hooks import sgd_optimizer
@@ -38,9 +38,8 @@ STEPS = ["train.max_steps=4", "train.grad_accum=2", "train.log_every=1", "train.
 
 
 def main(strategy: str, root: Path) -> None:
-    # One process group for all the tasks: each run's end_training() would destroy it.
-    for state in (PartialState, AcceleratorState):
-        state.destroy_process_group = lambda self, group=None: None
+    # One process group for all the tasks: each run's end (trainer.end_run) would leave it.
+    trainer.end_run = lambda accelerator: None
     for task, extra in TASKS.items():
         cfg = load_config(TINY, [*FAST, f"task={task}", *extra, *STEPS, f"train.distributed={strategy}",
                                  f"output_dir={root / task}"])

@@ -14,14 +14,14 @@ import os
 import sys
 from pathlib import Path
 
-from accelerate.state import AcceleratorState, PartialState
+from accelerate.state import AcceleratorState
 
 from tests.conftest import FAST, TINY
 from tests.training.test_sequential_task import SEQUENTIAL
 from translrec_dist.cli import setup_logging
 from translrec_dist.config import load_config
+from translrec_dist.training import trainer
 from translrec_dist.training.distributed import shutdown_process_group
-from translrec_dist.training.trainer import train
 
 STEPS_PER_EPOCH, STOP = 5, 7  # 80 windows in 4 shards: 40 per rank, micro 8; the stop falls in epoch 1
 
@@ -33,12 +33,11 @@ def common(root: Path) -> list[str]:
 
 def main(root: Path) -> None:
     setup_logging(debug=False)
-    # One process group for the three runs: each run's end_training() would destroy it.
-    for state in (PartialState, AcceleratorState):
-        state.destroy_process_group = lambda self, group=None: None
+    # One process group for the three runs: each run's end (trainer.end_run) would leave it.
+    trainer.end_run = lambda accelerator: None
     results = []
     for out, extra in (("full", []), ("cut", [f"train.stop_after_steps={STOP}"]), ("cut", ["train.resume_from=auto"])):
-        results.append(train(load_config(TINY, [*common(root), f"output_dir={root / out}", *extra])).summary())
+        results.append(trainer.train(load_config(TINY, [*common(root), f"output_dir={root / out}", *extra])).summary())
         AcceleratorState._reset_state()
     if int(os.environ.get("RANK", "0")) == 0:
         (root / "results.json").write_text(json.dumps(results))
