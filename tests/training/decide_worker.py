@@ -13,6 +13,7 @@ import torch.distributed as dist
 from translrec_dist.errors import ConfigError
 from translrec_dist.run_dir import RunDir
 from translrec_dist.training.checkpoint import resolve_resume
+from translrec_dist.training.distributed import shutdown_process_group
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
         result["broken"] = str(e)
     with open(f"{prefix}{rank}.json", "w") as f:
         json.dump(result, f)
-    dist.destroy_process_group()
+    shutdown_process_group()  # leaves without the exit-time abort that fails a launch (see its docstring)
 
 
 if __name__ == "__main__":
