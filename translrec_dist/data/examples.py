@@ -31,8 +31,10 @@ def render_item_texts(items: pd.DataFrame, cfg: DataConfig) -> pd.Series:
     wanted = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     unknown = [w for w in wanted if w not in items.columns]
     if unknown:
+        example = " ".join("{" + f + "}" for f in fields[:2])
         raise ConfigError(f"data.item_text: field {{{unknown[0]}}} is not an items column; "
-                          f"available: {', '.join(fields)}")
+                          f"available: {', '.join(fields)}; set it to a template over them, e.g. "
+                          f"\"data.item_text='{example}'\" on the command line")
     cols = {w: items[w].fillna("").astype(str).str.slice(0, cfg.max_field_chars) for w in set(wanted)}
     rendered = [template.format(**{w: cols[w].iat[i] for w in cols}).strip() for i in range(len(items))]
     return pd.Series(rendered, index=items["item_id"].to_numpy())

@@ -81,7 +81,7 @@ def build_sequence_data(inter: pd.DataFrame, items: pd.DataFrame, cfg: RunConfig
         df["cold"] = counts[df["label"].to_numpy()] == 0 if len(df) else []
         next_id += len(df)
         evals[split] = df
-    log.info("sequences: %d training users, %d training items; valid=%d test=%d (cold test targets %d); "
+    log.info("sequences: %d training users, %d training interactions; valid=%d test=%d (cold test targets %d); "
              "%d of %d items held out", len(train), int(counts.sum()), len(evals["valid"]), len(evals["test"]),
              int(evals["test"]["cold"].sum()), int(held.sum()), len(item_text))
     return SequenceData(item_text.index.to_numpy(), item_text, train, train_users, evals, held, counts)

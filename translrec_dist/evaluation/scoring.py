@@ -10,14 +10,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from accelerate import Accelerator
-
 from translrec_dist.data.tables import read_table
 from translrec_dist.errors import ConfigError, DataError
 from translrec_dist.evaluation.predict_checks import check_output_file
 from translrec_dist.models.export import read_export
-from translrec_dist.training.precision import log_precision
+from translrec_dist.training.distributed import inference_accelerator
 
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig
@@ -28,7 +25,7 @@ def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dic
     if export_cfg.task != cfg.task:
         raise ConfigError(f"{model_dir} was trained with task={export_cfg.task}, the config ({cfg.source}) has "
                           f"task={cfg.task}; pass the config of that run")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=log_precision(cfg.train.precision))
+    accelerator = inference_accelerator(cfg.train.precision)
     metrics = task.evaluate_export(cfg, model, tokenizer, split, accelerator)
     return {**metrics, "split": split, "model": str(model_dir)}
 

@@ -116,9 +116,8 @@ class PointwiseTask(Task):
 
     def predict(self, cfg, model, tokenizer, rows: pd.DataFrame, path: Path, batch_size: int):
         """(prediction name, [(row index, value)]) for the rows of a ``translrec predict`` input file."""
-        from accelerate import Accelerator
 
-        from translrec_dist.training.precision import log_precision
+        from translrec_dist.training.distributed import inference_accelerator
 
         examples = rows_to_examples(rows, cfg, path)
         refuse_empty_text(examples, rows, path)
@@ -126,7 +125,7 @@ class PointwiseTask(Task):
         if examples["text_pair"].isna().all():
             examples = examples.drop(columns="text_pair")
         ds = tokenize_frame(examples, tokenizer, cfg.data.max_length)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=log_precision(cfg.train.precision))
+        accelerator = inference_accelerator(cfg.train.precision)
         loader = eval_loader(ds, PadCollator(tokenizer.pad_token_id), batch_size=batch_size, rank=0, world=1)
         ids, scores, _ = predict_scores(accelerator.prepare(model), loader, accelerator)
         return self.prediction_name, list(zip(ids.tolist(), self.to_prediction(scores).tolist(), strict=True))

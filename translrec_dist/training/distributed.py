@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def tell_deepspeed_cpu_without_gpu() -> None:
+    """Without a GPU the package runs on the CPU. Saying so to DeepSpeed before anything imports it (accelerate's
+    ``unwrap_model`` does, even in a DDP run) keeps its detection warning off stdout, where commands print JSON."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def inference_accelerator(precision: str) -> Accelerator:
+    """One process on the GPU if there is one: ``translrec evaluate`` and ``predict`` with an export."""
+    tell_deepspeed_cpu_without_gpu()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=log_precision(precision))
+
+
 def build_accelerator(cfg: RunConfig) -> Accelerator:
     """The Accelerator for this run: DDP, or DeepSpeed ZeRO when the run config asks for it.
 
@@ -40,6 +53,7 @@ def build_accelerator(cfg: RunConfig) -> Accelerator:
     t = cfg.train
     world = int(os.environ.get("WORLD_SIZE", "1"))
     preflight(cfg, world)
+    tell_deepspeed_cpu_without_gpu()
     precision = log_precision(t.precision, deepspeed=select_deepspeed_json(cfg) is not None)
     ds_config = resolve_deepspeed_config(cfg, world, precision)
     plugin = None
