@@ -107,15 +107,23 @@ def load_prepared_splits(cfg: RunConfig, is_main: bool, texts: Callable[[], Text
     settings outside ``data`` that change the shards (``Task.prepare_inputs``)."""
     import pyarrow.parquet as pq
 
-    from translrec_dist.data.prepare import cache_key, cache_root, check_prepared, prepare, wait_for_manifest
+    from translrec_dist.data.prepare import (
+        cache_key,
+        cache_root,
+        check_prepared,
+        prepare,
+        read_manifest,
+        wait_for_manifest,
+    )
     from translrec_dist.data.streaming import ShardedTrain
 
     if is_main:
-        directory = prepare(cfg, texts=texts, key_inputs=key_inputs)
+        directory = prepare(cfg, texts=texts, key_inputs=key_inputs)  # checks a cache it reuses
+        manifest = read_manifest(directory)
     else:
         directory = cache_root(cfg) / cache_key(cfg, key_inputs)[0]
         wait_for_manifest(directory)
-    manifest = check_prepared(cfg, directory, key_inputs)
+        manifest = check_prepared(cfg, directory, key_inputs)
     shards = manifest["splits"]["train"]["shards"]
     d = cfg.data
     tokenizer = load_tokenizer(str(directory / manifest["tokenizer"]["dir"]))

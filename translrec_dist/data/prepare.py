@@ -65,12 +65,9 @@ def source_files(cfg: RunConfig) -> list[Path]:
     d = cfg.data
     if d.format == "synthetic":
         return []
-    if d.path is None and d.format == "recbole":  # the MovieLens-100k files of the recbole wheel
-        from translrec_dist.data.readers import bundled_ml100k
+    from translrec_dist.data.readers import source_path
 
-        path = bundled_ml100k()
-    else:
-        path = Path(d.path)
+    path = source_path(d)
     if path.is_dir():
         return sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
     files = [path] + ([path.with_name("meta_" + path.name)] if d.format == "amazon" else [])

@@ -37,7 +37,7 @@ def window_splits(data: SequenceData, max_history: int, stride: int | None, toke
     windows = training_windows(data.train, max_history, stride)
     train = pd.DataFrame({"example_id": np.arange(len(windows)), "window": windows.tolist()})
     catalog = pd.DataFrame({"example_id": np.arange(data.num_items), "item_id": [str(i) for i in data.item_ids],
-                            "text": [str(t) for t in data.item_text.to_numpy()], "popularity": data.popularity,
+                            "text": data.texts, "popularity": data.popularity,
                             "held_out": data.cold_items})
     evals = {split: frame[EVAL_COLUMNS].assign(cold=frame["cold"].astype(bool)) for split, frame in data.evals.items()}
     return TextSplits({"train": train, **evals, "catalog": catalog}, data.item_text, tokenize=False,

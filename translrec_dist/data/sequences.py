@@ -43,6 +43,11 @@ class SequenceData:
     def num_items(self) -> int:
         return len(self.item_ids)
 
+    @property
+    def texts(self) -> list[str]:
+        """The catalog's item texts in catalog order (what the item encoder reads)."""
+        return [str(t) for t in self.item_text.to_numpy()]
+
 
 def held_out_items(num_items: int, fraction: float, seed: int) -> np.ndarray:
     if not 0.0 <= fraction < 1.0:

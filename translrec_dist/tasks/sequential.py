@@ -159,10 +159,9 @@ class SequentialTask(Task):
         return {"window_stride": s.window_stride, "item_repr": s.item_repr}
 
     def prepare_texts(self, cfg):
-        data = build_sequence_data(*read_source(cfg), cfg)
-        texts = [str(t) for t in data.item_text.to_numpy()]
+        data = read_sequence_data(cfg)
         return window_splits(data, cfg.data.max_history, cfg.model.sequence.window_stride,
-                             lambda: catalog_tokenizer(cfg, texts))
+                             lambda: catalog_tokenizer(cfg, data.texts))
 
     def build_data(self, cfg, ctx: DataContext) -> TaskData:
         if cfg.data.streaming:
@@ -194,9 +193,7 @@ class SequentialTask(Task):
         if data is not None:
             seq = data.extra["data"]
             model = build_sequential(cfg, seq, data.extra["vectors"])
-            model.catalog_info = {"item_ids": [str(i) for i in seq.item_ids],
-                                  "texts": [str(t) for t in seq.item_text.to_numpy()],
-                                  "popularity": seq.popularity.tolist()}
+            model.catalog_info = catalog_info(seq)
         else:  # rebuilt around a checkpoint: shapes from its weights
             state = state_dict or {}
             text = state.get("items.text")
@@ -249,15 +246,19 @@ class SequentialTask(Task):
         return model
 
     def evaluate_export(self, cfg, model, tokenizer, split: str, accelerator) -> dict:
-        data = build_sequence_data(*read_source(cfg), cfg)
+        data = read_sequence_data(cfg)
         return {**evaluate_sequences(model, data, split, cfg.data.max_history, cfg.eval.micro_batch_size,
                                      tuple(cfg.eval.ks)), "num_items": data.num_items}
 
 
+def read_sequence_data(cfg) -> SequenceData:
+    """The raw source through the leave-one-out split into catalog, training sequences and eval rows."""
+    return build_sequence_data(*read_source(cfg), cfg)
+
+
 def in_memory_windows(cfg, ctx: DataContext) -> tuple[SequenceData, datasets.Dataset, object]:
-    data = build_sequence_data(*read_source(cfg), cfg)
-    texts = [str(t) for t in data.item_text.to_numpy()]
-    tokenizer = ctx.tokenizer(lambda: catalog_tokenizer(cfg, texts))
+    data = read_sequence_data(cfg)
+    tokenizer = ctx.tokenizer(lambda: catalog_tokenizer(cfg, data.texts))
     windows = training_windows(data.train, cfg.data.max_history, cfg.model.sequence.window_stride)
     train = datasets.Dataset.from_dict({"example_id": np.arange(len(windows)), "window": windows.tolist()})
     log.info("sequential: %d training windows (%d target positions), catalog %d items", len(windows),
@@ -265,10 +266,13 @@ def in_memory_windows(cfg, ctx: DataContext) -> tuple[SequenceData, datasets.Dat
     return data, train, tokenizer
 
 
+def catalog_info(seq: SequenceData) -> dict:
+    """What the export's ``catalog.json`` holds: ids, texts and training counts in catalog order."""
+    return {"item_ids": [str(i) for i in seq.item_ids], "texts": seq.texts, "popularity": seq.popularity.tolist()}
+
+
 def catalog_of(cfg) -> dict:
-    seq = build_sequence_data(*read_source(cfg), cfg)
-    return {"item_ids": [str(i) for i in seq.item_ids], "texts": [str(t) for t in seq.item_text.to_numpy()],
-            "popularity": seq.popularity.tolist()}
+    return catalog_info(read_sequence_data(cfg))
 
 
 def item_encoder(cfg: RunConfig, catalog_texts: list[str]):
@@ -291,17 +295,18 @@ def item_encoder(cfg: RunConfig, catalog_texts: list[str]):
 def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path) -> torch.Tensor:
     """Pooled vectors of every catalog item's text (cached per encoder state, precision and catalog)."""
     m = cfg.model
-    texts = [str(t) for t in data.item_text.to_numpy()]
+    texts = data.texts
     # The main process encodes before the accelerator exists: on its own GPU when it has one (a catalog of
     # millions of items is a long job on a CPU).
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else None
-    precision = resolve_precision(cfg.train.precision, on_gpu=device is not None)[0]
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if on_gpu else torch.device("cpu")
+    precision = resolve_precision(cfg.train.precision, on_gpu=on_gpu)[0]
 
     def compute(texts):
         encoder, tokenizer = item_encoder(cfg, texts)
-        with eval_mode(encoder.to(device or "cpu")):
+        with eval_mode(encoder.to(device)):
             return encode_texts(pooled_forward(encoder, m.pooling), texts, tokenizer, cfg.data.max_length,
-                                device=device or "cpu", precision=precision)
+                                device=device, precision=precision)
 
     key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length),
            *([precision] if precision != "no" else [])]  # fp32 keeps the key its caches were written under
@@ -315,7 +320,7 @@ def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Ten
     if text_vectors is not None and s.item_repr != "id":
         model.items.set_text_vectors(text_vectors)
     if s.encoder != "frozen" and s.item_repr != "id":
-        attach_trained_encoder(cfg, model, [str(t) for t in data.item_text.to_numpy()])
+        attach_trained_encoder(cfg, model, data.texts)
     model.set_popularity(torch.as_tensor(data.popularity))
     return model
 

@@ -34,6 +34,11 @@ class Source:
     report: dict = field(default_factory=dict)
 
 
+def source_path(cfg: DataConfig) -> Path:
+    """Where the source lives: ``data.path``, or for ``format=recbole`` without one the recbole wheel's ml-100k."""
+    return bundled_ml100k() if cfg.path is None and cfg.format == "recbole" else Path(cfg.path)
+
+
 def read_source(cfg: DataConfig, need_rating: bool) -> Source:
     if cfg.format == "synthetic":
         inter, items = generate_synthetic(cfg.synthetic)
@@ -42,7 +47,7 @@ def read_source(cfg: DataConfig, need_rating: bool) -> Source:
     if cfg.format == "movielens":
         inter, items, files = read_movielens(cfg.path, bad)
     elif cfg.format == "recbole":
-        inter, items, files = read_recbole(cfg.path or bundled_ml100k(), bad, cfg.columns)
+        inter, items, files = read_recbole(source_path(cfg), bad, cfg.columns)
     elif cfg.format == "amazon":
         inter, items, files = read_amazon(cfg.path, bad)
     elif cfg.format in ("interactions", "table"):
