@@ -1,6 +1,7 @@
 """Length-sorted, sharded catalog encoding gives every row its own vector, in row order, on any world size."""
 
 import numpy as np
+import pytest
 import torch
 from transformers import BertConfig, BertModel
 
@@ -147,3 +148,28 @@ def test_prefetched_keeps_order_raises_the_producers_error_and_stops_its_thread_
     assert next(consumer) == 0
     consumer.close()  # the consumer stops early (an error in the forward): the producer must not stay blocked
     assert threading.active_count() == before
+
+
+@pytest.mark.slow
+def test_two_ranks_split_the_frozen_catalog_encoding_and_gather_what_one_process_encodes(tmp_path):
+    import os
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    from tests.conftest import REPO, accelerate_launch
+
+    out = tmp_path / "result.safetensors"
+    cmd = accelerate_launch(2, 29937, "--multi_gpu") + [str(REPO / "tests" / "models" / "split_encoding_worker.py"),
+                                                         str(out)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r, other = load_file(str(out)), load_file(str(out.with_suffix(".rank1")))
+    assert r["alone"].shape[0] == 83 and r["alone"].abs().sum() > 0
+    torch.testing.assert_close(r["split"], r["alone"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(other["split"], r["alone"], rtol=1e-4, atol=1e-5)  # every rank has the whole matrix
+    torch.testing.assert_close(r["cached"], r["alone"], rtol=1e-4, atol=1e-5)
+    assert int(r["cache_files"]) == 1
+    # Each rank encoded its own share (and the cached read encoded nothing): 42 + 41 rows, not 83 on each.
+    assert sorted([int(r["rows_encoded"]), int(other["rows_encoded"])]) == [41, 42]

@@ -175,14 +175,34 @@ def put_in_order(positions: torch.Tensor, vectors: torch.Tensor, num_rows: int) 
     return out
 
 
+def gather_in_order(positions: torch.Tensor, vectors: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """[num_rows x dim] on every rank from each rank's ``encode_tokenized`` share (a collective: every rank of the
+    default process group calls it; ``rank_share`` gave the shares equal counts, as ``all_gather`` needs)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return put_in_order(positions, vectors, num_rows)
+    world = dist.get_world_size()
+    all_positions = [torch.empty_like(positions) for _ in range(world)]
+    all_vectors = [torch.empty_like(vectors) for _ in range(world)]
+    dist.all_gather(all_positions, positions)
+    dist.all_gather(all_vectors, vectors.contiguous())
+    return put_in_order(torch.cat(all_positions), torch.cat(all_vectors), num_rows)
+
+
 def encode_texts(forward: Callable[[dict], torch.Tensor], texts: list[str], tokenizer, max_length: int, *,
                  batch_size: int = 128, device: torch.device | str = "cpu", precision: str = "no",
-                 extra: dict[str, np.ndarray] | None = None) -> torch.Tensor:
-    """[len(texts) x dim] vectors of raw texts in one process (serving, new items): one batched tokenizer call,
-    then ``encode_tokenized``."""
+                 extra: dict[str, np.ndarray] | None = None, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """[len(texts) x dim] vectors of raw texts: one batched tokenizer call, then ``encode_tokenized``.
+
+    ``world`` > 1: a collective of the default process group; each rank encodes its share of the rows and every
+    rank gets the whole matrix (a catalog of millions of items is split instead of encoded once per rank).
+    """
     if not texts:
         return torch.empty(0)
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)
     positions, vectors = encode_tokenized(forward, dict(enc), tokenizer.pad_token_id, batch_size=batch_size,
-                                          device=device, precision=precision, extra=extra)
+                                          device=device, precision=precision, extra=extra, rank=rank, world=world)
+    if world > 1:
+        return gather_in_order(positions, vectors, len(texts)).cpu()
     return put_in_order(positions, vectors, len(texts)).cpu()

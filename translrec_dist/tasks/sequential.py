@@ -173,11 +173,7 @@ class SequentialTask(Task):
             data, train, tokenizer = in_memory_windows(cfg, ctx)
         vectors = None
         if cfg.model.sequence.item_repr != "id":
-            cache = ctx.run_dir.item_vectors
-            if ctx.is_main:  # the main process encodes once; the others read its cache
-                item_text_vectors(cfg, data, cache)
-            ctx.barrier()
-            vectors = item_text_vectors(cfg, data, cache)
+            vectors = item_text_vectors(cfg, data, ctx.run_dir.item_vectors, ctx)
 
         def evaluate(model, split: str, accelerator) -> dict:
             return {**evaluate_sequences(model, data, split, cfg.data.max_history, cfg.eval.micro_batch_size,
@@ -292,25 +288,55 @@ def item_encoder(cfg: RunConfig, catalog_texts: list[str]):
     return encoder, tokenizer
 
 
-def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path) -> torch.Tensor:
-    """Pooled vectors of every catalog item's text (cached per encoder state, precision and catalog)."""
-    m = cfg.model
-    texts = data.texts
-    # The main process encodes before the accelerator exists: on its own GPU when it has one (a catalog of
-    # millions of items is a long job on a CPU).
+class _NotCached(Exception):
+    pass
+
+
+def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path, ctx: DataContext | None = None
+                      ) -> torch.Tensor:
+    """Pooled vectors of every catalog item's text (cached per encoder state, precision and catalog).
+
+    Every rank encodes its share of the catalog on its own device and the shares are gathered (a catalog of
+    millions of items is a long job on one process); the main process writes the cache, which the ranks of a
+    later run read instead. Without ``ctx`` (or with one process) this process encodes alone.
+    """
+    import torch.distributed as dist
+
+    m, texts = cfg.model, data.texts
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if on_gpu else torch.device("cpu")
     precision = resolve_precision(cfg.train.precision, on_gpu=on_gpu)[0]
+    key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length),
+           *([precision] if precision != "no" else [])]  # fp32 keeps the key its caches were written under
+    split = ctx is not None and ctx.world > 1 and dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if split else (0, 1)
 
-    def compute(texts):
+    def not_cached(_texts):
+        raise _NotCached
+
+    def encode(texts):  # a collective when split: every rank runs it
         encoder, tokenizer = item_encoder(cfg, texts)
         with eval_mode(encoder.to(device)):
             return encode_texts(pooled_forward(encoder, m.pooling), texts, tokenizer, cfg.data.max_length,
-                                device=device, precision=precision)
+                                device=device, precision=precision, rank=rank, world=world)
 
-    key = [str(m.name_or_path), str(m.tiny), str(cfg.seed) if m.tiny else "", m.pooling, str(cfg.data.max_length),
-           *([precision] if precision != "no" else [])]  # fp32 keeps the key its caches were written under
-    return cached_text_vectors(cache_dir, key, texts, compute)
+    if not split:
+        return cached_text_vectors(cache_dir, key, texts, encode)
+    # The main process alone looks at the cache, and tells every rank whether they encode together.
+    cached = [None]
+    if ctx.is_main:
+        try:
+            cached[0] = cached_text_vectors(cache_dir, key, texts, not_cached)
+        except _NotCached:
+            pass
+    hit = [cached[0] is not None]
+    dist.broadcast_object_list(hit, src=0)
+    if hit[0]:
+        return cached[0] if ctx.is_main else cached_text_vectors(cache_dir, key, texts, not_cached)
+    vectors = encode(texts)  # the whole matrix on every rank
+    if ctx.is_main:
+        cached_text_vectors(cache_dir, key, texts, lambda _texts: vectors)
+    return vectors
 
 
 def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Tensor | None) -> SequenceModel:
