@@ -11,6 +11,7 @@ from pathlib import Path
 
 from translrec_dist.errors import UserError
 from translrec_dist.run_dir import RunDir
+from translrec_dist.threads import configure_threads
 
 log = logging.getLogger("translrec_dist")
 # Only the user turns on code execution: an export's or checkpoint's own config never does.
@@ -358,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
+    configure_threads()  # before any command imports torch: OpenMP reads its settings once, at start
     try:
         rc = args.func(args)
     except UserError as e:

@@ -27,6 +27,7 @@ from translrec_dist.models.export import write_export
 from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
 from translrec_dist.tasks import DataContext, get_task
+from translrec_dist.threads import configure_threads
 from translrec_dist.training.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
 from translrec_dist.training.distributed import (
     agree,
@@ -242,6 +243,7 @@ class Trainer:
 
 def train(cfg: RunConfig) -> RunResult:
     """Train; SIGTERM/SIGUSR1 (scancel, preemption) end the run with a checkpoint at the next step."""
+    configure_threads()  # a no-op after the CLI's call; sizes torch's threads for callers from Python
     with stop_signals_requested():
         return Trainer(cfg).setup().fit()
 
