@@ -52,7 +52,7 @@ def cross_encoder(name: str):
 
 
 def ann_comparison(args) -> None:
-    from translrec_dist.serving.vector_index import ExactIndex, FaissIndex
+    from translrec_dist.serving.vector_index import ExactIndex, FaissIndex, hnsw_index
 
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(1000, args.dim, generator=g)
@@ -63,7 +63,8 @@ def ann_comparison(args) -> None:
                                             + 0.3 * torch.randn(256, args.dim, generator=g), dim=1)
     exact = ExactIndex(items)
     start = time.perf_counter()
-    approx = FaissIndex(items, m=args.hnsw_m, ef_search=args.ef_search)
+    # An HNSW graph on purpose (index.backend=faiss picks by size; bench/scale.py measures that choice).
+    approx = FaissIndex(items, ef_search=args.ef_search, index=hnsw_index(items, args.hnsw_m))
     build_s = time.perf_counter() - start
     truth = exact.search(queries, args.k)[1]
     found = approx.search(queries, args.k)[1]

@@ -1,12 +1,26 @@
-"""Top-k search over item vectors: exact (matrix product + topk, the default) or approximate (faiss HNSW).
+"""Top-k search over item vectors: exact (matrix product + topk, the default) or approximate (faiss).
 
-Both score by inner product (cosine for normalized vectors). The approximate index is for catalogs where one
-matrix product per query is too slow (millions of items); ``bench/retrieval.py --ann`` measures latency and
-recall@10 of both. ``index.backend: faiss`` needs ``pip install 'translrec-dist[ann]'``.
+Both score by inner product (cosine for normalized vectors). ``index.backend: faiss`` picks the structure by
+catalog size (``faiss_index_for``; ``bench/scale.py`` measures each at 10k to 1M items, docs/benchmarks.md):
+
+- up to ``FLAT_MAX`` (50k) items: exact inner product inside faiss (``IndexFlatIP``): one query scans 50k x dim
+  floats in about a millisecond, and a graph or inverted lists would only lose recall;
+- up to ``IVF_PQ_MIN`` (20M): inverted lists over full vectors (``IndexIVFFlat``), ``nlist = 4 sqrt(n)`` k-means
+  cells (trained on at most 64 points per cell) and ``nprobe = max(32, nlist / 64)`` cells searched per query.
+  At 1M items (dim 64, clustered vectors) that gave recall@10 .95 at ~2 ms per query with one thread on a loaded
+  2-core machine and builds in about a minute; HNSW (M 16-32) needed minutes to build there and reached lower
+  recall at the same latency on the same vectors;
+- beyond: the same lists over product-quantized codes (``IndexIVFPQ``, dim/4 bytes per item): memory, not
+  recall, is what runs out first at that size (100M x 64 floats is 25 GB). Recall is lower: check it with
+  ``bench/retrieval.py --ann`` on your vectors.
+
+An HNSW graph is still what ``FaissIndex(..., index=...)`` or an index file written by an earlier version holds
+(``ef_search`` applies to it). ``index.backend: faiss`` needs ``pip install 'translrec-dist[ann]'``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +28,9 @@ import torch
 
 from translrec_dist.errors import ConfigError
 
-FAISS_FILE = "faiss_hnsw.index"
+FAISS_FILE = "faiss_hnsw.index"  # the name predates the choice by size: any faiss index type is saved under it
+FLAT_MAX = 50_000
+IVF_PQ_MIN = 20_000_000
 
 
 class ExactIndex:
@@ -33,22 +49,51 @@ class ExactIndex:
         pass
 
 
+def faiss_index_for(embeddings: torch.Tensor, m: int = 32):
+    """A filled faiss index over ``embeddings`` of the type their number calls for (module docstring);
+    ``m``: HNSW neighbours per node, for an HNSW graph built by hand (``hnsw_index``)."""
+    faiss = import_faiss()
+    x = np.ascontiguousarray(embeddings.float().numpy())
+    n, dim = x.shape
+    if n <= FLAT_MAX:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        nlist = int(4 * math.sqrt(n))
+        quantizer = faiss.IndexFlatIP(dim)
+        if n < IVF_PQ_MIN or dim % 4:
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, dim // 4, 8, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)
+        index.train(x[np.sort(sample)])
+        index.nprobe = max(32, nlist // 64)  # saved with the index
+    index.add(x)
+    return index
+
+
+def hnsw_index(embeddings: torch.Tensor, m: int = 32):
+    """An HNSW graph (``m`` neighbours per node) over inner product, for comparing with the choice by size."""
+    faiss = import_faiss()
+    index = faiss.IndexHNSWFlat(embeddings.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = max(40, 2 * m)
+    index.add(np.ascontiguousarray(embeddings.float().numpy()))
+    return index
+
+
 class FaissIndex:
-    """HNSW graph (M neighbours per node) over inner product; ``ef_search`` trades latency for recall."""
+    """A faiss index over inner product (the type chosen by catalog size, see ``faiss_index_for``);
+    ``ef_search`` trades latency for recall when it is an HNSW graph."""
 
     backend = "faiss"
 
     def __init__(self, embeddings: torch.Tensor, m: int = 32, ef_search: int = 128, index=None):
-        faiss = import_faiss()
-        self.index = index
-        if self.index is None:
-            self.index = faiss.IndexHNSWFlat(embeddings.shape[1], m, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efConstruction = max(40, 2 * m)
-            self.index.add(np.ascontiguousarray(embeddings.float().numpy()))
-        self.index.hnsw.efSearch = ef_search
+        self.index = index if index is not None else faiss_index_for(embeddings, m)
+        if hasattr(self.index, "hnsw"):
+            self.index.hnsw.efSearch = ef_search
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-        self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
+        if hasattr(self.index, "hnsw"):
+            self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
         scores, rows = self.index.search(np.ascontiguousarray(queries.float().numpy()), min(k, self.index.ntotal))
         return scores, rows
 
