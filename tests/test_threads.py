@@ -67,6 +67,24 @@ def test_plan_threads(usable, procs, load, expected):
     assert plan_threads(usable, procs, load).threads == expected
 
 
+def test_a_container_share_is_not_crowded_by_load_elsewhere_on_the_host():
+    assert plan_threads(4, 1, 30.0, machine_cpus=64).threads == 4
+    assert plan_threads(4, 1, 62.0, machine_cpus=64).threads == 2
+
+
+def test_current_load_counts_busy_cpus_between_two_reads_of_proc_stat(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal
+    stat.write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 ...\n")
+
+    def later(_seconds):  # 200 ticks pass on 2 CPUs: 150 busy, 50 idle
+        stat.write_text("cpu  200 0 100 840 60 0 0 0 0 0\n")
+
+    monkeypatch.setattr(threads.time, "sleep", later)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    assert threads.current_load(stat) == pytest.approx(2 * 150 / 200)
+
+
 def test_local_processes_from_launcher_or_slurm():
     assert local_processes({"LOCAL_WORLD_SIZE": "4", "SLURM_NTASKS_PER_NODE": "8"}) == 4
     assert local_processes({"SLURM_NTASKS_PER_NODE": "8"}) == 8
@@ -77,6 +95,7 @@ def test_local_processes_from_launcher_or_slurm():
 def test_configure_threads_respects_the_user_and_recomputes_for_a_child(monkeypatch):
     monkeypatch.setattr(threads, "usable_cpus", lambda: 8.0)
     monkeypatch.setattr(threads, "current_load", lambda: 0.0)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
     assert configure_threads({"OMP_NUM_THREADS": "3"}) is None  # the user's own count
     assert configure_threads({"TRANSLREC_AUTO_THREADS": "0"}) is None
     env = {"LOCAL_WORLD_SIZE": "2", "OMP_WAIT_POLICY": "ACTIVE"}

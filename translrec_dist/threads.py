@@ -5,7 +5,7 @@ processes hold the cores (a shared workstation, a non-exclusive SLURM partition,
 each op waits for its descheduled thread: on 2 cores at load 4 the tiny quick start ran 28x slower than idle.
 So the count is the smallest of: the CPUs in the affinity mask (taskset, SLURM's cpuset binding), the cgroup CPU
 quota (containers, ``--cpus-per-task`` under cgroup enforcement), and the cores other processes leave free
-(1-minute load average at start), divided among this node's ranks (``LOCAL_WORLD_SIZE``). OpenMP threads are
+(sampled from /proc/stat at start), divided among this node's ranks (``LOCAL_WORLD_SIZE``). OpenMP threads are
 told to sleep instead of spinning at a barrier (``OMP_WAIT_POLICY=PASSIVE``), which only takes effect when set
 before the OpenMP runtime starts, i.e. before torch is imported: call ``configure_threads`` first thing.
 
@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class ThreadPlan:
     threads: int
     usable_cpus: float  # affinity and cgroup quota together
     local_processes: int
-    load: float | None  # 1-minute load average before this process started working
+    load: float | None  # CPUs other processes kept busy when this process started
     reason: str  # what decided the count, for the log line
 
     def describe(self) -> str:
@@ -108,15 +109,20 @@ def usable_cpus(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path
     return float(cpus) if quota is None else min(float(cpus), quota)
 
 
-def plan_threads(usable: float, local_processes: int, load: float | None) -> ThreadPlan:
+def plan_threads(usable: float, local_processes: int, load: float | None, machine_cpus: float | None = None
+                 ) -> ThreadPlan:
     """Whole CPUs per local process (a fractional quota rounds down: a thread beyond it is throttled), then fewer
-    if other processes already keep cores busy: a thread that must share a core stalls every barrier."""
+    if other processes already keep cores busy: a thread that must share a core stalls every barrier.
+
+    ``load``: busy CPUs of the whole machine (or VM) out of ``machine_cpus`` (default ``usable``); a container
+    given 4 of a host's 64 CPUs is not crowded by 30 busy ones elsewhere.
+    """
     share = max(1, math.floor(usable / max(1, local_processes)))
     threads, reason = share, "CPU share"
     if load is not None and share > 1:
-        # The load counts runnable tasks of the whole machine (or VM) before this process started working;
-        # our own other ranks are in LOCAL_WORLD_SIZE already, so leave out what they may add to it.
-        free = usable - max(0.0, load - (local_processes - 1))
+        # Our own other ranks, starting at the same moment, are in LOCAL_WORLD_SIZE already.
+        others = max(0.0, load - (local_processes - 1))
+        free = min(usable, (machine_cpus or usable) - others)
         by_load = max(1, round(free / max(1, local_processes)))
         if by_load < share:
             threads, reason = by_load, "cores busy with other processes"
@@ -132,7 +138,23 @@ def local_processes(environ=os.environ) -> int:
     return 1
 
 
-def current_load() -> float | None:
+def current_load(stat: Path = Path("/proc/stat"), interval: float = 0.1) -> float | None:
+    """CPUs kept busy by other processes now: /proc/stat over ``interval`` seconds (this process sleeps through
+    it). The 1-minute load average lags: a job started 10 s ago counts for a sixth, one that ended 10 s ago
+    for most of itself; it is the fallback where /proc/stat is missing."""
+    def ticks() -> tuple[int, int]:
+        fields = [int(x) for x in stat.read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle  # guest time is already inside user time
+
+    try:
+        total0, idle0 = ticks()
+        time.sleep(interval)
+        total1, idle1 = ticks()
+        cpus = os.cpu_count() or 1
+        return cpus * (1 - (idle1 - idle0) / (total1 - total0)) if total1 > total0 else 0.0
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -152,7 +174,7 @@ def configure_threads(environ=os.environ) -> ThreadPlan | None:
         return None
     if "OMP_NUM_THREADS" in environ and environ["OMP_NUM_THREADS"] != environ.get(CHOSEN):
         return None
-    plan = plan_threads(usable_cpus(), local_processes(environ), current_load())
+    plan = plan_threads(usable_cpus(), local_processes(environ), current_load(), os.cpu_count())
     for name, value in WAIT_SETTINGS.items():
         environ.setdefault(name, value)
     environ["OMP_NUM_THREADS"] = environ[CHOSEN] = str(plan.threads)
