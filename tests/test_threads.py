@@ -51,38 +51,15 @@ def test_no_cgroup_files_means_no_limit(tmp_path):
     assert cgroup_cpu_limit(tmp_path / "self", tmp_path / "cg") is None
 
 
-@pytest.mark.parametrize("usable,procs,load,expected", [
-    (16, 1, 0.0, 16),     # idle machine, one process: every CPU
-    (16, 4, 0.0, 4),      # 4 ranks on the node share it
-    (16, 3, 0.0, 5),      # rounded down: no rank's threads spill onto another's core
-    (1.5, 1, 0.0, 1),     # a fractional quota rounds down, never to 0
-    (2, 1, 2.0, 1),       # two busy processes on two cores: one thread
-    (2, 1, 0.3, 2),       # light noise keeps both
-    (8, 1, 4.0, 4),       # half the cores taken
-    (8, 2, 1.0, 4),       # our other rank's start-up load is not someone else's
-    (8, 1, 50.0, 1),      # overloaded: at least one thread
-    (4, 1, None, 4),      # no load average (not Linux): the CPU share
+@pytest.mark.parametrize("usable,procs,expected", [
+    (16, 1, 16),     # one process: every CPU it may use
+    (16, 4, 4),      # 4 ranks on the node share them
+    (16, 3, 5),      # rounded down: no rank's threads spill onto another's core
+    (1.5, 1, 1),     # a fractional quota rounds down, never to 0
+    (2, 4, 1),       # more ranks than CPUs: one thread each
 ])
-def test_plan_threads(usable, procs, load, expected):
-    assert plan_threads(usable, procs, load).threads == expected
-
-
-def test_a_container_share_is_not_crowded_by_load_elsewhere_on_the_host():
-    assert plan_threads(4, 1, 30.0, machine_cpus=64).threads == 4
-    assert plan_threads(4, 1, 62.0, machine_cpus=64).threads == 2
-
-
-def test_current_load_counts_busy_cpus_between_two_reads_of_proc_stat(tmp_path, monkeypatch):
-    stat = tmp_path / "stat"
-    # user nice system idle iowait irq softirq steal
-    stat.write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 ...\n")
-
-    def later(_seconds):  # 200 ticks pass on 2 CPUs: 150 busy, 50 idle
-        stat.write_text("cpu  200 0 100 840 60 0 0 0 0 0\n")
-
-    monkeypatch.setattr(threads.time, "sleep", later)
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
-    assert threads.current_load(stat) == pytest.approx(2 * 150 / 200)
+def test_plan_threads(usable, procs, expected):
+    assert plan_threads(usable, procs).threads == expected
 
 
 def test_local_processes_from_launcher_or_slurm():
@@ -94,8 +71,6 @@ def test_local_processes_from_launcher_or_slurm():
 
 def test_configure_threads_respects_the_user_and_recomputes_for_a_child(monkeypatch):
     monkeypatch.setattr(threads, "usable_cpus", lambda: 8.0)
-    monkeypatch.setattr(threads, "current_load", lambda: 0.0)
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
     assert configure_threads({"OMP_NUM_THREADS": "3"}) is None  # the user's own count
     assert configure_threads({"TRANSLREC_AUTO_THREADS": "0"}) is None
     env = {"LOCAL_WORLD_SIZE": "2", "OMP_WAIT_POLICY": "ACTIVE"}
@@ -105,6 +80,15 @@ def test_configure_threads_respects_the_user_and_recomputes_for_a_child(monkeypa
     # A child of that process (a launcher's rank) inherits OMP_NUM_THREADS=4 but it was ours: recompute.
     child = {**env, "LOCAL_WORLD_SIZE": "8"}
     assert configure_threads(child).threads == 1 and child["OMP_NUM_THREADS"] == "1"
+
+
+def test_usable_cpus_is_the_smaller_of_affinity_and_quota(tmp_path, monkeypatch):
+    write(tmp_path / "self", "0::/\n")
+    write(tmp_path / "cg" / "cpu.max", "150000 100000\n")
+    monkeypatch.setattr(threads, "affinity_cpus", lambda: 4)
+    assert threads.usable_cpus(tmp_path / "self", tmp_path / "cg") == 1.5
+    monkeypatch.setattr(threads, "affinity_cpus", lambda: 1)
+    assert threads.usable_cpus(tmp_path / "self", tmp_path / "cg") == 1.0
 
 
 def test_cli_sets_threads_before_torch_starts_openmp(tmp_path):

@@ -3,11 +3,15 @@
 Why: torch starts one OpenMP thread per CPU it sees, and every parallel region ends in a barrier. When other
 processes hold the cores (a shared workstation, a non-exclusive SLURM partition, several ranks on one node),
 each op waits for its descheduled thread: on 2 cores at load 4 the tiny quick start ran 28x slower than idle.
-So the count is the smallest of: the CPUs in the affinity mask (taskset, SLURM's cpuset binding), the cgroup CPU
-quota (containers, ``--cpus-per-task`` under cgroup enforcement), and the cores other processes leave free
-(sampled from /proc/stat at start), divided among this node's ranks (``LOCAL_WORLD_SIZE``). OpenMP threads are
-told to sleep instead of spinning at a barrier (``OMP_WAIT_POLICY=PASSIVE``), which only takes effect when set
-before the OpenMP runtime starts, i.e. before torch is imported: call ``configure_threads`` first thing.
+So the count is the smaller of the CPUs in the affinity mask (taskset, SLURM's cpuset binding) and the cgroup CPU
+quota (containers, ``--cpus-per-task`` under cgroup enforcement), divided among this node's ranks
+(``LOCAL_WORLD_SIZE``), and OpenMP threads sleep instead of spinning at a barrier (``OMP_WAIT_POLICY=PASSIVE``),
+which only takes effect when set before the OpenMP runtime starts, i.e. before torch is imported: call
+``configure_threads`` first thing.
+
+The load of the machine does not lower the count. Measured beside two busy loops and beside other trainings
+(bench/threads.py, docs/benchmarks.md): with sleeping waits, two threads on two shared cores beat one thread,
+since the scheduler shares the cores per thread, not per process; spinning waits were what collapsed.
 
 The user's choice wins: an ``OMP_NUM_THREADS`` in the environment, or ``TRANSLREC_AUTO_THREADS=0`` to leave
 everything as torch would set it.
@@ -19,7 +23,6 @@ import logging
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +31,8 @@ OFF_SWITCH = "TRANSLREC_AUTO_THREADS"
 # The count this module chose, so that a child process (a launcher's rank) recomputes it instead of taking the
 # parent's as the user's own OMP_NUM_THREADS.
 CHOSEN = "TRANSLREC_CHOSEN_THREADS"
+_configured: ThreadPlan | None = None  # this process's plan, returned by a second call
 # Sleep at OpenMP barriers instead of spinning: GNU libgomp (torch's pip wheels) and Intel/LLVM libomp.
-_configured: ThreadPlan | None = None  # this process's plan: its own load must not count in a second call
 WAIT_SETTINGS = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 
 
@@ -38,13 +41,10 @@ class ThreadPlan:
     threads: int
     usable_cpus: float  # affinity and cgroup quota together
     local_processes: int
-    load: float | None  # CPUs other processes kept busy when this process started
-    reason: str  # what decided the count, for the log line
 
     def describe(self) -> str:
-        load = "unknown" if self.load is None else f"{self.load:.2f}"
-        return (f"torch threads: {self.threads} ({self.reason}; usable CPUs {self.usable_cpus:g}, "
-                f"local processes {self.local_processes}, load {load})")
+        return (f"torch threads: {self.threads} (usable CPUs {self.usable_cpus:g}, local processes "
+                f"{self.local_processes}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})")
 
 
 def affinity_cpus() -> int:
@@ -109,24 +109,10 @@ def usable_cpus(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path
     return float(cpus) if quota is None else min(float(cpus), quota)
 
 
-def plan_threads(usable: float, local_processes: int, load: float | None, machine_cpus: float | None = None
-                 ) -> ThreadPlan:
-    """Whole CPUs per local process (a fractional quota rounds down: a thread beyond it is throttled), then fewer
-    if other processes already keep cores busy: a thread that must share a core stalls every barrier.
-
-    ``load``: busy CPUs of the whole machine (or VM) out of ``machine_cpus`` (default ``usable``); a container
-    given 4 of a host's 64 CPUs is not crowded by 30 busy ones elsewhere.
-    """
-    share = max(1, math.floor(usable / max(1, local_processes)))
-    threads, reason = share, "CPU share"
-    if load is not None and share > 1:
-        # Our own other ranks, starting at the same moment, are in LOCAL_WORLD_SIZE already.
-        others = max(0.0, load - (local_processes - 1))
-        free = min(usable, (machine_cpus or usable) - others)
-        by_load = max(1, round(free / max(1, local_processes)))
-        if by_load < share:
-            threads, reason = by_load, "cores busy with other processes"
-    return ThreadPlan(threads, usable, local_processes, load, reason)
+def plan_threads(usable: float, local_processes: int) -> ThreadPlan:
+    """Whole CPUs per local process: a fractional quota rounds down (a thread beyond it is throttled), and ranks
+    sharing a node do not put two threads on one core."""
+    return ThreadPlan(max(1, math.floor(usable / max(1, local_processes))), usable, local_processes)
 
 
 def local_processes(environ=os.environ) -> int:
@@ -136,29 +122,6 @@ def local_processes(environ=os.environ) -> int:
         except (KeyError, ValueError):
             continue
     return 1
-
-
-def current_load(stat: Path = Path("/proc/stat"), interval: float = 0.1) -> float | None:
-    """CPUs kept busy by other processes now: /proc/stat over ``interval`` seconds (this process sleeps through
-    it). The 1-minute load average lags: a job started 10 s ago counts for a sixth, one that ended 10 s ago
-    for most of itself; it is the fallback where /proc/stat is missing."""
-    def ticks() -> tuple[int, int]:
-        fields = [int(x) for x in stat.read_text().splitlines()[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle  # guest time is already inside user time
-
-    try:
-        total0, idle0 = ticks()
-        time.sleep(interval)
-        total1, idle1 = ticks()
-        cpus = os.cpu_count() or 1
-        return cpus * (1 - (idle1 - idle0) / (total1 - total0)) if total1 > total0 else 0.0
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
 
 
 def configure_threads(environ=os.environ) -> ThreadPlan | None:
@@ -174,7 +137,7 @@ def configure_threads(environ=os.environ) -> ThreadPlan | None:
         return None
     if "OMP_NUM_THREADS" in environ and environ["OMP_NUM_THREADS"] != environ.get(CHOSEN):
         return None
-    plan = plan_threads(usable_cpus(), local_processes(environ), current_load(), os.cpu_count())
+    plan = plan_threads(usable_cpus(), local_processes(environ))
     for name, value in WAIT_SETTINGS.items():
         environ.setdefault(name, value)
     environ["OMP_NUM_THREADS"] = environ[CHOSEN] = str(plan.threads)
@@ -183,5 +146,5 @@ def configure_threads(environ=os.environ) -> ThreadPlan | None:
         _configured = plan
         if torch is not None and torch.get_num_threads() > plan.threads:  # a program that chose fewer keeps them
             torch.set_num_threads(plan.threads)
-    (log.info if plan.reason != "CPU share" else log.debug)(plan.describe())
+    log.debug(plan.describe())
     return plan
