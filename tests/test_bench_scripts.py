@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -30,3 +32,32 @@ def test_retrieval_bench_compares_exact_and_approximate_index():
             if line.startswith(("exact ", "faiss-hnsw "))}
     assert float(rows["exact"][2]) == 1.0 and 0.7 <= float(rows["faiss-hnsw"][2]) <= 1.0
     assert all(float(v) > 0 for r in rows.values() for v in r[:2])
+
+
+@pytest.mark.slow
+def test_threads_bench_quick_mode_measures_every_arm():
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "threads.py"), "--quick", "--setups", "after"],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in proc.stdout.splitlines()
+            if line.startswith("after ")}
+    assert set(rows) == {("after", "idle"), ("after", "busy")}
+    assert all(float(r[0]) > 0 and float(r[1]) > 0 for r in rows.values())  # wall s, samples/s
+    assert float(rows[("after", "idle")][2]) == 1.0  # the factor is against the same setup's idle run
+
+
+@pytest.mark.slow
+def test_scale_bench_quick_mode_prints_every_stage_with_an_exponent():
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "scale.py"), "--quick"], capture_output=True,
+                          text=True, cwd=REPO, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line.split() for line in proc.stdout.splitlines()]
+    rows = [r for r in lines if len(r) > 6 and r[2].isdigit()]
+    stages = {r[0] for r in rows}
+    assert stages == {"prepare", "stream", "encode", "encode2", "step_full", "step_sampled", "eval", "index_exact",
+                      "index_faiss"}
+    assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows)  # units/s, peak MiB
+    exponents = {r[0]: float(r[2]) for r in lines if len(r) == 3 and r[1] == "exponent"}
+    assert set(exponents) == stages
+    faiss = [r for r in rows if r[0] == "index_faiss"]
+    assert all(float(dict(kv.split("=") for kv in r[7:])["recall@10"]) >= 0.9 for r in faiss)

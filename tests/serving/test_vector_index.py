@@ -41,7 +41,7 @@ def test_index_type_by_catalog_size(monkeypatch, tmp_path, flat_max, pq_min, kin
     again = FaissIndex.load(tmp_path, items)
     assert type(again.index).__name__ == kind
     if kind != "IndexFlatIP":
-        assert again.index.nprobe == index.index.nprobe == 32  # max(32, nlist / 64): saved with the index
+        assert again.index.nprobe == index.index.nprobe == 48  # max(48, nlist / 64): saved with the index
     np.testing.assert_array_equal(again.search(queries, 10)[1], index.search(queries, 10)[1])
 
 

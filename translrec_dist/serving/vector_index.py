@@ -6,7 +6,7 @@ catalog size (``faiss_index_for``; ``bench/scale.py`` measures each at 10k to 1M
 - up to ``FLAT_MAX`` (50k) items: exact inner product inside faiss (``IndexFlatIP``): one query scans 50k x dim
   floats in about a millisecond, and a graph or inverted lists would only lose recall;
 - up to ``IVF_PQ_MIN`` (20M): inverted lists over full vectors (``IndexIVFFlat``), ``nlist = 4 sqrt(n)`` k-means
-  cells (trained on at most 64 points per cell) and ``nprobe = max(32, nlist / 64)`` cells searched per query.
+  cells (trained on at most 64 points per cell) and ``nprobe = max(48, nlist / 64)`` cells searched per query.
   At 1M items (dim 64, clustered vectors) that gave recall@10 .95 at ~2 ms per query with one thread on a loaded
   2-core machine and builds in about a minute; HNSW (M 16-32) needed minutes to build there and reached lower
   recall at the same latency on the same vectors;
@@ -66,7 +66,7 @@ def faiss_index_for(embeddings: torch.Tensor, m: int = 32):
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, dim // 4, 8, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)
         index.train(x[np.sort(sample)])
-        index.nprobe = max(32, nlist // 64)  # saved with the index
+        index.nprobe = max(48, nlist // 64)  # saved with the index
     index.add(x)
     return index
 
