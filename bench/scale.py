@@ -23,6 +23,7 @@ not grow with the catalog, 1 that it grows linearly. A 10M row is projected from
     python bench/scale.py                      # 10k, 100k, 1M items (long: run it in the background)
     python bench/scale.py --sizes 10000 100000 --stages step index
     python bench/scale.py --quick              # 2k and 5k items, small counts: a test-sized run
+    python bench/scale.py --interleave sampled --sizes 10000 1000000 --steps 3   # step time ratio, one process
 """
 
 from __future__ import annotations
@@ -280,6 +281,37 @@ def stage_index(ctx: dict, backend: str) -> tuple[float, float]:
     return float(np.sum(times)), len(queries)
 
 
+def interleaved_steps(sizes: list[int], loss: str, rounds: int) -> None:
+    """Step time of ``loss`` at each catalog size, the sizes' steps alternating in one process so that a drifting
+    background load hits them alike; prints the median and each size's ratio to the smallest."""
+    import torch
+
+    from translrec_dist.threads import configure_threads
+
+    configure_threads()
+    setups = []
+    for n in sizes:
+        torch.manual_seed(0)
+        model = model_for({}, loss, n).train()
+        model.set_popularity(torch.as_tensor(np.bincount(np.minimum(np.random.default_rng(0).zipf(1.3, 100_000), n)
+                                                         - 1, minlength=n) + 1).float())
+        setups.append((n, model, torch.optim.AdamW(model.parameters(), lr=1e-3), torch.randint(0, n, (128, 51))))
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    for r in range(rounds + 1):  # round 0 allocates the optimizer states
+        for n, model, opt, windows in setups:
+            start = time.perf_counter()
+            model(windows).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if r:
+                times[n].append(time.perf_counter() - start)
+    base = float(np.median(times[sizes[0]]))
+    for n in sizes:
+        med = float(np.median(times[n]))
+        print(f"step_{loss} {n:>9d} median {med:.2f} s ({', '.join(f'{t:.1f}' for t in times[n])}) "
+              f"x{med / base:.2f} of {sizes[0]}; load {os.getloadavg()[0]:.1f}")
+
+
 RUNNERS = {"prepare": stage_prepare, "stream": stage_stream, "encode": stage_encode, "encode2": stage_encode2,
            "step_full": lambda c: stage_step(c, "full"), "step_sampled": lambda c: stage_step(c, "sampled"),
            "eval": stage_eval, "index_exact": lambda c: stage_index(c, "exact"),
@@ -336,6 +368,8 @@ def main() -> None:
     p.add_argument("--project", type=int, default=10_000_000, help="catalog size of the projected row (0: none)")
     p.add_argument("--work", help="keep the catalogs and runs here (default: a temporary directory)")
     p.add_argument("--quick", action="store_true", help="2k and 5k items, small counts (for tests)")
+    p.add_argument("--interleave", choices=["full", "sampled"], help="only the training step of this loss, the "
+                   "sizes alternating in one process (--steps rounds): the ratio to the smallest size")
     p.add_argument("--merge", nargs="+", metavar="LOG", help="print one table from the stderr logs of earlier runs "
                    "(e.g. stages or sizes run apart) instead of measuring")
     args = p.parse_args()
@@ -343,6 +377,8 @@ def main() -> None:
         return child(*args.child)
     if args.merge:
         return report(merged_rows(args.merge), args)
+    if args.interleave:
+        return interleaved_steps(args.sizes, args.interleave, args.steps)
     if args.quick:
         args.sizes, args.eval_users, args.encode_cap, args.stream_windows = [2000, 5000], 200, 2000, 2000
         args.steps, args.queries, args.project = 2, 50, 0

@@ -9,9 +9,10 @@ quota (containers, ``--cpus-per-task`` under cgroup enforcement), divided among 
 which only takes effect when set before the OpenMP runtime starts, i.e. before torch is imported: call
 ``configure_threads`` first thing.
 
-The load of the machine does not lower the count. Measured beside two busy loops and beside other trainings
-(bench/threads.py, docs/benchmarks.md): with sleeping waits, two threads on two shared cores beat one thread,
-since the scheduler shares the cores per thread, not per process; spinning waits were what collapsed.
+The load of the machine does not lower the count. Measured beside two busy loops on the shared 2-core VM
+(bench/threads.py, docs/benchmarks.md): with sleeping waits, two threads took 30, 75 and 70 s where one thread
+took 134, 130 and 65 s (the scheduler shares cores per thread, not per process); spinning waits were what
+collapsed.
 
 The user's choice wins: an ``OMP_NUM_THREADS`` in the environment, or ``TRANSLREC_AUTO_THREADS=0`` to leave
 everything as torch would set it.
