@@ -41,6 +41,7 @@ class TrainResult:
     step: int
     stopped: bool  # stopped before the end (signal, STOP file, train.stop_after_steps): resume with resume_from=auto
     metrics: dict = field(default_factory=dict)  # empty when stopped
+    early_stop: dict | None = None  # eval.patience ended it: the step, the best step and value it finished with
 
     @property
     def export_dir(self) -> Path | None:
@@ -63,7 +64,7 @@ def train(config: RunConfig | str | Path | None = None, overrides: Overrides = (
     else:
         cfg = load_config(config, overrides, **more)
     result = run_training(cfg)
-    return TrainResult(Path(cfg.output_dir), result.step, result.stopped, dict(result.metrics))
+    return TrainResult(Path(cfg.output_dir), result.step, result.stopped, dict(result.metrics), result.early_stop)
 
 
 def evaluate(model_dir: str | Path, split: str = "test", config: RunConfig | str | Path | None = None) -> dict:

@@ -371,7 +371,7 @@ class EvalConfig(Section):
         "perplexity, *_loss)"))
     ks: Annotated[list[PositiveInt], Field(min_length=1)] = Field(
         default_factory=lambda: [10, 50],
-        description="cutoffs K of the ranking metrics (ndcg@K, recall@K, hit@K, precision@K, map@K, mrr@K)")
+        description="cutoffs K of the ranking metrics (ndcg@K, recall@K, hit@K, precision@K, map@K)")
     patience: Optional[PositiveInt] = Field(None, description=(
         "early stopping: stop after this many evaluations in a row without improving eval.best_metric "
         "(null: off); needs eval.every_steps and eval.best_metric"))
@@ -381,6 +381,9 @@ class EvalConfig(Section):
         if self.greater_is_better is not None and not self.best_metric:
             raise invalid("greater_is_better", "only applies with eval.best_metric; set eval.best_metric=NAME "
                                                "or drop eval.greater_is_better")
+        if self.patience is not None and not (self.best_metric and self.every_steps):
+            raise invalid("patience", "stops after evaluations without a better eval.best_metric: set "
+                                      "eval.best_metric=NAME and eval.every_steps=N, or drop eval.patience")
         return self
 
     @property
