@@ -26,7 +26,9 @@ SPLITS = ("train", "valid", "test")
 
 def render_item_texts(items: pd.DataFrame, cfg: DataConfig) -> pd.Series:
     """Item text through ``data.item_text`` (a format template over the items' columns), fields truncated."""
-    fields = [c for c in items.columns if c != "item_id"]
+    fields = [c for c in items.columns if c not in ("item_id", "_line")]
+    if not fields and cfg.item_text is None:  # ids only (model.sequence.item_repr=id reads no text): id as title
+        return pd.Series(items["item_id"].astype(str).to_numpy(), index=items["item_id"].to_numpy())
     template = cfg.item_text or " . ".join("{" + f + "}" for f in fields)
     wanted = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     unknown = [w for w in wanted if w not in items.columns]
