@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from translrec_dist.console import setup_logging, stdout_to_stderr
 from translrec_dist.errors import UserError
 from translrec_dist.run_dir import RunDir
 
@@ -18,21 +19,13 @@ TRUST_FLAG = ("--trust-remote-code",)
 TRUST_HELP = {"action": "store_true", "help": "allow Python code shipped with the model (auto_map) to run"}
 
 
-def setup_logging(debug: bool) -> None:
-    rank = int(os.environ.get("RANK", "0"))
-    level = logging.DEBUG if debug else (logging.INFO if rank == 0 else logging.WARNING)
-    logging.basicConfig(level=level, format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    for noisy in ("datasets", "transformers", "accelerate", "DeepSpeed", "torch.distributed"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not debug else logging.INFO)
-
-
 def cmd_train(args) -> int:
     from translrec_dist.config import load_config
     from translrec_dist.training.trainer import train
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg)
+    with stdout_to_stderr():  # stdout is the result alone (DeepSpeed prints its op builds there)
+        result = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result.summary()))
     return 0

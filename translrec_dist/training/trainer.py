@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from translrec_dist.config import RunConfig, dump_config
+from translrec_dist.console import close_log_files, log_to_file
 from translrec_dist.data.loader import train_loader, train_steps_per_epoch
 from translrec_dist.models.export import write_export
 from translrec_dist.models.source import model_source
@@ -137,6 +138,7 @@ class Trainer:
         return self
 
     def start_run_dir(self) -> None:
+        log_to_file(self.run.log_file(self.accelerator.process_index))  # with what the terminal leaves out
         if self.accelerator.is_main_process:
             self.run.stop.unlink(missing_ok=True)
             dump_config(self.cfg, self.run.config)
@@ -253,5 +255,8 @@ class Trainer:
 def train(cfg: RunConfig) -> RunResult:
     """Train; SIGTERM/SIGUSR1 (scancel, preemption) end the run with a checkpoint at the next step."""
     with stop_signals_requested():
-        return Trainer(cfg).setup().fit()
+        try:
+            return Trainer(cfg).setup().fit()
+        finally:
+            close_log_files()
 
