@@ -40,7 +40,8 @@ def retrieval_export(tmp_path: Path, similarity: str, *overrides: str) -> tuple[
     model = build_bi_encoder(cfg, tokenizer).eval()
     with torch.no_grad():  # off the pretrained weights, as fine-tuning would move them
         model.encoder.encoder.layer[0].output.dense.weight.mul_(1.5)
-    write_eval(cfg, {"ndcg@10": 0.25, "recall@10": 0.5, "num_examples": 80, "valid": {"ndcg@10": 0.3}})
+    write_eval(cfg, {"ndcg@10": 0.25, "recall@10": 0.5, "cold_ndcg@10": 0.125, "num_examples": 80,
+                     "valid": {"ndcg@10": 0.3}})
     final = tmp_path / "final"
     write_export(final, model.state_dict(), model, tokenizer, cfg)
     return final, cfg
@@ -60,6 +61,7 @@ def test_card_front_matter_is_hub_metadata(tmp_path):
     name, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
     got = {(r.dataset_split, r.metric_type): r.metric_value for r in results}
     assert got == {("test", "ndcg@10"): 0.25, ("test", "recall@10"): 0.5, ("valid", "ndcg@10"): 0.3}
+    assert "| test | cold_ndcg@10 | 0.1250 |" in card.text  # subsets: in the table, not the model-index
     no_absolute_paths(card.text, tmp_path, get_model_path())
     config = card.text.split("```yaml")[1]
     assert "sequence:" not in config and "similarity: cosine" not in config  # cosine is the default
@@ -174,6 +176,7 @@ TASK_RUNS = {
     "retrieval": ["task=retrieval", "model.similarity=dot"],
     "sequential": ["task=sequential", "model.sequence.hidden=16", "model.sequence.inner=32",
                    "model.sequence.layers=1", "data.max_history=8"],
+    "mlm": ["task=mlm"],
     "sequential-id": ["task=sequential", "model.tiny=null", "model.sequence.item_repr=id", "model.sequence.hidden=16",
                       "model.sequence.inner=32", "model.sequence.layers=1", "data.max_history=8"],
 }

@@ -25,6 +25,8 @@ from translrec_dist.run_dir import RunDir
 HUB_SHAPES = (("sentence_transformers", "sentence-transformers", "sentence-similarity"),
               ("sequence_classification", "transformers", "text-classification"),
               ("masked_lm", "transformers", "fill-mask"))
+# metrics of a subset of the targets (cold-start items, warm items): in the card's table, not its model-index
+SUBSET_PREFIXES = ("cold_", "warm_")
 # config keys that hold a path: shown relative (their last part) in the card
 PATH_KEYS = (("output_dir",), ("data", "path"), ("data", "cache_dir"), ("model", "init_from"),
              ("train", "deepspeed_config"), ("train", "resume_from"))
@@ -138,7 +140,8 @@ def eval_results(cfg: RunConfig, results: dict[str, dict], pipeline_tag: str | N
     return [EvalResult(task_type=pipeline_tag or "other", task_name=f"recommendation ({cfg.task})",
                        dataset_type=name, dataset_name=name, dataset_split=split, metric_type=k, metric_name=k,
                        metric_value=v)
-            for split, metrics in results.items() for k, v in metrics.items() if is_metric(k, v)]
+            for split, metrics in results.items() for k, v in metrics.items()
+            if is_metric(k, v) and not k.startswith(SUBSET_PREFIXES)]
 
 
 def card_config(cfg: RunConfig) -> dict:
