@@ -30,7 +30,7 @@ def test_readme_example_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.strip().splitlines()
     step, ndcg, export = lines[0].split()
-    assert int(step) == 40 and 0 <= float(ndcg) <= 1
+    assert int(step) == 100 and 0 <= float(ndcg) <= 1
     assert export == "runs/notebook/final" and (tmp_path / export / "README.md").is_file()
     assert 0 <= float(lines[1]) <= 1
     top = eval(lines[2])  # the printed list of dicts
