@@ -36,7 +36,7 @@ def fresh_logging():
 def test_harmless_warnings_go_to_the_log_file_and_real_ones_to_the_terminal(tmp_path, fresh_logging, capsys):
     logging.getLogger().handlers[:] = []  # basicConfig installs its stderr handler only on a bare root
     console.setup_logging(debug=False)
-    console.log_to_file(tmp_path / "rank0.log")
+    console.log_to_file(tmp_path / "rank0.log", tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn("`torch.distributed.reduce_scatter_tensor` is deprecated. Please use x", FutureWarning,
@@ -85,3 +85,15 @@ def test_zero3_under_launch_script_prints_only_json_and_logs_the_deprecations(tm
     assert "FutureWarning" not in proc.stderr
     logs = "".join(RunDir(out).log_file(r).read_text() for r in (0, 1))
     assert "is deprecated" in logs  # torch's warnings on DeepSpeed's collectives: kept, in the log files
+
+
+def test_the_log_file_is_never_written_through_a_link(tmp_path, fresh_logging):
+    from translrec_dist.safe_io import UnsafePathError
+
+    (tmp_path / "logs").mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (tmp_path / "logs" / "rank0.log").symlink_to(victim)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        console.log_to_file(tmp_path / "logs" / "rank0.log", tmp_path)
+    assert victim.read_text() == "keep"

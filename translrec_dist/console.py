@@ -6,7 +6,7 @@ FutureWarnings torch raises on every collective DeepSpeed ZeRO-3 makes (hundreds
 still shows. ``--debug`` shows everything. Libraries that print to stdout (DeepSpeed's "op built successfully")
 are sent to stderr while a command runs, so that stdout stays parseable JSON under every launcher.
 
-Stdlib only: plumbing commands (``config-get``, ``run-status``) import it without torch.
+Stdlib only (and ``safe_io``): plumbing commands (``config-get``, ``run-status``) import it without torch.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from translrec_dist import safe_io
 
 # logger name -> messages (regular expressions, searched) that belong in the log file, not on the terminal
 LOG_FILE_ONLY = {
@@ -58,9 +60,13 @@ def setup_logging(debug: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def log_to_file(path: Path) -> None:
-    """Every record of this process from now on (INFO and up, the quiet ones too) is appended to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def log_to_file(path: Path, root: Path) -> None:
+    """Every record of this process from now on (INFO and up, the quiet ones too) is appended to ``path``, a file
+    inside the run directory ``root`` (appended to, so checked like every write there: no link on the way)."""
+    safe_io.make_dirs(path.parent, root)
+    safe_io.check_inside(path, root)
+    if path.exists() and not path.is_file():
+        raise safe_io.UnsafePathError(f"{path} exists and is not a regular file; refusing to log into it")
     handler = logging.FileHandler(path, encoding="utf-8")
     rank = int(os.environ.get("RANK", "0"))
     handler.setFormatter(logging.Formatter(FORMAT.format(rank=rank), datefmt="%Y-%m-%d %H:%M:%S"))

@@ -38,6 +38,7 @@ class PointwiseTask(Task):
     prediction_name = "score"
     labels = "click"  # what an example's label is: "click" (0/1 with sampled negatives) or "rating"
     score_expression = "the logit"  # what the text-classification pipeline's score is, for the model card
+    problem_type = "regression"  # transformers' config.problem_type of the exported one-label classifier
 
     def validate(self, cfg) -> None:
         only_for(cfg, "retrieval", "model.item_id_embeddings", "train.gather_negatives")

@@ -138,7 +138,7 @@ class Trainer:
         return self
 
     def start_run_dir(self) -> None:
-        log_to_file(self.run.log_file(self.accelerator.process_index))  # with what the terminal leaves out
+        log_to_file(self.run.log_file(self.accelerator.process_index), self.run.root)  # what the terminal leaves out
         if self.accelerator.is_main_process:
             self.run.stop.unlink(missing_ok=True)
             dump_config(self.cfg, self.run.config)
