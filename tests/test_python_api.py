@@ -80,3 +80,26 @@ def test_train_accepts_a_config_and_overrides(tmp_path, monkeypatch):
     assert seen["cfg"].train.max_steps == 3 and seen["cfg"].model.tiny.hidden_size == 32
     assert seen["cfg"].data == base.data and base.train.max_steps is None  # the caller's config is unchanged
     assert result.metrics == {"auc": 0.5} and result.step == 3 and result.export_dir is None  # nothing exported
+
+
+def test_predict_scores_a_dataframe_as_the_cli_does(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tests.conftest import run_cli
+    from tests.tiny_exports import write_export
+    from translrec_dist import ConfigError, predict
+
+    final = write_export(tmp_path / "final")
+    rows = pd.DataFrame({"text": ["red apple pie ; blue sky song", "green tea cup"],
+                         "text_pair": ["old film noir", "fast car race"]})
+    scored = predict(final, rows)
+    assert list(scored.columns) == ["text", "text_pair", "probability"]
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    proc = run_cli(["predict", "--model", str(final), "--input", str(tmp_path / "rows.csv")])
+    cli = [json.loads(line)["probability"] for line in proc.stdout.splitlines()]
+    assert scored["probability"].tolist() == pytest.approx(cli, abs=1e-6)
+    retrieval = write_export(tmp_path / "retrieval" / "final", "task=retrieval")
+    with pytest.raises(ConfigError):
+        predict(retrieval, rows)

@@ -2,7 +2,7 @@
 
 The Python API (``translrec_dist.api``)::
 
-    from translrec_dist import load_config, train, evaluate, Recommender
+    from translrec_dist import load_config, train, evaluate, predict, export, Recommender
 
 Names are imported on first use (PEP 562), so ``import translrec_dist`` loads neither torch nor transformers.
 """
@@ -19,6 +19,8 @@ _API = {
     "load_config": "translrec_dist.api",
     "train": "translrec_dist.api",
     "evaluate": "translrec_dist.api",
+    "predict": "translrec_dist.api",
+    "export": "translrec_dist.api",
     "TrainResult": "translrec_dist.api",
     "Recommender": "translrec_dist.serving",
     "RunConfig": "translrec_dist.config",
@@ -26,10 +28,10 @@ _API = {
     "DataError": "translrec_dist.errors",
 }
 __all__ = ["ConfigError", "DataError", "Recommender", "RunConfig", "TrainResult", "__version__", "evaluate",
-           "load_config", "train"]  # = _API plus __version__ (a test checks)
+           "export", "load_config", "predict", "train"]  # = _API plus __version__ (a test checks)
 
 if TYPE_CHECKING:
-    from translrec_dist.api import TrainResult, evaluate, load_config, train
+    from translrec_dist.api import TrainResult, evaluate, export, load_config, predict, train
     from translrec_dist.config import RunConfig
     from translrec_dist.errors import ConfigError, DataError
     from translrec_dist.serving import Recommender

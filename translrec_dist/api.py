@@ -1,6 +1,6 @@
 """The Python API: what a notebook needs, in a few names.
 
-    from translrec_dist import load_config, train, Recommender
+    from translrec_dist import load_config, train, evaluate, predict, export, Recommender
     result = train("configs/tiny_cpu.yaml", {"train.max_steps": 20, "output_dir": "runs/nb"})
     result.metrics, result.export_dir
     Recommender.from_pretrained(result.export_dir).recommend(user="0")
@@ -76,6 +76,27 @@ def evaluate(model_dir: str | Path, split: str = "test", config: RunConfig | str
     if not isinstance(config, RunConfig):
         config = _load_config(config if config is not None else Path(model_dir) / CONFIG_FILE)
     return evaluate_export(config, Path(model_dir), split)
+
+
+def predict(model_dir: str | Path, rows, batch_size: int = 64):
+    """``translrec predict`` on a DataFrame (``text`` [+ ``text_pair``] columns, or ``user_id`` + ``item_id``) of a
+    ctr or rating export: the rows with the prediction as a new column (``probability`` or ``rating``)."""
+    import pandas as pd
+
+    from translrec_dist.models.export import read_export
+
+    model, tokenizer, cfg, task = read_export(model_dir)
+    rows = pd.DataFrame(rows).reset_index(drop=True)
+    name, scored = task.predict(cfg, model, tokenizer, rows, Path("<rows>"), batch_size)
+    values = dict(scored)
+    return rows.assign(**{name: [values.get(i) for i in range(len(rows))]})
+
+
+def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """``translrec export``: a checkpoint (DDP or ZeRO-1/2/3, ``RUN/checkpoints/step_N``) as an export."""
+    from translrec_dist.training.consolidate import export_checkpoint
+
+    return export_checkpoint(checkpoint, out_dir)
 
 
 def _as_mapping(overrides: Overrides) -> dict:
