@@ -21,9 +21,16 @@ from translrec_dist.run_dir import RunDir
 
 @pytest.fixture
 def fresh_logging():
+    """Logging as a fresh process has it: earlier in-process CLI calls left their filters and warning capture
+    (pytest resets showwarning per test), and transformers, once imported, stops propagating to the root."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     filters = {name: logging.getLogger(name).filters[:] for name in console.LOG_FILE_ONLY}
+    transformers_propagate = logging.getLogger("transformers").propagate
+    for name in console.LOG_FILE_ONLY:
+        logging.getLogger(name).filters[:] = []
+    logging.captureWarnings(False)
+    logging.getLogger("transformers").propagate = True
     yield
     console.close_log_files()
     root.handlers[:] = handlers
@@ -31,6 +38,7 @@ def fresh_logging():
     for name, kept in filters.items():
         logging.getLogger(name).filters[:] = kept
     logging.captureWarnings(False)
+    logging.getLogger("transformers").propagate = transformers_propagate
 
 
 def test_harmless_warnings_go_to_the_log_file_and_real_ones_to_the_terminal(tmp_path, fresh_logging, capsys):
