@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from translrec_dist.console import setup_logging, stdout_to_stderr
 from translrec_dist.errors import UserError
 from translrec_dist.run_dir import RunDir
 from translrec_dist.threads import configure_threads
@@ -19,21 +20,13 @@ TRUST_FLAG = ("--trust-remote-code",)
 TRUST_HELP = {"action": "store_true", "help": "allow Python code shipped with the model (auto_map) to run"}
 
 
-def setup_logging(debug: bool) -> None:
-    rank = int(os.environ.get("RANK", "0"))
-    level = logging.DEBUG if debug else (logging.INFO if rank == 0 else logging.WARNING)
-    logging.basicConfig(level=level, format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    for noisy in ("datasets", "transformers", "accelerate", "DeepSpeed", "torch.distributed"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not debug else logging.INFO)
-
-
 def cmd_train(args) -> int:
     from translrec_dist.config import load_config
     from translrec_dist.training.trainer import train
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg)
+    with stdout_to_stderr():  # stdout is the result alone (DeepSpeed prints its op builds there)
+        result = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result.summary()))
     return 0
@@ -207,30 +200,19 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from translrec_dist.config.keys import config_keys, format_markdown, format_text
+
+    keys = config_keys()
+    print(format_markdown(keys) if args.markdown else format_text(keys))
+    return 0
+
+
 def cmd_serve(args) -> int:
     from translrec_dist.serving.http import serve
 
     serve(args.model, args.index, args.host, args.port, args.max_batch, args.max_wait_ms)
     return 0
-
-
-def add_ecosystem_commands(sub) -> None:
-    cf = sub.add_parser("config", help="print the resolved config, world size, global batch and DeepSpeed JSON "
-                                       "(runs nothing)")
-    cf.add_argument("config")
-    cf.add_argument("overrides", nargs="*")
-    cf.add_argument("--nproc", type=int, help="total processes (default: WORLD_SIZE, the SLURM job, or 1)")
-    cf.add_argument("--cpu", action="store_true", help="as a CPU run would resolve it (fp32)")
-    cf.set_defaults(func=cmd_config)
-
-    sv = sub.add_parser("serve", help="serve a retrieval export over HTTP (/recommend, /explain, /healthz)")
-    sv.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
-    sv.add_argument("--index", help="index directory (default: MODEL/index; built on the fly if missing)")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--max-batch", type=int, default=64, help="most /recommend requests answered in one pass")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
-    sv.set_defaults(func=cmd_serve)
 
 
 def package_version() -> str:
@@ -244,51 +226,83 @@ def package_version() -> str:
         return __version__
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each option's help (unless it names its own, or there is none to show: an unset option or
+    a flag); descriptions and examples kept as written."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+# Commands that job scripts call (slurm/, launch/); listed apart from the user commands in --help.
+PLUMBING = {
+    "config-get": "print one value of a validated config (job scripts read output_dir with it)",
+    "check-master": "wait until the rendezvous master accepts TCP (multi-node pre-flight)",
+    "run-status": "the last complete checkpoint of a run and whether it finished (JSON or one field)",
+}
+RECOMMENDING_EXPORT = "an export that recommends (task retrieval or sequential: RUN/final)"
+
+
+def command(sub, name: str, summary: str, examples: list[str], func) -> argparse.ArgumentParser:
+    """A subcommand with its one-line summary (in ``translrec --help``), description and examples."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    listed = {} if name in PLUMBING else {"help": summary}  # without help= argparse leaves it out of the list
+    parser = sub.add_parser(name, **listed, description=summary[0].upper() + summary[1:] + ".", epilog=epilog,
+                            formatter_class=HelpFormatter)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def config_arguments(parser: argparse.ArgumentParser, example: str = "train.lr=3e-5 data.max_length=64") -> None:
+    parser.add_argument("config", help="YAML run config, e.g. configs/tiny_cpu.yaml")
+    parser.add_argument("overrides", nargs="*", help=f"dotted KEY=VALUE overrides (values parsed as YAML), e.g. "
+                                                     f"{example}; `translrec keys` lists every key")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="translrec", description="Fine-tune pretrained encoders into recommenders.")
+    plumbing = "\n".join(f"  {name:<14}{text}" for name, text in PLUMBING.items())
+    p = argparse.ArgumentParser(
+        prog="translrec", formatter_class=HelpFormatter,
+        description="Fine-tune pretrained encoders into recommenders (ctr, rating, retrieval, sequential, mlm).",
+        epilog=f"plumbing commands (for job scripts):\n{plumbing}\n\n"
+               "`translrec COMMAND --help` shows a command's options, defaults and examples.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train from a YAML config")
-    t.add_argument("config")
-    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-5 data.max_length=64")
-    t.set_defaults(func=cmd_train)
+    t = command(sub, "train", "train, evaluate and export a run from a YAML config",
+                ["translrec train configs/tiny_cpu.yaml",
+                 "translrec train configs/tiny_cpu.yaml task=retrieval train.max_steps=200 output_dir=runs/r",
+                 "accelerate launch --num_processes 2 -m translrec_dist train configs/tiny_cpu.yaml"], cmd_train)
+    config_arguments(t)
 
-    pp = sub.add_parser("prepare", help="read the source, build examples, write tokenized shards + manifest")
-    pp.add_argument("config")
-    pp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.num_shards=16")
+    pp = command(sub, "prepare", "read the source, build examples, write tokenized shards and a manifest",
+                 ["translrec prepare configs/tiny_cpu.yaml data.num_shards=16"], cmd_prepare)
+    config_arguments(pp, "data.num_shards=16")
     pp.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
-    pp.set_defaults(func=cmd_prepare)
 
-    e = sub.add_parser("evaluate", help="evaluate an export on the config's data")
-    e.add_argument("config")
-    e.add_argument("overrides", nargs="*")
+    e = command(sub, "evaluate", "evaluate an export on the config's data (JSON metrics)",
+                ["translrec evaluate configs/tiny_cpu.yaml --split valid",
+                 "translrec evaluate configs/tiny_cpu.yaml --model runs/other/final"], cmd_evaluate)
+    config_arguments(e)
     e.add_argument("--model", help="export directory (default: OUTPUT_DIR/final)")
-    e.add_argument("--split", default="test", choices=["valid", "test"])
-    e.set_defaults(func=cmd_evaluate)
+    e.add_argument("--split", default="test", choices=["valid", "test"], help="split to evaluate")
 
-    pr = sub.add_parser("predict", help="score rows of a CSV/Parquet/JSONL file with an export")
+    pr = command(sub, "predict", "score rows of a CSV/Parquet/JSONL file with a ctr or rating export (JSON lines)",
+                 ["translrec predict --model runs/tiny_cpu/final --input rows.csv --output scores.jsonl"],
+                 cmd_predict)
     pr.add_argument("--model", required=True, help="export directory (RUN/final)")
     pr.add_argument("--input", required=True, help="rows with text[,text_pair] or user_id,item_id columns")
     pr.add_argument("--output", help="JSONL output file (default: stdout)")
-    pr.add_argument("--batch-size", type=positive_int, default=64)
+    pr.add_argument("--batch-size", type=positive_int, default=64, help="rows per forward pass")
     pr.add_argument(*TRUST_FLAG, **TRUST_HELP)
-    pr.set_defaults(func=cmd_predict)
 
-    c = sub.add_parser("config-get", help="print one value of a validated config (e.g. output_dir)")
-    c.add_argument("config")
-    c.add_argument("key", help="dotted key, e.g. output_dir or train.max_steps")
-    c.add_argument("overrides", nargs="*")
-    c.set_defaults(func=cmd_config_get)
-
-    m = sub.add_parser("check-master", help="wait until the rendezvous master accepts TCP (multi-node pre-flight)")
-    m.add_argument("addr")
-    m.add_argument("port", type=int)
-    m.add_argument("--timeout", type=float, default=120.0, help="seconds to keep trying (default 120)")
-    m.set_defaults(func=cmd_check_master)
-    ix = sub.add_parser("index", help="encode the item catalog of a retrieval export (DIR/index)")
-    ix.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    ix = command(sub, "index", "encode the item catalog of an export that recommends (written to MODEL/index)",
+                 ["translrec index --model runs/retrieval/final",
+                  "translrec index --model runs/retrieval/final --items new_items.csv --backend faiss"], cmd_index)
+    ix.add_argument("--model", required=True, help=RECOMMENDING_EXPORT)
     ix.add_argument("--items", help="extra or new items (item_id + text columns), indexed from their text alone")
     ix.add_argument("--out", help="index directory (default: MODEL/index)")
     ix.add_argument(*TRUST_FLAG, **TRUST_HELP)
@@ -296,63 +310,93 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "index.backend, exact)")
     ix.add_argument("--histories", action=argparse.BooleanOptionalAction, default=None,
                     help="keep known users' histories in the index (default: index.histories, true)")
-    ix.set_defaults(func=cmd_index)
 
-    rc = sub.add_parser("recommend", help="top-K items for a user id or a history of item texts (JSON)")
-    rc.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    rc = command(sub, "recommend", "top-K items for a user id or a history of item texts (JSON)",
+                 ["translrec recommend --model runs/retrieval/final --user 42 --top-k 5 --exclude-seen",
+                  'translrec recommend --model runs/sequential/final --history "Heat" "Casino"'], cmd_recommend)
+    rc.add_argument("--model", required=True, help=RECOMMENDING_EXPORT)
     who = rc.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user id of the model's data")
-    who.add_argument("--history", nargs="+", help="item texts the user interacted with, newest first")
-    rc.add_argument("--top-k", type=positive_int, default=10)
+    who.add_argument("--history", nargs="+", help="item texts (or ids) the user interacted with, newest first")
+    rc.add_argument("--top-k", type=positive_int, default=10, help="how many items")
     rc.add_argument("--exclude-seen", action="store_true", help="leave the user's own items out")
     rc.add_argument("--index", help="index directory (default: MODEL/index; built on the fly if missing)")
     rc.add_argument(*TRUST_FLAG, **TRUST_HELP)
-    rc.set_defaults(func=cmd_recommend)
 
-    ex = sub.add_parser("explain", help="rank a user's history items by how much each one supports an item")
-    ex.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
-    ex.add_argument("--user", required=True)
-    ex.add_argument("--item", required=True)
+    ex = command(sub, "explain", "rank a user's history items by how much each one supports an item (JSON)",
+                 ["translrec explain --model runs/retrieval/final --user 42 --item 17"], cmd_explain)
+    ex.add_argument("--model", required=True, help=RECOMMENDING_EXPORT)
+    ex.add_argument("--user", required=True, help="a user id of the model's data")
+    ex.add_argument("--item", required=True, help="the item id to explain")
     ex.add_argument(*TRUST_FLAG, **TRUST_HELP)
-    ex.set_defaults(func=cmd_explain)
 
-    cf = sub.add_parser("configs", help="write the packaged DeepSpeed JSONs and accelerate YAMLs for editing")
-    cf.add_argument("--out", required=True, help="directory; files go to OUT/deepspeed/ and OUT/accelerate/")
-    cf.add_argument("--force", action="store_true", help="overwrite files that already exist")
-    cf.set_defaults(func=cmd_configs)
+    sv = command(sub, "serve", "serve an export that recommends over HTTP (/recommend, /explain, /healthz)",
+                 ["translrec serve --model runs/retrieval/final --port 8000"], cmd_serve)
+    sv.add_argument("--model", required=True, help=RECOMMENDING_EXPORT)
+    sv.add_argument("--index", help="index directory (default: MODEL/index; built on the fly if missing)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port")
+    sv.add_argument("--max-batch", type=int, default=64, help="most /recommend requests answered in one pass")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
 
-    s = sub.add_parser("synth", help="write the built-in synthetic dataset as files")
-    s.add_argument("--out", required=True)
-    s.add_argument("--users", type=int, default=600)
-    s.add_argument("--items", type=int, default=300)
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=cmd_synth)
-
-    r = sub.add_parser("report", help="plot loss, lr, throughput and eval metrics of a run (PNG + summary)")
-    r.add_argument("run_dir")
-    r.add_argument("--out", help="output directory (default: RUN_DIR/report)")
-    r.set_defaults(func=cmd_report)
-
-    x = sub.add_parser("export", help="consolidate a checkpoint (DDP or ZeRO-1/2/3) into the final/ export format")
+    x = command(sub, "export", "consolidate a checkpoint (DDP or ZeRO-1/2/3) into the final/ export format",
+                ["translrec export runs/tiny_cpu/checkpoints/step_200 runs/tiny_cpu/step200_export"], cmd_export)
     x.add_argument("checkpoint", help="RUN/checkpoints/step_N")
     x.add_argument("out", help="output directory")
     x.add_argument(*TRUST_FLAG, **TRUST_HELP)
-    x.set_defaults(func=cmd_export)
 
-    rs = sub.add_parser("run-status", help="the last complete checkpoint of a run and whether it finished (JSON)")
-    rs.add_argument("run_dir")
+    r = command(sub, "report", "plot loss, lr, throughput and eval metrics of a run (PNG + summary)",
+                ["translrec report runs/tiny_cpu"], cmd_report)
+    r.add_argument("run_dir", help="the run's output_dir")
+    r.add_argument("--out", help="output directory (default: RUN_DIR/report)")
+
+    cf = command(sub, "config", "print the resolved config, world size, global batch and DeepSpeed JSON "
+                                "(runs nothing)",
+                 ["translrec config configs/tiny_cpu.yaml train.distributed=zero2 --nproc 8"], cmd_config)
+    config_arguments(cf)
+    cf.add_argument("--nproc", type=int, help="total processes (default: WORLD_SIZE, the SLURM job, or 1)")
+    cf.add_argument("--cpu", action="store_true", help="as a CPU run would resolve it (fp32)")
+
+    k = command(sub, "keys", "list every config key with its type, default and description",
+                ["translrec keys", "translrec keys | grep train.", "translrec keys --markdown"], cmd_keys)
+    k.add_argument("--markdown", action="store_true", help="a markdown table (README's)")
+
+    pl = command(sub, "plan", "per-GPU memory of DDP/ZeRO-1/2/3 (+offload) and the cheapest that fits",
+                 ["translrec plan configs/bert_base_ctr.yaml --gpus-per-node 8 --nodes 2 --gpu-mem 40GiB"], cmd_plan)
+    config_arguments(pl)
+    pl.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per node")
+    pl.add_argument("--nodes", type=int, default=1, help="nodes")
+    pl.add_argument("--gpu-mem", default="80GB", help="memory of one GPU, e.g. 80GB, 40GiB")
+
+    cs = command(sub, "configs", "write the packaged DeepSpeed JSONs and accelerate YAMLs for editing",
+                 ["translrec configs --out my_configs"], cmd_configs)
+    cs.add_argument("--out", required=True, help="directory; files go to OUT/deepspeed/ and OUT/accelerate/")
+    cs.add_argument("--force", action="store_true", help="overwrite files that already exist")
+
+    s = command(sub, "synth", "write the built-in synthetic dataset as files",
+                ["translrec synth --out data/synthetic --users 1000"], cmd_synth)
+    s.add_argument("--out", required=True, help="directory for interactions and items")
+    s.add_argument("--users", type=int, default=600, help="number of users")
+    s.add_argument("--items", type=int, default=300, help="number of items")
+    s.add_argument("--seed", type=int, default=0, help="generator seed")
+
+    c = command(sub, "config-get", PLUMBING["config-get"],
+                ["translrec config-get configs/tiny_cpu.yaml output_dir"], cmd_config_get)
+    c.add_argument("config", help="YAML run config")
+    c.add_argument("key", help="dotted key, e.g. output_dir or train.max_steps")
+    c.add_argument("overrides", nargs="*", help="dotted KEY=VALUE overrides")
+
+    m = command(sub, "check-master", PLUMBING["check-master"], ["translrec check-master node001 29500"],
+                cmd_check_master)
+    m.add_argument("addr", help="master host")
+    m.add_argument("port", type=int, help="master port")
+    m.add_argument("--timeout", type=float, default=120.0, help="seconds to keep trying")
+
+    rs = command(sub, "run-status", PLUMBING["run-status"], ["translrec run-status runs/tiny_cpu --field finished"],
+                 cmd_run_status)
+    rs.add_argument("run_dir", help="the run's output_dir")
     rs.add_argument("--field", choices=["last_checkpoint", "step", "total_steps", "finished", "exported", "stop_file"],
                     help="print this one value (booleans as 0/1, none as an empty line) instead of the JSON")
-    rs.set_defaults(func=cmd_run_status)
-
-    pl = sub.add_parser("plan", help="per-GPU memory of DDP/ZeRO-1/2/3 (+offload) and the cheapest that fits")
-    pl.add_argument("config")
-    pl.add_argument("overrides", nargs="*")
-    pl.add_argument("--gpus-per-node", type=int, default=1)
-    pl.add_argument("--nodes", type=int, default=1)
-    pl.add_argument("--gpu-mem", default="80GB", help="memory of one GPU, e.g. 80GB, 40GiB")
-    pl.set_defaults(func=cmd_plan)
-    add_ecosystem_commands(sub)  # ecosystem: config, serve
     return p
 
 
@@ -370,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("translrec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `translrec keys | head`: the reader left; nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     if rc == 0 and "torch.distributed" in sys.modules:  # a command run under a launcher leaves its group cleanly
         from translrec_dist.training.distributed import shutdown_process_group
 

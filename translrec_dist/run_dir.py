@@ -17,6 +17,7 @@ This module imports nothing from the package, so every layer (data, models, trai
       item_vectors/           task=sequential: the catalog's encoder vectors, cached per encoder and catalog
       prepared/<key>/         ``translrec prepare`` shards (default data.cache_dir)
       example_ids/rank<R>.txt streamed example ids per rank (data.record_example_ids)
+      logs/rank<R>.log        every log line of a rank, with the library messages kept off the terminal
       checkpoints/step_N/     complete checkpoints (``checkpoint_files.json``, then ``trainer_state.json`` last)
       checkpoints/best/       the state with the best validation metric
       checkpoints/step_N.universal/  a ZeRO step_N re-partitionable for another number of processes
@@ -107,6 +108,9 @@ class RunDir:
     def final(self) -> Path:
         return self.root / "final"
 
+    def log_file(self, rank: int) -> Path:
+        return self.root / "logs" / f"rank{rank}.log"
+
     @property
     def report(self) -> Path:
         return self.root / "report"
@@ -125,7 +129,7 @@ class RunDir:
     def outputs(self) -> list[Path]:
         """Everything a run writes here: ``train.overwrite=true`` removes exactly these, never another file."""
         return [*self.results(), self.checkpoints, self.tokenizer, self.root / "tokenized", self.item_vectors,
-                self.prepared]
+                self.prepared, self.root / "logs"]
 
     # ---- checkpoints
     @staticmethod

@@ -77,3 +77,20 @@ def test_text_label_split_and_resampling():
     assert (train.label == 1).sum() == (train.label == 0).sum()  # balanced by oversampling
     held_out = set(splits["valid"].text) | set(splits["test"].text)
     assert not held_out & set(train.text)  # no leakage from resampling
+
+
+def test_a_missing_template_column_says_how_to_fix_it_in_training_and_for_new_items():
+    """The same template renders an export's new items (translrec index --items, which takes no overrides):
+    the message names the template, so the file can be given its columns."""
+    import pandas as pd
+
+    from translrec_dist.config import DataConfig
+    from translrec_dist.data.examples import render_item_texts
+    from translrec_dist.errors import ConfigError
+
+    items = pd.DataFrame({"item_id": ["n1"], "title": ["Galaxy Robot"]})
+    with pytest.raises(ConfigError) as e:
+        render_item_texts(items, DataConfig(item_text="{title}. Genres: {genres}"))
+    message = str(e.value)
+    assert "field {genres} is not an items column; available: title" in message
+    assert "translrec index --items" in message and "'{title}. Genres: {genres}'" in message

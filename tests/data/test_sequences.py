@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from translrec_dist.data.sequences import PAD, build_sequence_data, eval_histories, training_windows
 
@@ -78,3 +79,35 @@ def test_sequential_config_errors_name_the_key(tiny_cfg):
     assert tiny_cfg("task=sequential", "data.streaming=true").data.streaming  # streams prepared windows
     ids = tiny_cfg("task=sequential", "model.tiny=null", "model.sequence.item_repr=id")  # SASRec reads no text
     assert ids.model.name_or_path is None and ids.model.tiny is None
+
+
+def write_inter_only(directory, users: int = 30, items: int = 20):
+    """A RecBole folder with NAME.inter and no NAME.item (ids only), seeded."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for u in range(users):
+        for t, i in enumerate(rng.choice(items, size=6, replace=False)):
+            lines.append(f"u{u}\ti{i}\t4\t{t}")
+    directory.mkdir()
+    (directory / "ids.inter").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def test_id_only_sequences_need_no_item_file(tiny_cfg, tmp_path):
+    """model.sequence.item_repr=id reads no text, so a RecBole folder without NAME.item is enough; a model that
+    reads item text still refuses it."""
+    from translrec_dist.data import read_source
+    from translrec_dist.errors import DataError
+
+    path = write_inter_only(tmp_path / "ids")
+    ids = tiny_cfg("task=sequential", "model.tiny=null", "model.sequence.item_repr=id", "data.format=recbole",
+                   f"data.path={path}")
+    inter, items = read_source(ids)
+    assert len(inter) == 180 and set(items["item_id"]) == set(inter["item_id"]) and list(items.columns) == ["item_id"]
+    data = build_sequence_data(inter, items, ids)
+    assert data.num_items == items["item_id"].nunique()
+    text = tiny_cfg("task=sequential", "data.format=recbole", f"data.path={path}")
+    with pytest.raises(DataError, match=r"has no ids.item beside it"):
+        read_source(text)

@@ -80,3 +80,35 @@ def test_ties_count_against_the_model_so_a_collapsed_model_scores_zero():
 def test_all_metrics_reports_warm_targets_separately():
     m = all_metrics(np.array([0, 9, 20]), np.array([0, 5, 10]), np.array([False, True, True]), ks=(10,))
     assert m["warm_recall@10"] == pytest.approx(1.0) and m["warm_ndcg@10_masked"] == pytest.approx(1.0)
+
+
+def test_hit_precision_map_match_sklearn_and_a_hand_count():
+    """hit@K (top-k accuracy), ndcg@K and the average precision of each user's ranking against sklearn;
+    precision@K against a count of the targets inside each user's top K."""
+    from sklearn.metrics import average_precision_score, ndcg_score, top_k_accuracy_score
+
+    rng = np.random.default_rng(3)
+    users, items = 200, 40
+    scores = torch.tensor(rng.normal(size=(users, items)))  # continuous: no ties
+    targets = torch.tensor(rng.integers(0, items, size=users))
+    ranks, _ = target_ranks(scores, targets, [[] for _ in range(users)])
+    m = ranking_metrics(ranks.numpy(), ks=(5, 10))
+    s, t = scores.numpy(), targets.numpy()
+    onehot = np.eye(items)[t]
+    for k in (5, 10):
+        assert m[f"hit@{k}"] == pytest.approx(top_k_accuracy_score(t, s, k=k, labels=np.arange(items)))
+        assert m[f"ndcg@{k}"] == pytest.approx(ndcg_score(onehot, s, k=k))
+        top = np.argsort(-s, axis=1)[:, :k]
+        assert m[f"precision@{k}"] == pytest.approx(np.mean([(row == target).sum() / k
+                                                              for row, target in zip(top, t, strict=True)]))
+        in_top = ranks.numpy() < k  # inside the top K the average precision is sklearn's (one relevant item)
+        ap = np.array([average_precision_score(onehot[u], s[u]) for u in range(users)])
+        assert m[f"map@{k}"] == pytest.approx(np.where(in_top, ap, 0.0).mean())
+    assert 0 < m["map@5"] < m["map@10"] < m["hit@10"]  # the small cases below pin the values themselves
+
+
+def test_hit_precision_map_hand_computed():
+    m = ranking_metrics(np.array([0, 3, 12]), ks=(5,))
+    assert m["hit@5"] == pytest.approx(2 / 3)
+    assert m["precision@5"] == pytest.approx(2 / 3 / 5)
+    assert m["map@5"] == pytest.approx((1 + 1 / 4 + 0) / 3)

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from tqdm import tqdm
 
 from translrec_dist.run_dir import RunDir
 from translrec_dist.training.hooks import ValidationHook
@@ -37,11 +38,16 @@ def validate_sequence(cfg, tmp_path, metric, values, last):
     acc, run = FakeAccelerator(), RunDir(tmp_path)
     feed = iter([*values, last])
     trainer = SimpleNamespace(cfg=cfg, total_steps=100, run=run, accelerator=acc, model=None, step=0,
-                              data=SimpleNamespace(evaluate=lambda model, split, a: {metric: next(feed)}))
+                              data=SimpleNamespace(evaluate=lambda model, split, a: {metric: next(feed)}),
+                              bar=tqdm(disable=True), early_stop=None)
     hook = ValidationHook(trainer)
+    hook.trainer = trainer  # for the tests that read trainer.early_stop
     for step in range(1, len(values) + 1):
         trainer.step = acc.state = step
         hook.run(trainer, step)
+        if trainer.early_stop:  # the trainer's loop ends here; `last` is how its state validates again
+            feed = iter([last])
+            break
     trainer.step = 100
     restored = hook.restore_if_better(trainer)
     return hook, restored, acc.loaded
@@ -75,3 +81,33 @@ def test_a_metric_that_could_not_be_computed_never_wins_and_does_not_crash(tiny_
     hook, restored, loaded = validate_sequence(cfg, tmp_path, "auc", [None, 0.6, None], last=None)
     assert hook.best == {"step": 2, "value": 0.6, "metric": "auc"}
     assert restored == 2 and loaded == "2"  # the last step could not be judged: the best known state is kept
+
+
+@pytest.mark.parametrize(("overrides", "values", "stop_step", "best_step"), [
+    (["eval.best_metric=auc"], [0.6, 0.7, 0.7, 0.65, 0.9], 4, 2),  # 0.7 again is no improvement
+    (["task=rating", "eval.best_metric=rmse"], [0.9, 0.8, 0.85, 0.79, 0.8, 0.81], 6, 4),  # lower is better
+    (["eval.best_metric=auc", "eval.greater_is_better=false"], [0.6, 0.7, 0.8], 3, 1),  # the direction wins
+])
+def test_patience_stops_after_evaluations_without_improvement(tiny_cfg, tmp_path, overrides, values, stop_step,
+                                                              best_step):
+    cfg = tiny_cfg(*overrides, "eval.every_steps=1", "eval.patience=2")
+    hook, restored, loaded = validate_sequence(cfg, tmp_path, cfg.eval.best_metric, values,
+                                               last=values[stop_step - 1])
+    early = hook_trainer_stop(hook, tmp_path)
+    assert early["step"] == stop_step and early["best_step"] == best_step
+    assert early["evaluations_without_improvement"] == 2 and early["patience"] == 2
+    assert restored == best_step and loaded == str(best_step)  # finishes with the best state
+
+
+def hook_trainer_stop(hook, tmp_path) -> dict:
+    records = [json.loads(line) for line in (RunDir(tmp_path).metrics).read_text().splitlines()]
+    stops = [r for r in records if "early_stop" in r]
+    assert len(stops) == 1  # written once, at the step it stopped
+    assert hook.trainer.early_stop["step"] == stops[0]["step"]
+    return hook.trainer.early_stop
+
+
+def test_no_patience_never_stops(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("eval.best_metric=auc", "eval.every_steps=1")
+    hook, _, _ = validate_sequence(cfg, tmp_path, "auc", [0.9, 0.5, 0.5, 0.5, 0.5], last=0.5)
+    assert not any("early_stop" in line for line in RunDir(tmp_path).metrics.read_text().splitlines())

@@ -66,3 +66,19 @@ def test_wandb_gets_the_project_and_resumes_the_kept_run_id(tmp_path):
     fresh = init_tracking(acc, load_config(TINY, base), out, {})  # no resume: a new tracker run
     assert fresh["id"] != run["id"] and json.loads(RunDir(out).tracker_run.read_text())["id"] == fresh["id"]
     assert init_tracking(acc, load_config(TINY, [*FAST, f"output_dir={out}"]), out, {}) is None
+
+
+def test_a_tracker_that_is_not_installed_stops_the_run_before_it_starts(tmp_path, monkeypatch):
+    import accelerate.utils
+
+    assert not accelerate.utils.is_wandb_available(), "the dev environment has no wandb (pyproject [dev])"
+    out = tmp_path / "run"
+    proc = run_cli(["train", str(TINY), *FAST, f"output_dir={out}", "train.report_to=[tensorboard,wandb]"],
+                   check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "train.report_to: wandb requested but not installed" in proc.stderr and "pip install wandb" in proc.stderr
+    assert not out.exists()  # nothing was started: no run directory, no tracker_run.json
+    from translrec_dist.training.preflight import check_trackers
+
+    monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: True)
+    check_trackers(load_config(TINY, [*FAST, "train.report_to=[tensorboard,wandb]"]))  # installed: no error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,11 @@ def parse_yaml(text: str, where: str) -> Any:
     return UniqueKeyLoader(text, where).read()
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple | Mapping[str, Any] = ()) -> RunConfig:
     """Read YAML (or start from defaults), apply dotted overrides, build and validate.
+
+    ``overrides``: ``["train.lr=3e-5", ...]`` as on the command line (values parsed as YAML), or a mapping
+    ``{"train.lr": 3e-5, "eval.ks": [10, 20]}`` whose values are taken as they are (the Python API).
 
     Only the config itself is checked here; ``translrec_dist.training.preflight`` checks the files and the
     environment it names before a run starts.
@@ -79,8 +83,12 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> R
             raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections (model, data, train, eval)")
-    for item in overrides:
-        apply_override(raw, item, where)
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            set_dotted(raw, str(key), value, f"override {key}", where)
+    else:
+        for item in overrides:
+            apply_override(raw, item, where)
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
@@ -109,6 +117,14 @@ def apply_override(raw: dict, item: str, where: str = "the config") -> None:
         parsed = parse_yaml(value, f"override {item}") if value != "" else None
     except yaml.YAMLError:
         parsed = value
+    set_dotted(raw, key, parsed, f"override {item}", where)
+
+
+def set_dotted(raw: dict, key: str, value: Any, what: str, where: str = "the config") -> None:
+    """raw["train"]["lr"] = value for key ``train.lr``; ``what`` names the override in errors."""
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"{what} has an empty key; write e.g. train.lr=3e-5")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -118,10 +134,10 @@ def apply_override(raw: dict, item: str, where: str = "the config") -> None:
             # Replacing it with {} would silently drop what the file says (a list, a scalar) for defaults.
             section, kind = ".".join(parts[:depth + 1]), type(child).__name__
             article = "an" if kind[0] in "aeiou" else "a"
-            raise ConfigError(f"override {item}: {section} is {article} {kind} in {where}, not a mapping, "
+            raise ConfigError(f"{what}: {section} is {article} {kind} in {where}, not a mapping, "
                               f"so {key} cannot be set inside it. Write {section} as a mapping (key: value lines)")
         node = child
-    node[parts[-1]] = parsed
+    node[parts[-1]] = value
 
 
 def export_config(cfg: RunConfig) -> RunConfig:

@@ -31,10 +31,10 @@ LOWER_IS_BETTER = frozenset({"loss", "logloss", "rmse", "mae", "mse", "perplexit
 _NULL_IS_DEFAULTS = BeforeValidator(lambda v: {} if v is None else v)  # `eval:` with every line commented out
 
 
-def _section() -> Any:
+def _section(description: str) -> Any:
     # A missing section is validated like an empty one: `model:` left out fails with the section's key
     # instead of while building a default.
-    return Field(default_factory=dict, validate_default=True)
+    return Field(default_factory=dict, validate_default=True, description=description)
 
 
 class Section(BaseModel):
@@ -46,14 +46,15 @@ class Section(BaseModel):
 class TinyBertConfig(Section):
     """A randomly initialised BERT built from this inline config (no download)."""
 
-    hidden_size: PositiveInt = 64
-    num_hidden_layers: PositiveInt = 2
-    num_attention_heads: PositiveInt = 2
-    intermediate_size: PositiveInt = 128
-    max_position_embeddings: PositiveInt = 256
-    vocab_size: Annotated[Int, Field(ge=100)] = 2000  # size of the WordPiece vocabulary trained on the data
-    hidden_dropout_prob: Dropout = 0.1
-    attention_probs_dropout_prob: Dropout = 0.1
+    hidden_size: PositiveInt = Field(64, description="width of the tiny BERT")
+    num_hidden_layers: PositiveInt = Field(2, description="transformer layers")
+    num_attention_heads: PositiveInt = Field(2, description="attention heads (must divide hidden_size)")
+    intermediate_size: PositiveInt = Field(128, description="feed-forward width")
+    max_position_embeddings: PositiveInt = Field(256, description="longest input in tokens (at least data.max_length)")
+    vocab_size: Annotated[Int, Field(ge=100)] = Field(2000, description=(
+        "size of the WordPiece vocabulary trained on the data"))
+    hidden_dropout_prob: Dropout = Field(0.1, description="dropout on hidden states")
+    attention_probs_dropout_prob: Dropout = Field(0.1, description="dropout on attention probabilities")
 
     @model_validator(mode="after")
     def _heads_divide_hidden_size(self):
@@ -64,42 +65,55 @@ class TinyBertConfig(Section):
 
 
 class LoraConfig(Section):
-    r: PositiveInt = 8
-    alpha: PositiveInt = 16
-    dropout: Dropout = 0.0
+    r: PositiveInt = Field(8, description="rank of the adapters")
+    alpha: PositiveInt = Field(16, description="scaling numerator (the update is scaled by alpha / r)")
+    dropout: Dropout = Field(0.0, description="dropout on the adapter input")
     target_modules: Annotated[list[str], ListOrOne, Field(min_length=1)] = Field(
-        default_factory=lambda: ["query", "value"])
+        default_factory=lambda: ["query", "value"], description="names of the linear layers that get adapters")
 
 
 class SequenceConfig(Section):
     """task=sequential: a causal transformer (SASRec) over item vectors from the pretrained text encoder."""
 
-    item_repr: Literal["text", "id", "text+id"] = "text"  # id: no text at all (the SASRec baseline)
-    encoder: Literal["frozen", "top_layers", "full"] = "frozen"  # frozen: item vectors computed once and cached
-    train_layers: PositiveInt = 2  # encoder=top_layers: the top N encoder layers train
-    refresh_every: PositiveInt = 50  # encoder=top_layers|full: catalog vectors re-encoded every N optimizer steps
-    adaptor: Literal["linear", "mlp", "whitening", "moe"] = "mlp"  # text vector -> hidden (UniSRec: whitening, moe)
-    adaptor_experts: PositiveInt = 4  # adaptor=moe
-    hidden: PositiveInt = 64
-    layers: PositiveInt = 2
-    heads: PositiveInt = 2
-    inner: PositiveInt = 256  # feed-forward width
-    dropout: Dropout = 0.5
-    attn_dropout: Dropout = 0.5
+    item_repr: Literal["text", "id", "text+id"] = Field("text", description=(
+        "what an item is: text (encoder vectors), id (learned vectors only, the SASRec baseline, no text "
+        "read), text+id"))
+    encoder: Literal["frozen", "top_layers", "full"] = Field("frozen", description=(
+        "frozen (item vectors computed once and cached), top_layers or full (the encoder trains)"))
+    train_layers: PositiveInt = Field(2, description="encoder=top_layers: the top N encoder layers train")
+    refresh_every: PositiveInt = Field(50, description=(
+        "encoder=top_layers|full: catalog vectors re-encoded every N optimizer steps"))
+    adaptor: Literal["linear", "mlp", "whitening", "moe"] = Field("mlp", description=(
+        "text vector -> hidden: linear, mlp, whitening or moe (UniSRec)"))
+    adaptor_experts: PositiveInt = Field(4, description="adaptor=moe: number of experts")
+    hidden: PositiveInt = Field(64, description="hidden size of the sequence transformer")
+    layers: PositiveInt = Field(2, description="transformer layers of the sequence model")
+    heads: PositiveInt = Field(2, description="attention heads (must divide hidden)")
+    inner: PositiveInt = Field(256, description="feed-forward width")
+    dropout: Dropout = Field(0.5, description="dropout in the sequence transformer")
+    attn_dropout: Dropout = Field(0.5, description="dropout on attention probabilities")
     # on the text vectors before the adaptor; 0: dropout there costs held-out (cold) items most (their NDCG@10 as
     # a share of warm items', mean over seeds: .3 -> .29, .1 -> .47, 0 -> .69; docs/results.md)
-    adaptor_dropout: Dropout = 0.0
-    id_dropout: Dropout = 0.0  # text+id: share of items whose ID vector is left out in each training step
+    adaptor_dropout: Dropout = Field(0.0, description=(
+        "dropout on the text vectors before the adaptor (0 keeps cold items best; docs/results.md)"))
+    id_dropout: Dropout = Field(0.0, description=(
+        "text+id: share of items whose ID vector is left out in each training step"))
     # text+id: the ID part of an item without a trained ID vector (held out, new, or dropped by id_dropout):
     # zero (its text alone), or one learned "unknown item" vector (trained by id_dropout), so that such items
     # are scored on the same scale as warm items (cold start).
-    unknown_id: Literal["zero", "learned"] = "zero"
-    normalize: StrictBool = False  # cosine scores (x 1/temperature) instead of dot products
-    temperature: PositiveFloat = 0.07
-    loss: Literal["full", "sampled"] = "full"  # full-catalog softmax, or in-batch + sampled negatives with logQ
-    num_negatives: NonNegativeInt = 256  # loss=sampled: extra negatives per batch, drawn by training popularity
-    logq: StrictBool = True  # loss=sampled: subtract log(sampling probability) from each negative's logit
-    window_stride: Optional[PositiveInt] = None  # training windows start every N items (None: data.max_history)
+    unknown_id: Literal["zero", "learned"] = Field("zero", description=(
+        "text+id: the ID part of an item without a trained ID vector: zero, or one learned unknown-item "
+        "vector"))
+    normalize: StrictBool = Field(False, description="cosine scores (x 1/temperature) instead of dot products")
+    temperature: PositiveFloat = Field(0.07, description="normalize=true: softmax temperature")
+    loss: Literal["full", "sampled"] = Field("full", description=(
+        "full (softmax over the whole catalog) or sampled (in-batch + sampled negatives with logQ)"))
+    num_negatives: NonNegativeInt = Field(256, description=(
+        "loss=sampled: extra negatives per batch, drawn by training popularity"))
+    logq: StrictBool = Field(True, description=(
+        "loss=sampled: subtract log(sampling probability) from each negative's logit"))
+    window_stride: Optional[PositiveInt] = Field(None, description=(
+        "training windows start every N items (null: data.max_history)"))
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self):
@@ -109,26 +123,42 @@ class SequenceConfig(Section):
 
 
 class ModelConfig(Section):
-    name_or_path: Optional[str] = None  # hub id or local directory of a pretrained encoder
-    tiny: Optional[TinyBertConfig] = None  # or a tiny random-init BERT (CI, laptops)
-    init_from: Optional[str] = None  # a translrec export (RUN/final) to start from
-    pooling: Literal["cls", "mean"] = "cls"
-    head_dropout: Dropout = 0.1
+    name_or_path: Optional[str] = Field(None, description=(
+        "hub id or local directory of a pretrained encoder (AutoModel); exclusive with model.tiny"))
+    tiny: Optional[TinyBertConfig] = Field(None, description=(
+        "a tiny random-init BERT built from this inline config (no download); its WordPiece vocabulary is"
+        " trained on the data"))
+    init_from: Optional[str] = Field(None, description="a translrec export (RUN/final) to start from")
+    pooling: Literal["cls", "mean"] = Field("cls", description=(
+        "how token vectors become one vector: cls (first token) or mean"))
+    head_dropout: Dropout = Field(0.1, description="dropout before the scoring head (ctr, rating)")
     # any value transformers accepts (sdpa, eager, flash_attention_2, ...), checked when the encoder is built
-    attn_implementation: Annotated[str, Field(min_length=1)] = "sdpa"
-    gradient_checkpointing: StrictBool = False  # recompute activations in backward: less memory, ~30% more compute
-    trust_remote_code: StrictBool = False
-    random_init: StrictBool = False  # the architecture of name_or_path with random weights (the "scratch" baseline)
+    attn_implementation: Annotated[str, Field(min_length=1)] = Field("sdpa", description=(
+        "transformers attention kernel: sdpa, eager, flash_attention_2, ... (checked when the encoder is "
+        "built)"))
+    gradient_checkpointing: StrictBool = Field(False, description=(
+        "recompute activations in backward: less memory, about 30% more compute"))
+    trust_remote_code: StrictBool = Field(False, description=(
+        "allow Python code shipped with the checkpoint (auto_map) to run; only for checkpoints you trust"))
+    random_init: StrictBool = Field(False, description=(
+        "the architecture of name_or_path with random weights (the scratch baseline)"))
     # Transfer knobs
-    freeze_embeddings: StrictBool = False
-    freeze_layers: NonNegativeInt = 0  # freeze the first N transformer layers
-    lora: Optional[LoraConfig] = None  # adapters through peft (pip install peft); merged into the export
+    freeze_embeddings: StrictBool = Field(False, description="keep the encoder's embedding layer fixed")
+    freeze_layers: NonNegativeInt = Field(0, description="freeze the first N transformer layers")
+    lora: Optional[LoraConfig] = Field(None, description=(
+        "LoRA adapters through peft (pip install peft), merged into the export: r, alpha, dropout, "
+        "target_modules"))
     # task: retrieval (bi-encoder)
-    similarity: Literal["cosine", "dot"] = "cosine"
-    temperature: PositiveFloat = 0.05  # softmax temperature of the in-batch loss (cosine similarity)
-    share_towers: StrictBool = True  # one encoder for users and items; false: a separate item encoder
-    item_id_embeddings: StrictBool = False  # add a learned per-item vector to the item text embedding (SASRec-style)
-    sequence: Annotated[SequenceConfig, _NULL_IS_DEFAULTS] = _section()  # task: sequential
+    similarity: Literal["cosine", "dot"] = Field("cosine", description=(
+        "retrieval: cosine (normalised vectors) or dot product"))
+    temperature: PositiveFloat = Field(0.05, description=(
+        "retrieval: softmax temperature of the in-batch loss with cosine similarity"))
+    share_towers: StrictBool = Field(True, description=(
+        "retrieval: one encoder for users and items; false: a separate item encoder"))
+    item_id_embeddings: StrictBool = Field(False, description=(
+        "retrieval: add a learned per-item vector to the item text embedding"))
+    sequence: Annotated[SequenceConfig, _NULL_IS_DEFAULTS] = _section(
+        "task=sequential: the SASRec-style model over item vectors")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -147,51 +177,73 @@ class ModelConfig(Section):
 
 
 class SyntheticConfig(Section):
-    num_users: PositiveInt = 600
-    num_items: PositiveInt = 300
-    num_categories: PositiveInt = 8
-    interactions_per_user: Annotated[Int, Field(ge=3)] = 12
-    seed: Int = 0
+    num_users: PositiveInt = Field(600, description="synthetic users")
+    num_items: PositiveInt = Field(300, description="synthetic items")
+    num_categories: PositiveInt = Field(8, description="item categories (users prefer some)")
+    interactions_per_user: Annotated[Int, Field(ge=3)] = Field(12, description="interactions generated per user")
+    seed: Int = Field(0, description="seed of the generator")
 
 
 class DataConfig(Section):
-    format: Literal["synthetic", "text_label", "interactions", "movielens", "recbole", "amazon", "table"] = "synthetic"
-    path: Optional[str] = None  # file (text_label, amazon) or directory (the others)
-    columns: dict[str, str] = Field(default_factory=dict)  # our name -> the file's: {user_id: reviewerID, ...}
-    max_bad_fraction: Annotated[Float, Field(ge=0, le=1)] = 0.001  # row-level problems above this fraction stop
-    kcore: NonNegativeInt = 0  # keep users and items with >= k interactions (repeated until stable); 0: off
-    max_length: Annotated[Int, Field(ge=8)] = 128
-    pad_to_multiple_of: Optional[PositiveInt] = None  # 8 suits GPU tensor cores; = max_length pads every batch fully
+    format: Literal["synthetic", "text_label", "interactions", "movielens", "recbole", "amazon", "table"] = Field(
+        "synthetic", description=(
+        "source format: synthetic (built in), text_label, interactions, movielens, recbole, amazon, table"))
+    path: Optional[str] = Field(None, description=(
+        "file (text_label, amazon) or directory (the others); recbole without a path: the MovieLens-100k "
+        "in recbole's wheel"))
+    columns: dict[str, str] = Field(default_factory=dict, description=(
+        "our column name -> the file's, e.g. {user_id: reviewerID}; only user_id, item_id, rating, "
+        "timestamp"))
+    max_bad_fraction: Annotated[Float, Field(ge=0, le=1)] = Field(0.001, description=(
+        "share of malformed rows above which reading stops"))
+    kcore: NonNegativeInt = Field(0, description=(
+        "keep users and items with at least k interactions (repeated until stable); 0: off"))
+    max_length: Annotated[Int, Field(ge=8)] = Field(128, description="tokens per example (history truncated first)")
+    pad_to_multiple_of: Optional[PositiveInt] = Field(None, description=(
+        "pad batches to a multiple of N tokens (8 suits GPU tensor cores)"))
     # Recommendation examples
-    history_length: PositiveInt = 5  # most recent items shown to the model, newest first
-    history_template: str = "{text}"  # how one history item is rendered; {text} = item text
-    history_separator: str = " ; "
-    item_text: Optional[str] = None  # template over item columns, e.g. "{title}. Genres: {genres}"
-    max_field_chars: PositiveInt = 200  # each item field is truncated to this many characters
-    min_history: NonNegativeInt = 1  # interactions with fewer prior items make no training example
-    positive_threshold: Optional[Float] = None  # rating >= threshold is a positive; None: all
-    negatives_per_positive: NonNegativeInt = 4
-    eval_items_per_user: PositiveInt = 1  # leave-k-out: last k -> test, the k before -> valid
-    max_history: PositiveInt = 50  # task=sequential: items the sequence model reads (training windows, eval)
-    cold_item_fraction: Fraction = 0.0  # task=sequential: seeded share of items whose interactions all leave train
+    history_length: PositiveInt = Field(5, description="most recent items shown to the model, newest first")
+    history_template: str = Field("{text}", description="how one history item is rendered; {text} is the item text")
+    history_separator: str = Field(" ; ", description="between rendered history items")
+    item_text: Optional[str] = Field(None, description=(
+        'template over item columns, e.g. "{title}. Genres: {genres}" (null: the format\'s default)'))
+    max_field_chars: PositiveInt = Field(200, description="each item field is truncated to this many characters")
+    min_history: NonNegativeInt = Field(1, description="interactions with fewer prior items make no training example")
+    positive_threshold: Optional[Float] = Field(None, description=(
+        "rating >= threshold is a positive (ctr); null: every interaction"))
+    negatives_per_positive: NonNegativeInt = Field(4, description="ctr: sampled negatives per positive")
+    eval_items_per_user: PositiveInt = Field(1, description=(
+        "leave-k-out: the last k items go to test, the k before to valid"))
+    max_history: PositiveInt = Field(50, description=(
+        "task=sequential: items the sequence model reads (training windows, eval)"))
+    cold_item_fraction: Fraction = Field(0.0, description=(
+        "task=sequential: seeded share of items whose interactions all leave train (cold-start eval)"))
     # text_label
-    valid_fraction: Fraction = 0.1
-    test_fraction: Fraction = 0.1
-    resample: Literal["none", "oversample", "undersample"] = "none"
-    synthetic: Annotated[SyntheticConfig, _NULL_IS_DEFAULTS] = _section()
-    num_workers: NonNegativeInt = 0
+    valid_fraction: Fraction = Field(0.1, description="text_label: share of rows in valid")
+    test_fraction: Fraction = Field(0.1, description="text_label: share of rows in test")
+    resample: Literal["none", "oversample", "undersample"] = Field("none", description=(
+        "text_label: balance the training labels by oversampling or undersampling"))
+    synthetic: Annotated[SyntheticConfig, _NULL_IS_DEFAULTS] = _section("data.format=synthetic: the generator's sizes")
+    num_workers: NonNegativeInt = Field(0, description="DataLoader worker processes")
     # prepare: tokenized shards + manifest in cache_dir (default OUTPUT_DIR/prepared)
-    cache_dir: Optional[str] = None
-    num_shards: PositiveInt = 8  # train shards; a multiple of the world size lets every rank read whole shards
-    num_proc: Optional[PositiveInt] = None  # tokenization processes (datasets.map); None: in this process
+    cache_dir: Optional[str] = Field(None, description=(
+        "where prepare writes tokenized shards (null: OUTPUT_DIR/prepared)"))
+    num_shards: PositiveInt = Field(8, description=(
+        "train shards; a multiple of the world size lets every rank read whole shards"))
+    num_proc: Optional[PositiveInt] = Field(None, description=(
+        "tokenization processes (datasets.map); null: in this process"))
     # training from the prepared shards (streamed per rank; eval splits stay map-style)
-    streaming: StrictBool = False
-    shuffle_buffer: PositiveInt = 10_000
-    group_by_length: StrictBool = False  # batches of similar length inside windows of 64 batches (less padding)
-    record_example_ids: StrictBool = False  # streaming: each rank logs consumed ids to OUTPUT_DIR/example_ids/
+    streaming: StrictBool = Field(False, description=(
+        "train from the prepared shards, streamed per rank (eval splits stay in memory)"))
+    shuffle_buffer: PositiveInt = Field(10_000, description="streaming: examples in the shuffle buffer")
+    group_by_length: StrictBool = Field(False, description=(
+        "batches of similar length within windows of 64 batches (less padding)"))
+    record_example_ids: StrictBool = Field(False, description=(
+        "streaming: each rank logs the example ids it consumed to OUTPUT_DIR/example_ids/"))
     # false: prepare writes the example texts and the streaming loader tokenizes them on the fly
     # (num_workers > 0: in DataLoader workers), for corpora too big to pre-tokenize. Needs streaming=true.
-    pretokenize: StrictBool = True
+    pretokenize: StrictBool = Field(True, description=(
+        "false: prepare writes texts and the streaming loader tokenizes on the fly (needs streaming=true)"))
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -241,39 +293,57 @@ def template_fields(template: str, key: str) -> list[str]:
 
 
 class TrainConfig(Section):
-    max_steps: Optional[PositiveInt] = None  # optimizer steps; when unset, epochs decides
-    epochs: PositiveFloat = 1.0
-    micro_batch_size: PositiveInt = 16  # per process
-    grad_accum: PositiveInt = 1
-    global_batch_size: Optional[PositiveInt] = None  # if set, must equal micro x accum x world size (preflight)
-    lr: PositiveFloat = 5e-5
-    head_lr: Optional[PositiveFloat] = None  # defaults to lr
-    weight_decay: Annotated[Float, Field(ge=0)] = 0.01
-    warmup_ratio: Fraction = 0.06
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
-    max_grad_norm: Optional[PositiveFloat] = 1.0  # null: no clipping
-    precision: Annotated[Literal["no", "bf16", "fp16"], YamlNo] = "no"
-    log_every: PositiveInt = 10
-    checkpoint_every: Optional[PositiveInt] = None  # steps; None: only at the end
-    keep_checkpoints: PositiveInt = 2
-    resume_from: Optional[str] = None  # "auto", a checkpoint directory, or None
+    max_steps: Optional[PositiveInt] = Field(None, description="optimizer steps; null: train.epochs decides")
+    epochs: PositiveFloat = Field(1.0, description="passes over the training data when max_steps is unset")
+    micro_batch_size: PositiveInt = Field(16, description="examples per process per forward pass")
+    grad_accum: PositiveInt = Field(1, description=(
+        "micro-batches per optimizer step; global batch = micro x accum x processes"))
+    global_batch_size: Optional[PositiveInt] = Field(None, description=(
+        "optional check that micro x accum x processes equals this"))
+    lr: PositiveFloat = Field(5e-5, description="AdamW learning rate (no decay on biases and LayerNorm)")
+    head_lr: Optional[PositiveFloat] = Field(None, description="learning rate of the task head (null: train.lr)")
+    weight_decay: Annotated[Float, Field(ge=0)] = Field(0.01, description="AdamW weight decay")
+    warmup_ratio: Fraction = Field(0.06, description="share of steps with linear warmup")
+    schedule: Literal["linear", "cosine", "constant"] = Field("linear", description=(
+        "learning-rate schedule after warmup: linear, cosine or constant"))
+    max_grad_norm: Optional[PositiveFloat] = Field(1.0, description="gradient clipping norm (null: no clipping)")
+    precision: Annotated[Literal["no", "bf16", "fp16"], YamlNo] = Field("no", description=(
+        "no (fp32), bf16 or fp16 autocast (CPU: bf16 only with native bf16; README)"))
+    log_every: PositiveInt = Field(10, description="steps between metrics.jsonl lines")
+    checkpoint_every: Optional[PositiveInt] = Field(None, description=(
+        "steps between checkpoints (null: only at the end)"))
+    keep_checkpoints: PositiveInt = Field(2, description="newest checkpoints kept")
+    resume_from: Optional[str] = Field(None, description=(
+        "auto (the newest complete checkpoint), a checkpoint directory, or null"))
     # Start over in an output_dir that holds an earlier run, removing the files it wrote (README "Resuming")
-    overwrite: StrictBool = False
-    stop_after_steps: Optional[PositiveInt] = None  # checkpoint and exit after this many steps in this run
-    report_to: Annotated[list[TRACKERS], ListOrOne] = Field(default_factory=list)  # accelerate trackers
-    project: Optional[str] = None  # tracker project (the W&B project); default "translrec"
-    run_name: Optional[str] = None  # tracker run name; default: the output directory's name
-    progress_bar: StrictBool = True
-    collective_timeout_s: PositiveInt = 600  # a dead rank ends the job after this long instead of hanging
-    max_bad_steps: PositiveInt = 3  # consecutive optimizer steps with a NaN/inf loss (skipped) before the run stops
-    deterministic: StrictBool = True
+    overwrite: StrictBool = Field(False, description=(
+        "start over in an output_dir that holds an earlier run, removing the files it wrote"))
+    stop_after_steps: Optional[PositiveInt] = Field(None, description=(
+        "checkpoint and exit after this many steps of this invocation (time-boxed jobs)"))
+    report_to: Annotated[list[TRACKERS], ListOrOne] = Field(default_factory=list, description=(
+        "Accelerate trackers: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive (each needs its"
+        " package)"))
+    project: Optional[str] = Field(None, description="tracker project (the W&B project); null: translrec")
+    run_name: Optional[str] = Field(None, description="tracker run name; null: the output directory's name")
+    progress_bar: StrictBool = Field(True, description="show a tqdm progress bar on the main process")
+    collective_timeout_s: PositiveInt = Field(600, description=(
+        "a dead rank ends the job after this many seconds instead of hanging"))
+    max_bad_steps: PositiveInt = Field(3, description=(
+        "consecutive optimizer steps with a NaN/inf loss (skipped) before the run stops"))
+    deterministic: StrictBool = Field(True, description="deterministic algorithms and seeded data order")
     # Data parallelism: plain DDP, or DeepSpeed ZeRO stage 1/2/3 (configs/deepspeed/zeroN.json)
-    distributed: Literal["ddp", "zero1", "zero2", "zero3"] = "ddp"
-    offload: Literal["none", "optimizer", "all"] = "none"  # ZeRO CPU offload; "all" (parameters too) needs zero3
-    deepspeed_config: Optional[str] = None  # your own DeepSpeed JSON ("auto" values are filled from this YAML)
-    layer_lr_decay: Annotated[Float, Field(gt=0, le=1)] = 1.0  # lr x decay^(depth from the top) per layer; 1: off
-    gather_negatives: StrictBool = False  # retrieval, sequential: item vectors of all ranks are negatives
-    mlm_probability: Annotated[Float, Field(gt=0, lt=1)] = 0.15  # task mlm: fraction of tokens masked
+    distributed: Literal["ddp", "zero1", "zero2", "zero3"] = Field("ddp", description=(
+        "data parallelism: ddp, or DeepSpeed ZeRO stage zero1, zero2, zero3"))
+    offload: Literal["none", "optimizer", "all"] = Field("none", description=(
+        "ZeRO CPU offload: none, optimizer, or all (parameters too; needs zero3)"))
+    deepspeed_config: Optional[str] = Field(None, description=(
+        'your own DeepSpeed JSON ("auto" values are filled from this config)'))
+    layer_lr_decay: Annotated[Float, Field(gt=0, le=1)] = Field(1.0, description=(
+        "lr x decay^(depth from the top) per encoder layer; 1: off"))
+    gather_negatives: StrictBool = Field(False, description=(
+        "retrieval, sequential: item vectors of all ranks are negatives"))
+    mlm_probability: Annotated[Float, Field(gt=0, lt=1)] = Field(0.15, description=(
+        "task=mlm: fraction of tokens masked"))
 
     @model_validator(mode="after")
     def _overwrite_or_resume(self):
@@ -286,22 +356,34 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    every_steps: Optional[PositiveInt] = None  # validation every N steps; None: only at the end
-    micro_batch_size: PositiveInt = 64
+    every_steps: Optional[PositiveInt] = Field(None, description=(
+        "validation every N steps, printed and logged to metrics.jsonl (null: only at the end)"))
+    micro_batch_size: PositiveInt = Field(64, description="examples per process per evaluation batch")
     splits: Annotated[list[Literal["valid", "test"]], ListOrOne] = Field(
-        default_factory=lambda: ["test"])  # written to eval.json at the end
-    best_metric: Optional[str] = None  # e.g. ndcg@10: keep the checkpoint with the best validation value
+        default_factory=lambda: ["test"],
+        description="splits evaluated at the end (test metrics are the top level of eval.json)")
+    best_metric: Optional[str] = Field(None, description=(
+        "validation metric that picks the best checkpoint, e.g. ndcg@10 (null: the last one)"))
     # Whether a larger best_metric is better. None: derived from the name, lower is better for loss, logloss,
     # rmse, mae, mse, perplexity and *_loss, higher for everything else (auc, ndcg@K, ...). See best_is_higher.
-    greater_is_better: Optional[StrictBool] = None
+    greater_is_better: Optional[StrictBool] = Field(None, description=(
+        "direction of best_metric; null: derived from its name (lower for loss, logloss, rmse, mae, mse, "
+        "perplexity, *_loss)"))
     ks: Annotated[list[PositiveInt], Field(min_length=1)] = Field(
-        default_factory=lambda: [10, 50])  # retrieval: cutoffs of ndcg@K and recall@K
+        default_factory=lambda: [10, 50],
+        description="cutoffs K of the ranking metrics (ndcg@K, recall@K, hit@K, precision@K, map@K)")
+    patience: Optional[PositiveInt] = Field(None, description=(
+        "early stopping: stop after this many evaluations in a row without improving eval.best_metric "
+        "(null: off); needs eval.every_steps and eval.best_metric"))
 
     @model_validator(mode="after")
     def _direction_needs_a_metric(self):
         if self.greater_is_better is not None and not self.best_metric:
             raise invalid("greater_is_better", "only applies with eval.best_metric; set eval.best_metric=NAME "
                                                "or drop eval.greater_is_better")
+        if self.patience is not None and not (self.best_metric and self.every_steps):
+            raise invalid("patience", "stops after evaluations without a better eval.best_metric: set "
+                                      "eval.best_metric=NAME and eval.every_steps=N, or drop eval.patience")
         return self
 
     @property
@@ -320,20 +402,30 @@ def higher_is_better(metric: str) -> bool:
 class IndexConfig(Section):
     """``translrec index`` / serving: how the item vectors are searched and what the index keeps."""
 
-    backend: Literal["exact", "faiss"] = "exact"  # faiss: approximate (HNSW) search for very large catalogs
-    histories: StrictBool = True  # keep known users' histories in the index (serving by user id without the data)
+    backend: Literal["exact", "faiss"] = Field("exact", description=(
+        "exact, or faiss (approximate HNSW search for very large catalogs)"))
+    histories: StrictBool = Field(True, description=(
+        "keep known users' histories in the index (serving by user id without the data)"))
 
 
 class RunConfig(Section):
-    task: str = "ctr"  # a name in the task registry (translrec_dist.tasks): ctr, rating, retrieval, mlm, ...
-    output_dir: Annotated[str, Field(min_length=1)] = "runs/default"
-    seed: Int = 42
-    model: Annotated[ModelConfig, _NULL_IS_DEFAULTS] = _section()
-    data: Annotated[DataConfig, _NULL_IS_DEFAULTS] = _section()
-    train: Annotated[TrainConfig, _NULL_IS_DEFAULTS] = _section()
-    eval: Annotated[EvalConfig, _NULL_IS_DEFAULTS] = _section()
-    index: Annotated[IndexConfig, _NULL_IS_DEFAULTS] = _section()
-    source: Optional[str] = Field(default=None, exclude=True)  # where the config came from (set by the loader)
+    task: str = Field("ctr", description=(
+        "what the model learns: ctr (click probability, BCE), rating (regression, MSE), retrieval (two "
+        "towers, in-batch softmax), sequential (SASRec over item text vectors), mlm (domain-adaptive "
+        "masked-LM pretraining); any name in the task registry"))
+    output_dir: Annotated[str, Field(min_length=1)] = Field("runs/default", description=(
+        "run directory: checkpoints, metrics.jsonl, eval.json, final/ (the export)"))
+    seed: Int = Field(42, description="seed of sampling, shuffling and initialisation")
+    model: Annotated[ModelConfig, _NULL_IS_DEFAULTS] = _section("the encoder and the task's model")
+    data: Annotated[DataConfig, _NULL_IS_DEFAULTS] = _section(
+        "the source, the split and how examples are rendered as text")
+    train: Annotated[TrainConfig, _NULL_IS_DEFAULTS] = _section(
+        "optimisation, precision, checkpoints, trackers and the distributed strategy")
+    eval: Annotated[EvalConfig, _NULL_IS_DEFAULTS] = _section("validation during training and the final evaluation")
+    index: Annotated[IndexConfig, _NULL_IS_DEFAULTS] = _section(
+        "translrec index / serving: how item vectors are searched")
+    source: Optional[str] = Field(default=None, exclude=True, description=(
+        "where the config came from (set by the loader; not a key)"))
 
     def to_dict(self) -> dict:
         return self.model_dump()

@@ -41,7 +41,9 @@ class TextSplits:
 
 
 def read_source_full(cfg: RunConfig, need_rating: bool = False) -> readers.Source:
-    return readers.read_source(cfg.data, need_rating=need_rating or cfg.data.positive_threshold is not None)
+    # model.sequence.item_repr=id (the ID-only SASRec baseline) reads no item text: no items file needed
+    return readers.read_source(cfg.data, need_rating=need_rating or cfg.data.positive_threshold is not None,
+                               need_text=cfg.model.sequence.item_repr != "id")
 
 
 def read_source(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -26,15 +26,19 @@ SPLITS = ("train", "valid", "test")
 
 def render_item_texts(items: pd.DataFrame, cfg: DataConfig) -> pd.Series:
     """Item text through ``data.item_text`` (a format template over the items' columns), fields truncated."""
-    fields = [c for c in items.columns if c != "item_id"]
+    fields = [c for c in items.columns if c not in ("item_id", "_line")]
+    if not fields and cfg.item_text is None:  # ids only (model.sequence.item_repr=id reads no text): id as title
+        return pd.Series(items["item_id"].astype(str).to_numpy(), index=items["item_id"].to_numpy())
     template = cfg.item_text or " . ".join("{" + f + "}" for f in fields)
     wanted = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     unknown = [w for w in wanted if w not in items.columns]
     if unknown:
         example = " ".join("{" + f + "}" for f in fields[:2])
-        raise ConfigError(f"data.item_text: field {{{unknown[0]}}} is not an items column; "
-                          f"available: {', '.join(fields)}; set it to a template over them, e.g. "
-                          f"\"data.item_text='{example}'\" on the command line")
+        # the same template renders an export's new items (translrec index --items), where no override exists
+        raise ConfigError(f"data.item_text: field {{{unknown[0]}}} is not an items column; available: "
+                          f"{', '.join(fields)}. Training: set data.item_text to a template over them, e.g. "
+                          f"\"data.item_text='{example}'\" on the command line. New items for an export "
+                          f"(translrec index --items): give the file the columns its template {template!r} uses")
     cols = {w: items[w].fillna("").astype(str).str.slice(0, cfg.max_field_chars) for w in set(wanted)}
     rendered = [template.format(**{w: cols[w].iat[i] for w in cols}).strip() for i in range(len(items))]
     return pd.Series(rendered, index=items["item_id"].to_numpy())

@@ -19,7 +19,9 @@ from translrec_dist.models.encoding import encode_tokenized, put_in_order
 
 
 def ranking_metrics(ranks: np.ndarray, ks=(10, 50), suffix: str = "") -> dict[str, float]:
-    """0-based ranks of the targets -> ndcg@K, recall@K (one relevant item per user) and mrr."""
+    """0-based ranks of the targets (one relevant item per user) -> RecBole's ndcg@K, recall@K, hit@K,
+    precision@K, map@K, and mrr (not truncated). With one relevant item hit@K equals recall@K, precision@K is
+    hit@K / K and the average precision at K is 1/(rank+1) inside the top K."""
     ranks = np.asarray(ranks, dtype=np.float64)
     out: dict[str, float] = {}
     if len(ranks) == 0:
@@ -28,6 +30,9 @@ def ranking_metrics(ranks: np.ndarray, ks=(10, 50), suffix: str = "") -> dict[st
         hit = ranks < k
         out[f"ndcg@{k}{suffix}"] = float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)))
         out[f"recall@{k}{suffix}"] = float(np.mean(hit))
+        out[f"hit@{k}{suffix}"] = float(np.mean(hit))
+        out[f"precision@{k}{suffix}"] = float(np.mean(hit) / k)
+        out[f"map@{k}{suffix}"] = float(np.mean(np.where(hit, 1.0 / (ranks + 1.0), 0.0)))
     out[f"mrr{suffix}"] = float(np.mean(1.0 / (ranks + 1.0)))
     return out
 

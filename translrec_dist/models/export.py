@@ -15,6 +15,8 @@ from translrec_dist.data.tokenize import load_tokenizer
 from translrec_dist.errors import ConfigError
 from translrec_dist.models.model_card import write_model_card
 from translrec_dist.models.safety import user_trust
+from translrec_dist.models.usage import for_directory
+from translrec_dist.run_dir import RunDir
 from translrec_dist.tasks import get_task
 
 CONFIG_FILE = "translrec.yaml"
@@ -29,7 +31,9 @@ def write_export(out_dir: Path, state_dict: dict, model, tokenizer, cfg: RunConf
     tokenizer.save_pretrained(str(out_dir))
     dump_config(export_config(cfg), out_dir / CONFIG_FILE)
     loads = task.write_interop(out_dir, cfg)  # files other tools load, then the card that says how
-    write_model_card(out_dir, cfg, task.usage(cfg, loads))
+    run = RunDir(cfg.output_dir)
+    name = run.final.name if out_dir.resolve() == run.final_tmp.resolve() else out_dir.name  # renamed when done
+    write_model_card(out_dir, cfg, for_directory(task.usage(cfg, loads), name), loads)
 
 
 def read_export(model_dir: str | Path, expect: str | None = None, trust_remote_code: bool = False):

@@ -38,3 +38,39 @@ def resolve_pretrained(name: str | None) -> str | None:
     log.info("model.name_or_path %s -> %s (local package %s; no hub access needed)", name, path,
              LOCAL_PACKAGES[name])
     return str(path)
+
+
+def hub_id(name_or_path: str | None) -> str | None:
+    """The Hugging Face hub id that ``name_or_path`` (as ``resolve_pretrained`` left it) stands for, or None for a
+    local directory that is not a known copy of a hub model. A model card names the hub id, never a local path
+    (``models.model_card``); the resolved path stays in the run's own files."""
+    if not name_or_path:
+        return None
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        return name_or_path if _looks_like_hub_id(name_or_path) else None
+    resolved = path.resolve()
+    for repo_id, module in LOCAL_PACKAGES.items():
+        try:
+            package_path = Path(importlib.import_module(module).get_model_path()).resolve()
+        except ImportError:
+            continue
+        if resolved == package_path:
+            return repo_id
+    # the hub cache lays a model out as .../models--ORG--NAME/snapshots/REVISION/
+    for part in resolved.parts:
+        if part.startswith("models--") and part.count("--") >= 2:
+            return part[len("models--"):].replace("--", "/", 1)
+    return None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not name.startswith((".", "~"))

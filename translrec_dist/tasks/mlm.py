@@ -107,10 +107,13 @@ class MlmTask(Task):
         save_encoder(out_dir, model.lm, state_dict, "lm.")
 
     def usage(self, cfg, loads: dict) -> list[str]:
-        from translrec_dist.models.usage import encoder_usage, translrec_usage
+        from translrec_dist.models.usage import fill_mask_usage, translrec_usage
 
         return [*translrec_usage("translrec train CONFIG model.name_or_path=final   # fine-tune the adapted encoder"),
-                *encoder_usage("AutoModelForMaskedLM")]
+                *fill_mask_usage()]
+
+    def write_interop(self, out_dir: Path, cfg) -> dict:
+        return {"masked_lm": "AutoModelForMaskedLM"}
 
     def read_export(self, model_dir: Path, cfg):
         return MaskedLM(AutoModelForMaskedLM.from_pretrained(str(model_dir),

@@ -37,7 +37,8 @@ class PointwiseTask(Task):
     export_kind = "cross_encoder"
     prediction_name = "score"
     labels = "click"  # what an example's label is: "click" (0/1 with sampled negatives) or "rating"
-    score_expression = "logits"  # the prediction from the classifier's logit, for the model card
+    score_expression = "the logit"  # what the text-classification pipeline's score is, for the model card
+    problem_type = "regression"  # transformers' config.problem_type of the exported one-label classifier
 
     def validate(self, cfg) -> None:
         only_for(cfg, "retrieval", "model.item_id_embeddings", "train.gather_negatives")
@@ -87,16 +88,17 @@ class PointwiseTask(Task):
     def write_interop(self, out_dir: Path, cfg) -> dict:
         from translrec_dist.models.interop import write_sequence_classification
 
-        return {"sequence_classification": write_sequence_classification(out_dir, cfg)}
+        return {"sequence_classification": write_sequence_classification(out_dir, cfg, self.problem_type,
+                                                                          self.prediction_name)}
 
     def usage(self, cfg, loads: dict) -> list[str]:
         from translrec_dist.models import usage as card
 
         lines = card.translrec_usage("translrec predict --model final --input rows.csv")
         if loads.get("sequence_classification"):
-            return lines + card.sequence_classification_usage(loads["sequence_classification"],
-                                                              cfg.data.max_length, self.score_expression)
-        return lines + card.hand_scoring_usage(cfg.model.pooling)
+            return lines + card.text_classification_usage(loads["sequence_classification"],
+                                                          cfg.data.max_length, self.score_expression)
+        return lines + card.hand_scoring_usage(cfg.model.pooling, cfg.data.max_length)
 
     def read_export(self, model_dir: Path, cfg):
         if not (model_dir / HEAD_FILE).is_file():
@@ -133,8 +135,11 @@ class PointwiseTask(Task):
 
 class CtrTask(PointwiseTask):
     name = "ctr"
-    score_expression = "torch.sigmoid(logits)  # the click probability"
+    score_expression = "sigmoid(logit), the click probability"
     prediction_name = "probability"
+    # one logit under which transformers' text-classification pipeline applies a sigmoid and its models (HF
+    # Trainer) train with BCEWithLogitsLoss (transformers' pipelines/text_classification.py, loss_utils.py)
+    problem_type = "multi_label_classification"
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
@@ -156,8 +161,9 @@ class CtrTask(PointwiseTask):
 class RatingTask(PointwiseTask):
     name = "rating"
     labels = "rating"
-    score_expression = "logits  # the rating"
+    score_expression = "the logit, the predicted rating"
     prediction_name = "rating"
+    problem_type = "regression"  # the pipeline's score is the logit; HF Trainer trains with MSE
 
     def validate(self, cfg) -> None:
         super().validate(cfg)

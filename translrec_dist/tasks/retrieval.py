@@ -115,8 +115,10 @@ class RetrievalTask(Task):
     def usage(self, cfg, loads: dict) -> list[str]:
         from translrec_dist.models.usage import encoder_usage, sentence_transformers_usage, translrec_usage
 
+        items = None if cfg.model.share_towers else ITEM_ENCODER_DIR
         return [*translrec_usage("translrec index --model final && translrec recommend --model final --user USER_ID"),
-                *sentence_transformers_usage(loads["sentence_transformers"]), *encoder_usage()]
+                *sentence_transformers_usage(loads["sentence_transformers"], items, cfg.model.similarity),
+                *encoder_usage()]
 
     def read_export(self, model_dir: Path, cfg):
         m = cfg.model

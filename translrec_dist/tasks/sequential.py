@@ -231,6 +231,17 @@ class SequentialTask(Task):
             (out_dir / "config.json").write_text(json.dumps({"translrec_task": "sequential", "item_repr": "id",
                                                              "num_items": len(info["item_ids"])}))
 
+    def usage(self, cfg, loads: dict) -> list[str]:
+        from translrec_dist.models.usage import encoder_usage, recommender_usage, translrec_usage
+
+        lines = [*translrec_usage("translrec index --model final && translrec recommend --model final --user USER_ID"),
+                 *recommender_usage(loads["first_item"])]
+        return lines + (encoder_usage() if cfg.model.sequence.item_repr != "id" else [])
+
+    def write_interop(self, out_dir: Path, cfg) -> dict:
+        catalog = json.loads((Path(out_dir) / CATALOG_FILE).read_text())
+        return {"first_item": str(catalog["item_ids"][0])}  # a history the card's example can recommend from
+
     def read_export(self, model_dir: Path, cfg):
         weights = load_file(str(Path(model_dir) / WEIGHTS_FILE))
         text = weights.get("items.text")

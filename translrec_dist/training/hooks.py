@@ -128,32 +128,62 @@ class CheckpointHook(Hook):
 
 
 class ValidationHook(Hook):
-    """Validation every ``eval.every_steps``; with ``eval.best_metric`` the best state is kept aside in
-    ``checkpoints/best`` (better = ``eval.best_is_higher``: eval.greater_is_better, else derived from the name) and
-    restored at the end if the last is worse."""
+    """Validation every ``eval.every_steps``, printed on the console and written to ``metrics.jsonl``; with
+    ``eval.best_metric`` the best state is kept aside in ``checkpoints/best`` (better = ``eval.best_is_higher``:
+    eval.greater_is_better, else derived from the name) and restored at the end if the last is worse. With
+    ``eval.patience`` the run ends early (``trainer.early_stop``) after that many evaluations in a row without a
+    better value (HF's EarlyStoppingCallback, RecBole's stopping_step); it then finishes as a full run does."""
 
     def __init__(self, trainer):
         cfg = trainer.cfg
         self.cfg, self.every, self.total = cfg, cfg.eval.every_steps, trainer.total_steps
         self.metric = cfg.eval.best_metric
         self.higher = cfg.eval.best_is_higher
+        self.patience = cfg.eval.patience
         state = RunDir.state_file(trainer.run.best)
         self.best = json.loads(state.read_text()) if self.metric and state.is_file() else None
+        self.samples, self.since = 0, time.perf_counter()  # training pace between validations, for the console
+
+    def observe(self, trainer, outcome) -> None:
+        self.samples += outcome.samples
 
     def should_run(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0 and step < self.total
 
     def run(self, trainer, step: int) -> None:
+        start = time.perf_counter()
+        pace = self.samples * trainer.accelerator.num_processes / max(start - self.since, 1e-9)
         valid = trainer.data.evaluate(trainer.model, "valid", trainer.accelerator)
+        seconds = time.perf_counter() - start
         write_metrics(trainer.accelerator, trainer.run.metrics, {"step": step, **{f"valid/{k}": v
                                                                                   for k, v in valid.items()}})
-        if not self.metric:
-            return
-        value = self.value(valid)
-        if self.best is not None and not self.better(value, self.best["value"]):
-            return
-        self.best = {"step": step, "value": value, "metric": self.metric}
-        save_state_atomically(trainer.accelerator, trainer.run.best, self.best)
+        if self.metric:
+            value = self.value(valid)
+            if self.best is None or self.better(value, self.best["value"]):
+                self.best = {"step": step, "value": value, "metric": self.metric}
+                save_state_atomically(trainer.accelerator, trainer.run.best, self.best)
+        self.report(trainer, step, valid, seconds, pace)
+        self.samples, self.since = 0, time.perf_counter()
+        if self.patience and self.best is not None:
+            # evaluations since the best one: derived from the steps, so a resumed run counts the same
+            without = (step - self.best["step"]) // self.every
+            if without >= self.patience:
+                trainer.early_stop = {"step": step, "metric": self.metric, "best_step": self.best["step"],
+                                      "best": self.best["value"], "evaluations_without_improvement": without,
+                                      "patience": self.patience}
+                write_metrics(trainer.accelerator, trainer.run.metrics, {"step": step, "early_stop": 1})
+                log.info("early stopping at step %d: %s has not improved on %s (step %d) for %d evaluations "
+                         "(eval.patience=%d); finishing with the best checkpoint", step, self.metric,
+                         _number(self.best["value"]), self.best["step"], without, self.patience)
+
+    def report(self, trainer, step: int, valid: dict, seconds: float, pace: float) -> None:
+        shown = ", ".join(f"{k}={_number(v)}" for k, v in valid.items() if not k.startswith("num_"))
+        best = (f"; best {self.metric}={_number(self.best['value'])} at step {self.best['step']}"
+                if self.best is not None else "")
+        trainer.bar.clear()  # the line lands above the progress bar instead of inside it
+        log.info("step %d/%d valid: %s%s (%.1f s); training %.1f samples/s", step, self.total, shown, best, seconds,
+                 pace)
+        trainer.bar.refresh()
 
     def value(self, metrics: dict) -> float | None:
         """The best metric's value; None when it could not be computed (e.g. AUC of a one-class split)."""
@@ -182,6 +212,10 @@ class ValidationHook(Hook):
                  self.best["value"], last)
         trainer.accelerator.load_state(str(trainer.run.best))
         return self.best["step"]
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def final_evaluation(trainer, step: int) -> dict:

@@ -32,6 +32,26 @@ def preflight(cfg: RunConfig, world: int) -> None:
                           f"checkpoint directory")
     select_deepspeed_json(cfg)  # missing/malformed JSON, stage outside 0-3, parameter offload below stage 3
     check_world_size(cfg, world)
+    check_trackers(cfg)
+
+
+# train.report_to name -> the pip package that provides it
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet-ml",
+                    "aim": "aim", "clearml": "clearml", "dvclive": "dvclive"}
+
+
+def check_trackers(cfg: RunConfig) -> None:
+    """A requested tracker that is not installed stops the run before it starts: accelerate would skip it with
+    a warning, and a run the user meant to watch would go unrecorded."""
+    if not cfg.train.report_to:
+        return
+    import accelerate.utils
+
+    missing = [name for name in cfg.train.report_to if not getattr(accelerate.utils, f"is_{name}_available")()]
+    if missing:
+        packages = " ".join(TRACKER_PACKAGES[name] for name in missing)
+        raise ConfigError(f"train.report_to: {', '.join(missing)} requested but not installed ({cfg.source}); "
+                          f"pip install {packages}, or drop it from train.report_to")
 
 
 def check_world_size(cfg: RunConfig, world_size: int) -> None:

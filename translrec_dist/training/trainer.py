@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from translrec_dist.config import RunConfig, dump_config
+from translrec_dist.console import close_log_files, log_to_file
 from translrec_dist.data.loader import train_loader, train_steps_per_epoch
 from translrec_dist.models.export import write_export
 from translrec_dist.models.source import model_source
@@ -77,6 +78,7 @@ class RunResult:
     step: int
     stopped: bool
     metrics: dict = field(default_factory=dict)  # final evaluation (eval.json); empty when stopped
+    early_stop: dict | None = None  # eval.patience ended the run: where, and the best step it finished with
 
     def summary(self) -> dict:
         return {"stopped": True, "step": self.step} if self.stopped else self.metrics
@@ -88,6 +90,7 @@ class Trainer:
         self.step = self.steps_this_run = 0
         self.last_checkpoint: str | None = None
         self.bar = None
+        self.early_stop: dict | None = None  # set by the validation hook (eval.patience): the loop ends there
 
     def setup(self) -> Trainer:
         cfg, t = self.cfg, self.cfg.train
@@ -128,11 +131,15 @@ class Trainer:
             # a run with another grad_accum (another world size), it would end the next step early
             acc.step = self.step * t.grad_accum
             self.meter.load_state(saved.get("meter"))
+            self.early_stop = saved.get("early_stop")
+            if self.early_stop:  # it ended early and finished: a resume does not train on
+                self.total_steps = self.step
             self.last_checkpoint = str(source)
             log.info("resumed from %s at step %d", resume, self.step)
         return self
 
     def start_run_dir(self) -> None:
+        log_to_file(self.run.log_file(self.accelerator.process_index), self.run.root)  # what the terminal leaves out
         if self.accelerator.is_main_process:
             self.run.stop.unlink(missing_ok=True)
             dump_config(self.cfg, self.run.config)
@@ -182,6 +189,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         state = trainer_state(self.cfg, self.step, self.world, self.total_steps, self.stage, self.steps_per_epoch)
         state["meter"] = self.meter.state()  # a collective: every rank saves
+        if self.early_stop:
+            state["early_stop"] = self.early_stop
         self.last_checkpoint = str(save_checkpoint(self.accelerator, self.run, self.step, state,
                                                    self.cfg.train.keep_checkpoints))
 
@@ -193,7 +202,7 @@ class Trainer:
                         disable=not (acc.is_main_process and t.progress_bar))
         self.model.train()
         batches, stopped = self.step_batches(), False
-        while self.step < self.total_steps and not stopped:
+        while self.step < self.total_steps and not stopped and self.early_stop is None:
             outcome = self.train_step(next(batches))
             self.step += 1
             self.steps_this_run += 1
@@ -207,11 +216,14 @@ class Trainer:
                 hook.observe(self, outcome)
                 if hook.should_run(self.step):
                     hook.run(self, self.step)
-            stopped = self.step < self.total_steps and (outcome.stop or self.steps_this_run == t.stop_after_steps)
+            stopped = self.early_stop is None and self.step < self.total_steps and (
+                outcome.stop or self.steps_this_run == t.stop_after_steps)
             if stopped and self.last_checkpoint == saved:
                 self.save_checkpoint()
         batches.close()
         self.bar.close()
+        if self.early_stop is not None:
+            self.total_steps = self.step  # its checkpoint says finished (run-status; a requeued job stops)
         log.info("%d optimizer steps in this run (%d-%d)", self.steps_this_run, self.step - self.steps_this_run + 1,
                  self.step)
         if stopped:
@@ -225,7 +237,7 @@ class Trainer:
         results = final_evaluation(self, step)
         self.export()
         end_run(acc)
-        return RunResult(step, stopped=False, metrics=results)
+        return RunResult(step, stopped=False, metrics=results, early_stop=self.early_stop)
 
     def export(self) -> None:
         """``final/``: every rank joins the gather (a collective under ZeRO-3); the main process writes."""
@@ -245,5 +257,8 @@ def train(cfg: RunConfig) -> RunResult:
     """Train; SIGTERM/SIGUSR1 (scancel, preemption) end the run with a checkpoint at the next step."""
     configure_threads()  # a no-op after the CLI's call; sizes torch's threads for callers from Python
     with stop_signals_requested():
-        return Trainer(cfg).setup().fit()
+        try:
+            return Trainer(cfg).setup().fit()
+        finally:
+            close_log_files()
 

@@ -39,7 +39,8 @@ def source_path(cfg: DataConfig) -> Path:
     return bundled_ml100k() if cfg.path is None and cfg.format == "recbole" else Path(cfg.path)
 
 
-def read_source(cfg: DataConfig, need_rating: bool) -> Source:
+def read_source(cfg: DataConfig, need_rating: bool, need_text: bool = True) -> Source:
+    """``need_text``: false for a model that reads no item text (an items file may then be missing)."""
     if cfg.format == "synthetic":
         inter, items = generate_synthetic(cfg.synthetic)
         return Source(inter.astype({"user_id": str, "item_id": str}), items.astype({"item_id": str}))
@@ -47,7 +48,7 @@ def read_source(cfg: DataConfig, need_rating: bool) -> Source:
     if cfg.format == "movielens":
         inter, items, files = read_movielens(cfg.path, bad)
     elif cfg.format == "recbole":
-        inter, items, files = read_recbole(source_path(cfg), bad, cfg.columns)
+        inter, items, files = read_recbole(source_path(cfg), bad, cfg.columns, need_items=need_text)
     elif cfg.format == "amazon":
         inter, items, files = read_amazon(cfg.path, bad)
     elif cfg.format in ("interactions", "table"):
@@ -57,5 +58,5 @@ def read_source(cfg: DataConfig, need_rating: bool) -> Source:
     if need_rating and "rating" not in inter.columns:
         raise DataError(f"{files[0]}: no rating column, which task=rating and data.positive_threshold need; "
                         f"map it with data.columns.rating=NAME")
-    inter, items = finish(inter, items, bad, files[0], files[1])
+    inter, items = finish(inter, items, bad, files[0], files[-1])
     return Source(inter, items, files, bad.report())
