@@ -147,6 +147,11 @@ def read_trainer_state(path: Path) -> dict:
 
 
 def load_checkpoint(accelerator, path: Path) -> dict:
+    """DeepSpeed unpickles its shards with ``weights_only=False``; a checkpoint may be someone else's (a copied
+    run, a shared folder), so every load here is weights-only with DeepSpeed's and accelerate's types allowed."""
+    from translrec_dist.training.safe_zero import START_NEW_RUN, checkpoint_loads
+
     state = read_trainer_state(path)
-    accelerator.load_state(str(path))
+    with checkpoint_loads(path, START_NEW_RUN):
+        accelerator.load_state(str(path))
     return state
