@@ -42,13 +42,14 @@ def cmd_prepare(args) -> int:
     from translrec_dist.config import load_config
     from translrec_dist.data.prepare import prepare, read_manifest
     from translrec_dist.tasks import get_task
+    from translrec_dist.training.output_dir import prepare_in_run_dir
     from translrec_dist.training.preflight import preflight
 
     cfg = load_config(args.config, args.overrides)
     preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     task = get_task(cfg.task)
-    directory = prepare(cfg, force=args.force, texts=lambda: task.prepare_texts(cfg),
-                        key_inputs=task.prepare_inputs(cfg))
+    directory = prepare_in_run_dir(cfg, lambda: prepare(cfg, force=args.force, texts=lambda: task.prepare_texts(cfg),
+                                                        key_inputs=task.prepare_inputs(cfg)))
     manifest = read_manifest(directory)
     summary = {"prepared": str(directory),
                **{f"{name}_examples": s["examples"] for name, s in manifest["splits"].items()},
