@@ -11,6 +11,8 @@ import importlib
 import logging
 from pathlib import Path
 
+from translrec_dist.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # hub id -> module exposing get_model_path() (the weights shipped as a Python package)
@@ -38,3 +40,53 @@ def resolve_pretrained(name: str | None) -> str | None:
     log.info("model.name_or_path %s -> %s (local package %s; no hub access needed)", name, path,
              LOCAL_PACKAGES[name])
     return str(path)
+
+
+def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs):
+    """``auto_cls.from_pretrained(path)`` that refuses what would run code and what would load partly random.
+
+    A ``model.safetensors`` holding only metadata, or missing some tensors, loads in transformers with those
+    weights freshly initialised and a printed report; a prediction from it is noise. Missing tensors are refused
+    (exit 2 naming the directory and the tensors), and so are unexpected ones in a translrec export (an export is
+    whole: anything else in it means another model). A pretrained checkpoint may carry heads the encoder does
+    not use (an MLM head, a pooler): those are logged. transformers' own report goes to the log, never the terminal.
+    """
+    from transformers.utils import logging as hf_logging
+
+    from translrec_dist.models.safety import refuse_remote_code
+    from translrec_dist.safe_io import check_regular
+
+    refuse_remote_code(path, trust_remote_code)
+    directory = Path(path)
+    if directory.is_dir():
+        for weights in [*directory.glob("*.safetensors"), *directory.glob("*.bin")]:
+            check_regular(weights, "weights file")  # a link to /dev/zero or a FIFO would never end
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = auto_cls.from_pretrained(path, trust_remote_code=trust_remote_code, output_loading_info=True,
+                                               **kwargs)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot load the model: {str(e).strip().splitlines()[0][:300]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing, unexpected = sorted(info.get("missing_keys") or []), sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
+    export = (directory / "translrec.yaml").is_file()
+    if missing or mismatched or (export and unexpected):
+        raise ConfigError(f"{path}: the weights do not make the whole {type(model).__name__}: "
+                          f"{_listing('missing', missing)}{_listing('of another shape', mismatched)}"
+                          f"{_listing('unexpected', unexpected)}loaded, they would be random. The "
+                          f"{'export' if export else 'model directory'} is incomplete or damaged: export it again "
+                          f"(translrec export RUN/checkpoints/step_N OUT_DIR) or use another copy")
+    if unexpected:
+        log.info("%s: %d tensors the %s does not use (%s)", path, len(unexpected), type(model).__name__,
+                 ", ".join(unexpected[:5]))
+    return model
+
+
+def _listing(what: str, keys: list[str], shown: int = 5) -> str:
+    if not keys:
+        return ""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{len(keys)} tensors {what} ({', '.join(keys[:shown])}{more}); "
