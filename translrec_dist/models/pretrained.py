@@ -47,8 +47,8 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
 
     A ``model.safetensors`` holding only metadata, or missing some tensors, loads in transformers with those
     weights freshly initialised and a printed report; a prediction from it is noise. Missing tensors are refused
-    (exit 2 naming the directory and the tensors), and so are unexpected ones in a translrec export (an export is
-    whole: anything else in it means another model). A pretrained checkpoint may carry heads the encoder does
+    (exit 2 naming the directory and the tensors), and so are unexpected ones in a translrec export other than
+    the classification head it writes for other tools (an export is whole: anything else means another model). A pretrained checkpoint may carry heads the encoder does
     not use (an MLM head, a pooler): those are logged. transformers' own report goes to the log, never the terminal.
     """
     from transformers.utils import logging as hf_logging
@@ -64,8 +64,10 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
+        # mismatched shapes come back in the loading info (refused below, by name) instead of an error that
+        # points at a report nobody saw
         model, info = auto_cls.from_pretrained(path, trust_remote_code=trust_remote_code, output_loading_info=True,
-                                               **kwargs)
+                                               ignore_mismatched_sizes=True, **kwargs)
     except (OSError, RuntimeError, ValueError) as e:
         raise ConfigError(f"{path}: cannot load the model: {str(e).strip().splitlines()[0][:300]}") from None
     finally:
@@ -73,16 +75,26 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
     missing, unexpected = sorted(info.get("missing_keys") or []), sorted(info.get("unexpected_keys") or [])
     mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
     export = (directory / "translrec.yaml").is_file()
-    if missing or mismatched or (export and unexpected):
+    foreign = sorted(set(unexpected) - interop_head_keys()) if export else []
+    if missing or mismatched or foreign:
         raise ConfigError(f"{path}: the weights do not make the whole {type(model).__name__}: "
                           f"{_listing('missing', missing)}{_listing('of another shape', mismatched)}"
-                          f"{_listing('unexpected', unexpected)}loaded, they would be random. The "
+                          f"{_listing('unexpected', foreign if export else unexpected)}loaded, they would be random. The "
                           f"{'export' if export else 'model directory'} is incomplete or damaged: export it again "
                           f"(translrec export RUN/checkpoints/step_N OUT_DIR) or use another copy")
     if unexpected:
         log.info("%s: %d tensors the %s does not use (%s)", path, len(unexpected), type(model).__name__,
                  ", ".join(unexpected[:5]))
     return model
+
+
+def interop_head_keys() -> set[str]:
+    """What an export carries beside the encoder for ``AutoModelForSequenceClassification`` (``models.interop``)."""
+    import torch
+
+    from translrec_dist.models.interop import classifier_weights
+
+    return set(classifier_weights(torch.zeros(1), torch.zeros(1)))
 
 
 def _listing(what: str, keys: list[str], shown: int = 5) -> str:
