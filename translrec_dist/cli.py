@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from translrec_dist.errors import UserError
+from translrec_dist import safe_io
+from translrec_dist.errors import ConfigError, UserError
 from translrec_dist.run_dir import RunDir
 
 log = logging.getLogger("translrec_dist")
@@ -115,11 +116,13 @@ def cmd_synth(args) -> int:
     from translrec_dist.data.synthetic import generate_synthetic
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder (created if missing) for interactions.csv and "
+                          f"items.csv")
     cfg = SyntheticConfig(num_users=args.users, num_items=args.items, seed=args.seed)
     inter, items = generate_synthetic(cfg)
-    inter.to_csv(out / "interactions.csv", index=False)
-    items.to_csv(out / "items.csv", index=False)
+    for name, table in (("interactions.csv", inter), ("items.csv", items)):  # never through a link planted there
+        safe_io.write_text(out / name, table.to_csv(index=False), out)
     print(f"wrote {len(inter)} interactions and {len(items)} items to {out} "
           f"(use: data.format=interactions data.path={out})")
     return 0

@@ -48,8 +48,9 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
     A ``model.safetensors`` holding only metadata, or missing some tensors, loads in transformers with those
     weights freshly initialised and a printed report; a prediction from it is noise. Missing tensors are refused
     (exit 2 naming the directory and the tensors), and so are unexpected ones in a translrec export other than
-    the classification head it writes for other tools (an export is whole: anything else means another model). A pretrained checkpoint may carry heads the encoder does
-    not use (an MLM head, a pooler): those are logged. transformers' own report goes to the log, never the terminal.
+    the classification head it writes for other tools (an export is whole: anything else means another model).
+    A pretrained checkpoint may carry heads the encoder does not use (an MLM head, a pooler): those are logged.
+    transformers' own report goes to the log, never the terminal.
     """
     from transformers.utils import logging as hf_logging
 
@@ -79,8 +80,8 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
     if missing or mismatched or foreign:
         raise ConfigError(f"{path}: the weights do not make the whole {type(model).__name__}: "
                           f"{_listing('missing', missing)}{_listing('of another shape', mismatched)}"
-                          f"{_listing('unexpected', foreign if export else unexpected)}loaded, they would be random. The "
-                          f"{'export' if export else 'model directory'} is incomplete or damaged: export it again "
+                          f"{_listing('unexpected', foreign if export else unexpected)}loaded, they would be random. "
+                          f"The {'export' if export else 'model directory'} is incomplete or damaged: export it again "
                           f"(translrec export RUN/checkpoints/step_N OUT_DIR) or use another copy")
     if unexpected:
         log.info("%s: %d tensors the %s does not use (%s)", path, len(unexpected), type(model).__name__,
