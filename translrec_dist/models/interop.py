@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from translrec_dist import safe_io
+
 if TYPE_CHECKING:
     from translrec_dist.config import RunConfig
 
@@ -115,4 +117,4 @@ def classifier_weights(w: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tens
 
 
 def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    safe_io.write_text(path, json.dumps(data, indent=2) + "\n", path.parent)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from translrec_dist import safe_io
 from translrec_dist.config import RunConfig, export_config
 from translrec_dist.run_dir import RunDir
 
@@ -65,6 +66,4 @@ def write_model_card(out_dir: Path, cfg: RunConfig, usage: list[str]) -> Path:
         "", "## Evaluation", "", eval_table(RunDir(cfg.output_dir).eval), "",
         "## How to load", "", *usage,
         "## Configuration", "", "```yaml", config_yaml.rstrip(), "```", ""])
-    path = Path(out_dir) / "README.md"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return safe_io.write_text(Path(out_dir) / "README.md", text, out_dir)

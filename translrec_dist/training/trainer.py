@@ -235,7 +235,7 @@ class Trainer:
         if acc.is_main_process:
             final, tmp = self.run.final, self.run.final_tmp
             shutil.rmtree(tmp, ignore_errors=True)
-            write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg)
+            write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg, self.run.root)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             log.info("exported %s", final)
