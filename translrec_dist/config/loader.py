@@ -9,10 +9,10 @@ import yaml
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from translrec_dist import safe_io
 from translrec_dist.config.messages import describe, dotted
 from translrec_dist.config.schema import RunConfig
 from translrec_dist.errors import ConfigError
+from translrec_dist.safe_io import write_text
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -135,4 +135,4 @@ def export_config(cfg: RunConfig) -> RunConfig:
 
 def dump_config(cfg: RunConfig, path: Path, root: Path | None = None) -> None:
     """``path`` inside ``root`` (default: its folder), never written through a link (``safe_io``)."""
-    safe_io.write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), root or Path(path).parent)
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), root or Path(path).parent)

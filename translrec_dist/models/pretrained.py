@@ -85,15 +85,20 @@ def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs
     export = (directory / "translrec.yaml").is_file()
     foreign = [k for k in unexpected if not k.startswith(HEAD_PREFIXES)] if export else []
     if missing or mismatched or foreign:
-        raise ConfigError(f"{path}: the weights do not make the whole {type(model).__name__}: "
-                          f"{_listing('missing', missing)}{_listing('of another shape', mismatched)}"
-                          f"{_listing('unexpected', foreign if export else unexpected)}loaded, they would be random. "
-                          f"The {'export' if export else 'model directory'} is incomplete or damaged: export it again "
-                          f"(translrec export RUN/checkpoints/step_N OUT_DIR) or use another copy")
+        refuse_partial(path, type(model).__name__, missing, foreign if export else unexpected, mismatched, export)
     if unexpected:
         log.info("%s: %d tensors the %s does not use (%s)", path, len(unexpected), type(model).__name__,
                  ", ".join(unexpected[:5]))
     return model
+
+
+def refuse_partial(path, model_name: str, missing: list[str], unexpected: list[str], mismatched: list[str] = (),
+                   export: bool = True) -> None:
+    """exit 2: the weights at ``path`` do not make the whole model; names the tensors."""
+    raise ConfigError(f"{path}: the weights do not make the whole {model_name}: {_listing('missing', missing)}"
+                      f"{_listing('of another shape', list(mismatched))}{_listing('unexpected', unexpected)}loaded, "
+                      f"they would be random. The {'export' if export else 'model directory'} is incomplete or "
+                      f"damaged: export it again (translrec export RUN/checkpoints/step_N OUT_DIR) or use another copy")
 
 
 def _listing(what: str, keys: list[str], shown: int = 5) -> str:

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from translrec_dist.data.readers.rows import BadRows, excerpt
+from translrec_dist.data.readers.rows import BadRows, clip, excerpt
 from translrec_dist.data.readers.validate import mixed_timestamp_units, ratings_out_of_scale
 from translrec_dist.errors import DataError
 
@@ -86,7 +86,7 @@ def clean_items(items: pd.DataFrame, path, bad: BadRows) -> pd.DataFrame:
         same = (again[fields].astype(str).to_numpy() == first.loc[again["item_id"]].to_numpy()).all(axis=1)
         conflict = pd.Series(~same, index=again.index)
         _count(bad, conflict, again, "duplicate_item_conflict", path,
-               lambda i: f"item_id {excerpt(again['item_id'].iat[i])} appears again with different text (the first "
+               lambda i: f"item_id {clip(again['item_id'].iat[i])} appears again with different text (the first "
                          f"is kept)")
         bad.notes["duplicate_item_identical"] += int(same.sum())
         items = items[~dup.to_numpy()]
@@ -100,7 +100,7 @@ def link(inter: pd.DataFrame, items: pd.DataFrame, bad: BadRows, inter_path, ite
     """Interactions whose item has no metadata row are counted and left out (the model needs item text)."""
     unknown = ~inter["item_id"].isin(items["item_id"])
     _count(bad, unknown, inter, "item_without_metadata", inter_path,
-           lambda i: f"item_id {excerpt(inter['item_id'].iat[i])} is not in {items_path}")
+           lambda i: f"item_id {clip(inter['item_id'].iat[i])} is not in {items_path}")
     inter = inter[~unknown.to_numpy()]
     if inter.empty:
         bad.check()

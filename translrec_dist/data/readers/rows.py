@@ -26,6 +26,12 @@ def excerpt(value, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def clip(text, limit: int = EXCERPT_CHARS) -> str:
+    """``str(text)`` cut to ``limit`` characters (an id or a name, shown as is)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def excerpt_list(names, limit: int = 8) -> str:
     """``a, b, c`` of at most ``limit`` names, each cut short (a header-less file makes its first row the header)."""
     names = [str(n) for n in names]
