@@ -88,3 +88,20 @@ def test_a_source_file_linked_to_a_device_is_refused_at_once(tmp_path):
     with pytest.raises(UserError, match="not a regular file"):
         fingerprint(tmp_path / "interactions.csv", {})
     assert time.monotonic() - start < 5
+
+
+def test_logs_that_grow_line_by_line_never_append_through_a_link(tmp_path, victim):
+    from types import SimpleNamespace
+
+    from translrec_dist.training.hooks import write_metrics
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    main = SimpleNamespace(is_main_process=True, log=lambda values, step: None)
+    write_metrics(main, run.metrics, {"step": 1})
+    write_metrics(main, run.metrics, {"step": 2})
+    assert run.metrics.read_text().splitlines() == ['{"step": 1}', '{"step": 2}']
+    run.metrics.unlink()
+    run.metrics.symlink_to(victim)
+    with pytest.raises(UserError, match="metrics.jsonl is a symbolic link"):
+        write_metrics(main, run.metrics, {"step": 3})

@@ -85,6 +85,23 @@ def write_json(path: str | Path, obj: Any, root: str | Path, **dumps: Any) -> Pa
     return write_text(path, json.dumps(obj, **dumps), root)
 
 
+def open_append(path: str | Path, root: str | Path):
+    """``open(path, "a")`` for a log that grows line by line (no rename possible): never through a link
+    (``O_NOFOLLOW`` closes the race after the check), and only a regular file."""
+    path = Path(path)
+    make_dirs(path.parent, root)
+    check_inside(path, root)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise UnsafePathError(f"{path} cannot be opened for appending ({e.strerror}); refusing to write "
+                              f"there") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(f"{path} is not a regular file; refusing to write there")
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 def write_tree(directory: str | Path, root: str | Path, write: Callable[[Path], Any]) -> Path:
     """Run ``write(stage)`` (a library writer that fills a folder: ``save_pretrained``, ``save_to_disk``) in a new
     folder beside ``directory``, then move what it wrote into ``directory``: a new ``directory`` is renamed into

@@ -36,7 +36,7 @@ class Hook:
 
 def write_metrics(accelerator, path: Path, record: dict) -> None:
     if accelerator.is_main_process:
-        with open(path, "a") as f:
+        with safe_io.open_append(path, path.parent) as f:
             f.write(json.dumps(record) + "\n")
     accelerator.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))},
                     step=record["step"])
