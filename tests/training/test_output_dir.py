@@ -158,3 +158,30 @@ def test_a_run_refused_on_its_input_leaves_no_folder_and_no_file(tmp_path):
         assert proc.returncode == 2 and "bad_rating" in proc.stderr, proc.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "empty"]  # neither new/ nor new/run/
     assert list(empty.iterdir()) == []  # the folder the user made stays, empty
+
+
+def test_prepare_claims_and_marks_the_run_dir_and_leaves_a_new_one_as_it_was_on_bad_input(tmp_path):
+    from types import SimpleNamespace
+
+    from translrec_dist.errors import DataError
+    from translrec_dist.training.output_dir import prepare_in_run_dir
+
+    def cfg_for(root):
+        return SimpleNamespace(output_dir=str(root), data=SimpleNamespace(cache_dir=None))
+
+    run = RunDir(tmp_path / "new")
+    assert prepare_in_run_dir(cfg_for(run.root), lambda: "done") == "done"
+    assert run.marker.is_file()  # the run that follows finds it marked, prepared/ and all
+
+    def refused():
+        run2.prepared.mkdir(parents=True)
+        raise DataError("bad input")
+
+    run2 = RunDir(tmp_path / "refused" / "run")
+    with pytest.raises(DataError):
+        prepare_in_run_dir(cfg_for(run2.root), refused)
+    assert not (tmp_path / "refused").exists()
+    mine = foreign_dir(tmp_path / "mine")
+    with pytest.raises(ConfigError, match="no translrec run wrote it"):
+        prepare_in_run_dir(cfg_for(mine.root), lambda: pytest.fail("must not run"))
+    assert_untouched(mine.root)
