@@ -234,12 +234,20 @@ class Trainer:
         state_dict = acc.get_state_dict(self.model)
         if acc.is_main_process:
             final, tmp = self.run.final, self.run.final_tmp
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_tree(tmp)
             write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg, self.run.root)
-            shutil.rmtree(final, ignore_errors=True)
+            _remove_tree(final)  # the old export goes only once the new one is complete
             tmp.rename(final)
             log.info("exported %s", final)
         acc.wait_for_everyone()
+
+
+def _remove_tree(path) -> None:
+    # a link planted there is removed, never followed (rmtree refuses links, and would fail silently here)
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def train(cfg: RunConfig) -> RunResult:
