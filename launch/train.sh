@@ -22,7 +22,12 @@ while (($#)); do
 done
 gpus=$("$python" -c "import torch; print(torch.cuda.device_count())")
 [[ -n $nproc ]] || nproc=$(( gpus > 0 ? gpus : 1 ))
-[[ $nproc =~ ^[1-9][0-9]*$ ]] || { echo "--nproc must be a positive integer, got '$nproc'" >&2; exit 2; }
+# digits only, then base 10: $(( )) would run 'a[$(cmd)]' and read 010 as octal 8 where accelerate reads 10
+[[ $nproc =~ ^[0-9]{1,9}$ ]] && nproc=$((10#$nproc)) && ((nproc >= 1)) ||
+  { echo "--nproc must be a positive integer, got '${nproc:0:40}'" >&2; exit 2; }
+port=${MASTER_PORT:-29500}
+[[ $port =~ ^[0-9]{1,9}$ ]] && port=$((10#$port)) && ((port >= 1 && port <= 65535)) ||
+  { echo "MASTER_PORT must be a TCP port (1-65535), got '${port:0:40}'" >&2; exit 2; }
 if [[ -z $acc ]]; then
   if (( gpus > 0 )); then kind=$([[ $nproc -gt 1 ]] && echo multi_gpu || echo gpu)
   else kind=$([[ $nproc -gt 1 ]] && echo cpu_ddp || echo cpu); fi
@@ -31,4 +36,4 @@ fi
 [[ -f $acc ]] || { echo "accelerate config not found: $acc" >&2; exit 2; }
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec "$python" -m accelerate.commands.launch --config_file "$acc" --num_processes "$nproc" \
-  --main_process_port "${MASTER_PORT:-29500}" -m translrec_dist train "$config" ${overrides[@]+"${overrides[@]}"}
+  --main_process_port "$port" -m translrec_dist train "$config" ${overrides[@]+"${overrides[@]}"}

@@ -34,17 +34,24 @@ trap 'request_stop "got SIGTERM (scancel or time limit)"' TERM
 config=$1
 shift
 overrides=("$@")
-restarts=${SLURM_RESTART_COUNT:-0}  # unset (not 0) on the first run
 py=${TRANSLREC_PYTHON:-python3}
 # Numbers from the environment are checked before any (( )) or $(( )): bash arithmetic runs command
-# substitutions hidden in a value such as 'a[$(cmd)]'.
-for var in SLURM_RESTART_COUNT SLURM_JOB_ID SLURM_NNODES SLURM_GPUS_ON_NODE TRANSLREC_NPROC_PER_NODE \
-           TRANSLREC_MASTER_PORT TRANSLREC_RDZV_WAIT_S; do
-  if [[ -n ${!var:-} && ! ${!var} =~ ^(0|[1-9][0-9]*)$ ]]; then
-    echo "translrec: $var='${!var}' is not a whole number; set it to one (or unset it)" >&2
+# substitutions hidden in a value such as 'a[$(cmd)]', and reads 010 as octal 8 (09 is an error) where SLURM and
+# accelerate read decimal 10 and 9. Each is digits only and is rewritten in base 10 before any use.
+for var in SLURM_RESTART_COUNT SLURM_JOB_ID SLURM_NNODES SLURM_GPUS_ON_NODE SLURM_CPUS_PER_TASK \
+           TRANSLREC_NPROC_PER_NODE TRANSLREC_MASTER_PORT TRANSLREC_RDZV_WAIT_S; do
+  [[ -z ${!var:-} ]] && continue
+  if [[ ! ${!var} =~ ^[0-9]{1,18}$ ]]; then
+    echo "translrec: $var='${!var:0:40}' is not a whole number; set it to one (or unset it)" >&2
     exit 2
   fi
+  printf -v "$var" '%d' "$((10#${!var}))"
 done
+if [[ -n ${TRANSLREC_MASTER_PORT:-} ]] && ! ((TRANSLREC_MASTER_PORT >= 1 && TRANSLREC_MASTER_PORT <= 65535)); then
+  echo "translrec: TRANSLREC_MASTER_PORT=$TRANSLREC_MASTER_PORT is not a TCP port (1-65535)" >&2
+  exit 2
+fi
+restarts=${SLURM_RESTART_COUNT:-0}  # unset (not 0) on the first run
 # Always resume: a re-submitted job continues its checkpoints instead of starting over, and a requeued one
 # continues from its newest complete checkpoint (a checkpoint path given by hand holds for the first run only).
 given_resume=0
@@ -96,6 +103,13 @@ echo "translrec: $(date -u +%FT%TZ) job $SLURM_JOB_ID SLURM_RESTART_COUNT=$resta
 # every node would claim rank 0 and the rendezvous would hang.
 node_script='
 py=$1 addr=$2 port=$3; shift 3
+for var in SLURM_NODEID SLURM_NNODES; do  # set by srun on this node: checked here, where they are read
+  if [[ ! ${!var:-} =~ ^[0-9]{1,18}$ ]]; then
+    echo "translrec: $var='"'"'${!var:0:40}'"'"' on ${SLURMD_NODENAME:-this node} is not a whole number" >&2
+    exit 2
+  fi
+  printf -v "$var" "%d" "$((10#${!var}))"
+done
 if ((SLURM_NNODES > 1 && SLURM_NODEID > 0)); then
   "$py" -m translrec_dist check-master "$addr" "$port" --timeout "${TRANSLREC_RDZV_WAIT_S:-120}" || exit 1
 fi

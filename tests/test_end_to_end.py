@@ -118,6 +118,7 @@ def test_output_dir_of_an_earlier_run_is_never_started_over_silently(tmp_path):
     for name in ("eval.json", "memory.json"):
         (out / name).write_text('{"stale": true}')
     (out / "notes.txt").write_text("mine")
+    (out / ".translrec-run").write_text("{}")  # a run's directory (unmarked ones: tests/training/test_output_dir.py)
     # resume_from=auto (what the SLURM scripts pass) finds nothing to resume: a fresh start without the stale
     # results, and the checkpoints directory is left alone.
     run = train(out, "train.max_steps=2", "train.resume_from=auto")

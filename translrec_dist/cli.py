@@ -9,8 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from translrec_dist import safe_io
 from translrec_dist.console import setup_logging, stdout_to_stderr
-from translrec_dist.errors import UserError
+from translrec_dist.errors import ConfigError, UserError
 from translrec_dist.run_dir import RunDir
 from translrec_dist.threads import configure_threads
 
@@ -36,13 +37,14 @@ def cmd_prepare(args) -> int:
     from translrec_dist.config import load_config
     from translrec_dist.data.prepare import prepare, read_manifest
     from translrec_dist.tasks import get_task
+    from translrec_dist.training.output_dir import prepare_in_run_dir
     from translrec_dist.training.preflight import preflight
 
     cfg = load_config(args.config, args.overrides)
     preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     task = get_task(cfg.task)
-    directory = prepare(cfg, force=args.force, texts=lambda: task.prepare_texts(cfg),
-                        key_inputs=task.prepare_inputs(cfg))
+    directory = prepare_in_run_dir(cfg, lambda: prepare(cfg, force=args.force, texts=lambda: task.prepare_texts(cfg),
+                                                        key_inputs=task.prepare_inputs(cfg)))
     manifest = read_manifest(directory)
     summary = {"prepared": str(directory),
                **{f"{name}_examples": s["examples"] for name, s in manifest["splits"].items()},
@@ -108,11 +110,13 @@ def cmd_synth(args) -> int:
     from translrec_dist.data.synthetic import generate_synthetic
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder (created if missing) for interactions.csv and "
+                          f"items.csv")
     cfg = SyntheticConfig(num_users=args.users, num_items=args.items, seed=args.seed)
     inter, items = generate_synthetic(cfg)
-    inter.to_csv(out / "interactions.csv", index=False)
-    items.to_csv(out / "items.csv", index=False)
+    for name, table in (("interactions.csv", inter), ("items.csv", items)):  # never through a link planted there
+        safe_io.write_text(out / name, table.to_csv(index=False), out)
     print(f"wrote {len(inter)} interactions and {len(items)} items to {out} "
           f"(use: data.format=interactions data.path={out})")
     return 0

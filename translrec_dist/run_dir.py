@@ -5,6 +5,7 @@ This module imports nothing from the package, so every layer (data, models, trai
 ``translrec run-status`` for the SLURM scripts) can use it::
 
     OUTPUT_DIR/
+      .translrec-run          the marker: written when a run starts; only a marked directory is ever cleared
       config.yaml             the validated config of the run (written once the config and data are checked)
       metrics.jsonl           one JSON record per log/validation/eval line
       eval.json               final metrics (test at the top level, other splits nested)
@@ -32,9 +33,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+MARKER = ".translrec-run"  # a directory without it is the user's: translrec deletes nothing there
 STATE_FILE = "trainer_state.json"  # inside every checkpoint directory, written last
 FILES_MANIFEST = "checkpoint_files.json"  # inside every checkpoint: size and SHA-256 of each file, checked at resume
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+_CHECKPOINT_NAME = re.compile(r"^(step_\d+|best)(\.universal)?(\.tmp)?$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class RunDir:
         object.__setattr__(self, "root", Path(root))
 
     # ---- files
+    @property
+    def marker(self) -> Path:
+        return self.root / MARKER
+
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
@@ -130,6 +137,16 @@ class RunDir:
         """Everything a run writes here: ``train.overwrite=true`` removes exactly these, never another file."""
         return [*self.results(), self.checkpoints, self.tokenizer, self.root / "tokenized", self.item_vectors,
                 self.prepared, self.root / "logs"]
+
+    def names(self) -> set[str]:
+        """Every top-level name the layout knows (an earlier run's directory holds nothing else)."""
+        return {p.relative_to(self.root).parts[0] for p in self.outputs()} | {
+            self.tracker_run.name, self.tensorboard.name, MARKER}
+
+    @staticmethod
+    def is_checkpoint_name(name: str) -> bool:
+        """``step_N``, its ``.tmp`` and ``.universal`` forms, and ``best``: all ``checkpoints/`` ever holds."""
+        return _CHECKPOINT_NAME.match(name) is not None
 
     # ---- checkpoints
     @staticmethod

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,58 @@ def write_text(path: str | Path, text: str, root: str | Path, encoding: str = "u
 
 def write_json(path: str | Path, obj: Any, root: str | Path, **dumps: Any) -> Path:
     return write_text(path, json.dumps(obj, **dumps), root)
+
+
+def open_append(path: str | Path, root: str | Path):
+    """``open(path, "a")`` for a log that grows line by line (no rename possible): never through a link
+    (``O_NOFOLLOW`` closes the race after the check), and only a regular file."""
+    path = Path(path)
+    make_dirs(path.parent, root)
+    check_inside(path, root)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise UnsafePathError(f"{path} cannot be opened for appending ({e.strerror}); refusing to write "
+                              f"there") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(f"{path} is not a regular file; refusing to write there")
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def write_tree(directory: str | Path, root: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Run ``write(stage)`` (a library writer that fills a folder: ``save_pretrained``, ``save_to_disk``) in a new
+    folder beside ``directory``, then move what it wrote into ``directory``: a new ``directory`` is renamed into
+    place whole; into an existing one each file is moved with ``os.replace`` (which replaces a planted link instead
+    of writing through it), after the same checks as ``write_bytes``."""
+    directory = Path(directory)
+    if directory == Path(root):  # the folder is the root: its parent is the user's, where only the stage goes
+        directory.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        make_dirs(directory.parent, root)
+    check_inside(directory, root)
+    stage = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    try:
+        write(stage)
+        if not directory.exists():
+            os.replace(stage, directory)
+            return directory
+        if not directory.is_dir():
+            raise UnsafePathError(f"{directory} exists and is not a folder; refusing to replace it")
+        for src in sorted(stage.rglob("*")):
+            dst = directory / src.relative_to(stage)
+            check_inside(dst, root)
+            if src.is_dir():
+                if dst.exists() and not dst.is_dir():
+                    raise UnsafePathError(f"{dst} exists and is not a folder; refusing to replace it")
+                dst.mkdir(exist_ok=True)
+            elif dst.is_dir() and not dst.is_symlink():
+                raise UnsafePathError(f"{dst} is a folder; refusing to replace it with a file")
+            else:
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return directory
 
 
 def check_regular(path: str | Path, what: str = "file") -> Path:

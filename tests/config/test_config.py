@@ -189,7 +189,8 @@ def test_greater_is_better_overrides_the_derived_direction():
 
 # ---------------------------------------------------------------- the package's place in the import graph
 
-ALLOWED = ("translrec_dist.errors", "translrec_dist.tasks", "translrec_dist.models.pretrained")
+ALLOWED = ("translrec_dist.errors", "translrec_dist.tasks", "translrec_dist.models.pretrained",
+           "translrec_dist.safe_io")
 
 
 def test_config_imports_only_itself_errors_and_the_task_registry():

@@ -90,6 +90,24 @@ CASES = [
     Case("nan rating", table(replace_line(GOOD, 3, "u0,i1,nan,1600000060\n")), fragment="bad_rating=1"),
     Case("inf rating within the budget", table(replace_line(GOOD, 3, "u0,i1,inf,1600000060\n")), args=[RATE],
          code=0, fragment="left out 1 bad rows of 82 (bad_rating=1)"),
+    Case("1e308 rating: finite, far outside the scale", table(replace_line(GOOD, 3, "u0,i1,1e308,1600000060\n")),
+         args=["task=rating"], fragment="rating_out_of_scale=1. First of each kind: "),
+    Case("1e308 rating names its file, line and the data's scale",
+         table(replace_line(GOOD, 3, "u0,i1,1e308,1600000060\n")),
+         fragment="interactions.csv, line 3: rating 1e+308 is far outside the data's scale (the other ratings lie "
+                  "between 1 and 5)"),
+    Case("1e308 rating within the budget is left out, never a positive",
+         table(replace_line(GOOD, 3, "u0,i1,1e308,1600000060\n")),
+         args=[RATE, "data.positive_threshold=4", "data.negatives_per_positive=0"], code=0,
+         fragment="left out 1 bad rows of 82 (rating_out_of_scale=1)"),
+    Case("a rating of 50000 on a 1-5 scale", table(replace_line(GOOD, 9, "u1,i2,50000,1600000420\n")),
+         fragment="line 9: rating 50000 is far outside the data's scale"),
+    Case("a 10 MB non-number rating is quoted in short", table(replace_line(GOOD, 3, "u0,i1," + "x" * 10_000_000
+                                                                         + ",1600000060\n")),
+         fragment="column rating = 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (10000002 "
+                  "characters) is not a number"),
+    Case("header-less one-line items.csv of 10 MB: its line is not repeated", table(items="x" * 10_000_000 + "\n"),
+         fragment="missing column(s) item_id; found " + "x" * 60 + "...;"),
     Case("inf timestamp", table(replace_line(GOOD, 3, "u0,i1,4,inf\n")), fragment="bad_timestamp=1"),
     Case("seconds and milliseconds mixed",
          table(HEADER + "".join(line if i % 2 else in_milliseconds(line) for i, line in enumerate(LINES) if i)),
@@ -131,6 +149,10 @@ CASES = [
          {"rows.csv": 'text,text_pair\n"red apple,blue sky\ngreen tea,old film\n'}, stage="cli",
          args=["predict", "--model", "{ctr}", "--input", "{dir}/rows.csv"],
          fragment="rows.csv, line 2: a quote opened on this line is not closed"),
+    Case("predict: a bad row names no option predict does not have",
+         {"rows.csv": "text,text_pair\nred apple,blue sky\ngreen tea,old,film\n"}, stage="cli",
+         args=["predict", "--model", "{ctr}", "--input", "{dir}/rows.csv"],
+         fragment="Fix the input: every row must be well formed"),
     Case("predict: --output into a missing folder", {"rows.csv": "text\nred apple\n"}, stage="cli",
          args=["predict", "--model", "{ctr}", "--input", "{dir}/rows.csv", "--output", "{dir}/nope/out.jsonl"],
          fragment="nope does not exist; create it first"),
@@ -189,6 +211,7 @@ def test_malformed_input(case: Case, tmp_path, exports, caplog, capsys):
     code, message = outcome(case, src, tmp_path, exports, caplog, capsys)
     assert code == case.code, message[-3000:]
     assert case.fragment in message, message[-3000:]
+    assert len(message) < 20_000  # a long bad value is quoted in short, never whole
     assert not (tmp_path / "run").exists()  # nothing written before the input is known to be good
 
 

@@ -44,7 +44,7 @@ def evil(tmp_path_factory):
 
 
 def assert_refused(message: str, evil: dict) -> None:
-    assert "config.json has an auto_map" in message and "evil.EvilModel" in message
+    assert "config.json has auto_map" in message and "evil.EvilModel" in message
     assert "--trust-remote-code" in message and "model.trust_remote_code=true" in message
     assert not evil["marker"].exists()
 

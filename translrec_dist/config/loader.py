@@ -13,6 +13,7 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from translrec_dist.config.messages import describe, dotted
 from translrec_dist.config.schema import RunConfig
 from translrec_dist.errors import ConfigError
+from translrec_dist.safe_io import write_text
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -148,5 +149,6 @@ def export_config(cfg: RunConfig) -> RunConfig:
     return cfg.model_copy(update={"train": train, "model": cfg.model.model_copy(update={"lora": None})})
 
 
-def dump_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+def dump_config(cfg: RunConfig, path: Path, root: Path | None = None) -> None:
+    """``path`` inside ``root`` (default: its folder), never written through a link (``safe_io``)."""
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), root or Path(path).parent)

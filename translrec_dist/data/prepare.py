@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from translrec_dist import safe_io
 from translrec_dist.errors import DataError
 from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
@@ -79,6 +80,7 @@ def source_files(cfg: RunConfig) -> list[Path]:
 
 def fingerprint(path: Path, memo: dict) -> dict:
     """blake2b of the contents; remembered by (size, mtime) so a large corpus is hashed once."""
+    safe_io.check_regular(path, "source file")  # a link to /dev/zero or a FIFO would hash for ever
     st = path.stat()
     stamp = f"{st.st_size}:{st.st_mtime_ns}"
     key = str(path.resolve())
@@ -122,9 +124,7 @@ def cache_key(cfg: RunConfig, key_inputs: dict | None = None) -> tuple[str, dict
     memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
     sources = [fingerprint(f, memo) for f in source_files(cfg)]
     root.mkdir(parents=True, exist_ok=True)
-    tmp = memo_path.with_name(f"fingerprints.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(memo))
-    tmp.replace(memo_path)
+    safe_io.write_json(memo_path, memo, root)
     inputs = {"config_hash": config_hash, "config": config, "tokenizer": tokenizer_spec(cfg), "sources": sources}
     key = hashlib.sha256(json.dumps([config_hash, inputs["tokenizer"], sources], sort_keys=True).encode())
     return key.hexdigest()[:16], inputs
@@ -142,12 +142,13 @@ def prepare(cfg: RunConfig, force: bool = False, texts: Callable[[], TextSplits]
         log.info("prepared data is up to date: %s (same config, tokenizer and source files)", out)
         return out
     tmp = out.with_name(f"{key}.tmp-{os.getpid()}")
+    safe_io.check_inside(out, cache_root(cfg))  # a link planted at the key's folder is refused, never followed
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    safe_io.make_dirs(tmp, cache_root(cfg))
     try:
         manifest = build(cfg, tmp, inputs, texts)
         manifest["key"] = key
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        safe_io.write_json(tmp / MANIFEST, manifest, tmp, indent=2)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     finally:

@@ -34,6 +34,8 @@ import pyarrow.compute as pc
 import torch.utils.data
 from datasets.distributed import split_dataset_by_node
 
+from translrec_dist import safe_io
+
 log = logging.getLogger(__name__)
 LENGTH_GROUP_WINDOW = 64  # batches sorted by length together; more: less padding, less randomness
 
@@ -180,8 +182,7 @@ def stream_loader(train: ShardedTrain, collate, *, micro: int, accum: int, rank:
 
     trace = None
     if train.trace_dir is not None:
-        train.trace_dir.mkdir(parents=True, exist_ok=True)
-        trace = open(train.trace_dir / f"rank{rank}.txt", "a")  # noqa: SIM115 - closed below
+        trace = safe_io.open_append(train.trace_dir / f"rank{rank}.txt", train.trace_dir.parent)  # closed below
     try:
         for window in windows:
             for i, ids, batch in window:

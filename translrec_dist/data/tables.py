@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from translrec_dist.data.readers.rows import BadRows
+from translrec_dist.data.readers.rows import BadRows, excerpt, excerpt_list
 from translrec_dist.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def read_table(path: Path, keep_lines: bool = False, bad: BadRows | None = None)
 
     path = Path(path)
     strict = bad is None
-    bad = bad if bad is not None else BadRows(0.0)
+    bad = bad if bad is not None else BadRows(0.0, allow=None)
     df = read_any(path, bad)
     if strict:
         bad.check()
@@ -43,7 +43,8 @@ def read_table(path: Path, keep_lines: bool = False, bad: BadRows | None = None)
 def require_columns(df: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(df.columns)}")
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {excerpt_list(df.columns)} (the "
+                        f"first line must be the header)")
 
 
 def to_numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
@@ -52,7 +53,7 @@ def to_numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         line = df["_line"].iat[row] if "_line" in df else row + 2
-        raise DataError(f"{path}, line {line}: column {column} = {df[column].iloc[row]!r} is not a number")
+        raise DataError(f"{path}, line {line}: column {column} = {excerpt(df[column].iloc[row])} is not a number")
     return values
 
 
@@ -90,7 +91,7 @@ def read_text_label(path: str | Path, max_bad_fraction: float = 0.001) -> pd.Dat
     bad_label = ~labels.isin([0, 1]) & ~dropped
     if bad_label.any():
         row = int(np.flatnonzero(bad_label.to_numpy())[0])
-        raise DataError(f"{path}, line {df['_line'].iat[row]}: label {df['label'].iloc[row]!r} is not 0 or 1 "
+        raise DataError(f"{path}, line {df['_line'].iat[row]}: label {excerpt(df['label'].iloc[row])} is not 0 or 1 "
                         f"(task ctr)")
     out = pd.DataFrame({"text": df["text"].astype(str), "label": labels, "line": df["_line"].to_numpy()})
     out = out[~dropped.to_numpy()].reset_index(drop=True)

@@ -12,6 +12,7 @@ import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from translrec_dist import safe_io
 from translrec_dist.errors import ConfigError
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -63,8 +64,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tok
 
 
-def save_tokenizer(tokenizer, directory: Path) -> None:
-    tokenizer.save_pretrained(str(directory))
+def save_tokenizer(tokenizer, directory: Path, root: Path | None = None) -> None:
+    """``save_pretrained`` into a new folder, moved into ``directory`` without following a link (``safe_io``)."""
+    safe_io.write_tree(directory, root or Path(directory).parent, lambda stage: tokenizer.save_pretrained(str(stage)))
 
 
 def batch_encoder(tokenizer, max_length: int):

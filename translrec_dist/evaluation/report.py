@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 from pathlib import Path
 
+from translrec_dist import safe_io
 from translrec_dist.errors import DataError
 from translrec_dist.run_dir import RunDir
 
@@ -17,6 +19,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = RunDir(run_dir).metrics
     if not path.is_file():
         raise DataError(f"{path} not found: pass the output_dir of a translrec run")
+    safe_io.check_regular(path, "metrics log")
     records = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
@@ -48,9 +51,10 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
+    records = read_metrics(run_dir)  # before anything is created: a wrong RUN_DIR leaves nothing behind
     out = Path(out_dir) if out_dir else RunDir(run_dir).report
-    out.mkdir(parents=True, exist_ok=True)
-    records = read_metrics(run_dir)
+    root = out if out_dir else run_dir  # no link on the way from here, and nothing written outside it
+    safe_io.make_dirs(out, root)
     written = []
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
@@ -62,8 +66,7 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple
         ax.grid(alpha=0.3)
     fig.suptitle(f"training: {run_dir}")
     fig.tight_layout()
-    fig.savefig(out / "training.png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, out / "training.png", root)
     written.append(out / "training.png")
 
     keys = eval_keys(records)
@@ -76,14 +79,22 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / "eval.png", dpi=110)
-        plt.close(fig)
+        _save_png(fig, out / "eval.png", root)
         written.append(out / "eval.png")
 
     summary = summarize(run_dir, records)
-    (out / "summary.txt").write_text(summary + "\n")
+    safe_io.write_text(out / "summary.txt", summary + "\n", root)
     written.append(out / "summary.txt")
     return written, summary
+
+
+def _save_png(fig, path: Path, root: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    safe_io.write_bytes(path, buffer.getvalue(), root)
 
 
 def summarize(run_dir: Path, records: list[dict]) -> str:

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModel, BertConfig
 
 from translrec_dist.errors import ConfigError
 from translrec_dist.models.encoder_options import apply_memory_options, attention_errors_as_config_errors
+from translrec_dist.models.pretrained import load_whole
 from translrec_dist.models.safety import refuse_remote_code
 from translrec_dist.models.source import model_source
 from translrec_dist.models.transfer import apply_transfer_knobs
@@ -61,8 +62,8 @@ def load_pretrained_encoder(path: str, attn_implementation: str, trust_remote_co
     model_cls = AutoModel._model_mapping.get(type(config), None) if not trust_remote_code else None
     if model_cls is not None and "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
         kwargs["add_pooling_layer"] = False  # no pooler weights are saved, so none are reported missing
-    encoder = AutoModel.from_pretrained(path, config=config, attn_implementation=attn_implementation,
-                                        trust_remote_code=trust_remote_code, **kwargs)
+    encoder = load_whole(AutoModel, path, config=config, attn_implementation=attn_implementation,
+                         trust_remote_code=trust_remote_code, **kwargs)
     return drop_pooler(encoder)
 
 

@@ -17,23 +17,31 @@ from translrec_dist.models.model_card import write_model_card
 from translrec_dist.models.safety import user_trust
 from translrec_dist.models.usage import for_directory
 from translrec_dist.run_dir import RunDir
+from translrec_dist.safe_io import write_tree
 from translrec_dist.tasks import get_task
 
 CONFIG_FILE = "translrec.yaml"
 
 
-def write_export(out_dir: Path, state_dict: dict, model, tokenizer, cfg: RunConfig) -> None:
-    """Write an export from a full (consolidated) state dict and the unwrapped model. Main process only."""
+def write_export(out_dir: Path, state_dict: dict, model, tokenizer, cfg: RunConfig, root: Path | None = None) -> None:
+    """Write an export from a full (consolidated) state dict and the unwrapped model. Main process only.
+
+    Every writer (the task's weights, ``save_pretrained``, the card) fills a new folder, which is then moved into
+    ``out_dir`` inside ``root`` (default: ``out_dir`` itself) without following a link planted there (``safe_io``).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     task = get_task(cfg.task)
-    task.write_export(out_dir, state_dict, model)
-    tokenizer.save_pretrained(str(out_dir))
-    dump_config(export_config(cfg), out_dir / CONFIG_FILE)
-    loads = task.write_interop(out_dir, cfg)  # files other tools load, then the card that says how
     run = RunDir(cfg.output_dir)
     name = run.final.name if out_dir.resolve() == run.final_tmp.resolve() else out_dir.name  # renamed when done
-    write_model_card(out_dir, cfg, for_directory(task.usage(cfg, loads), name), loads)
+
+    def write(stage: Path) -> None:
+        task.write_export(stage, state_dict, model)
+        tokenizer.save_pretrained(str(stage))
+        dump_config(export_config(cfg), stage / CONFIG_FILE)
+        loads = task.write_interop(stage, cfg)  # files other tools load, then the card that says how
+        write_model_card(stage, cfg, for_directory(task.usage(cfg, loads), name), loads)
+
+    write_tree(out_dir, root or out_dir, write)
 
 
 def read_export(model_dir: str | Path, expect: str | None = None, trust_remote_code: bool = False):

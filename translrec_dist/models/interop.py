@@ -107,7 +107,7 @@ def write_sequence_classification(out_dir: Path, cfg: RunConfig, problem_type: s
 
     if cfg.model.pooling != "cls":
         return None
-    config = AutoConfig.from_pretrained(str(out_dir))
+    config = AutoConfig.from_pretrained(str(out_dir), trust_remote_code=False)  # our own export, just written
     config.num_labels = 1
     with torch.device("meta"):  # layout only
         try:

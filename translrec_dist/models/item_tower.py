@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from translrec_dist import safe_io
 from translrec_dist.models.causal_blocks import FastDropout
 
 if TYPE_CHECKING:
@@ -113,9 +114,6 @@ def cached_text_vectors(cache_dir: Path, key_parts: list[str], texts: list[str],
         log.info("item text vectors from %s", path)
         return load_file(str(path))["vectors"]
     vectors = compute(texts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"vectors": vectors.contiguous()}, str(tmp))
-    tmp.replace(path)
+    safe_io.write_bytes(path, save({"vectors": vectors.contiguous()}), cache_dir)
     log.info("encoded %d item texts -> %s", len(texts), path)
     return vectors

@@ -14,6 +14,8 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 
 from translrec_dist.models.cross_encoder import tiny_bert_config
 from translrec_dist.models.encoder_options import apply_memory_options
+from translrec_dist.models.pretrained import load_whole
+from translrec_dist.models.safety import refuse_remote_code
 from translrec_dist.models.source import model_source
 from translrec_dist.models.transfer import apply_transfer_knobs
 
@@ -37,8 +39,10 @@ def build_mlm_model(cfg: RunConfig, tokenizer) -> MaskedLM:
         lm = AutoModelForMaskedLM.from_config(tiny_bert_config(cfg, len(tokenizer)),
                                               attn_implementation=m.attn_implementation)
     elif m.random_init:
-        lm = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(m.name_or_path),
-                                              attn_implementation=m.attn_implementation)
+        refuse_remote_code(m.name_or_path, m.trust_remote_code)
+        config = AutoConfig.from_pretrained(m.name_or_path, trust_remote_code=m.trust_remote_code)
+        lm = AutoModelForMaskedLM.from_config(config, attn_implementation=m.attn_implementation)
     else:
-        lm = AutoModelForMaskedLM.from_pretrained(m.name_or_path, attn_implementation=m.attn_implementation)
+        lm = load_whole(AutoModelForMaskedLM, m.name_or_path, attn_implementation=m.attn_implementation,
+                        trust_remote_code=m.trust_remote_code)
     return MaskedLM(apply_transfer_knobs(apply_memory_options(lm, cfg), cfg))

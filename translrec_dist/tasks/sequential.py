@@ -37,6 +37,7 @@ from translrec_dist.evaluation.ranking import all_metrics, target_ranks
 from translrec_dist.models.encoding import encode_texts, eval_mode, pooled_forward, put_in_order, rank_share
 from translrec_dist.models.item_tower import cached_text_vectors
 from translrec_dist.models.sequential import SequenceModel
+from translrec_dist.safe_io import check_regular
 from translrec_dist.tasks.base import DataContext, Task, TaskData
 from translrec_dist.training.hooks import Hook
 from translrec_dist.training.precision import resolve_precision
@@ -243,10 +244,20 @@ class SequentialTask(Task):
         return {"first_item": str(catalog["item_ids"][0])}  # a history the card's example can recommend from
 
     def read_export(self, model_dir: Path, cfg):
-        weights = load_file(str(Path(model_dir) / WEIGHTS_FILE))
+        from translrec_dist.models.pretrained import refuse_partial
+
+        path = check_regular(Path(model_dir) / WEIGHTS_FILE, "weights file")
+        weights = load_file(str(path))
+        if "log_q" not in weights:  # it sizes the catalog: without it nothing can be built
+            refuse_partial(path, "SequenceModel", ["log_q"], [])
         text = weights.get("items.text")
         model = SequenceModel(cfg.model.sequence, len(weights["log_q"]), cfg.data.max_history,
                               text.shape[1] if text is not None else 0)
+        model_keys = model.state_dict()
+        mismatched = sorted(k for k in set(weights) & set(model_keys) if weights[k].shape != model_keys[k].shape)
+        missing, unexpected = sorted(set(model_keys) - set(weights)), sorted(set(weights) - set(model_keys))
+        if missing or unexpected or mismatched:
+            refuse_partial(path, "SequenceModel", missing, unexpected, mismatched)
         model.load_state_dict(weights)
         model.catalog_info = json.loads((Path(model_dir) / CATALOG_FILE).read_text())
         model.run_cfg = cfg

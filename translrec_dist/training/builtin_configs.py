@@ -11,6 +11,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from translrec_dist import safe_io
 from translrec_dist.errors import UserError
 
 if TYPE_CHECKING:
@@ -52,6 +53,5 @@ def write_configs(out: str | Path, force: bool = False) -> list[Path]:
         text = source.read_text(encoding="utf-8")
         if path.suffix == ".yaml":
             text = text.replace(REPO_DEEPSPEED_PREFIX, f"{out / 'deepspeed'}/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        safe_io.write_text(path, text, out)  # never through a link planted in --out
     return list(planned)

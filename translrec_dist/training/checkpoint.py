@@ -18,6 +18,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from translrec_dist import safe_io
 from translrec_dist.errors import ConfigError
 from translrec_dist.run_dir import FILES_MANIFEST, STATE_FILE, RunDir
 from translrec_dist.training.distributed import decided_by_main
@@ -110,7 +111,7 @@ def write_file_manifest(directory: Path) -> None:
     digests = _sha256_all(files)
     listing = {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": d}
                for p, d in zip(files, digests, strict=True)}
-    (directory / FILES_MANIFEST).write_text(json.dumps({"files": listing}, indent=1))
+    safe_io.write_json(directory / FILES_MANIFEST, {"files": listing}, directory, indent=1)
 
 
 def save_checkpoint(accelerator, run: RunDir, step: int, state: dict, keep: int) -> Path:
@@ -127,14 +128,16 @@ def save_state_atomically(accelerator, final: Path, state: dict) -> Path:
     """Every rank saves into ``final.tmp`` (a collective under ZeRO); the main process renames it."""
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
+        root = RunDir.of_checkpoint(final).root
+        safe_io.check_inside(tmp, root)  # a link planted at step_N.tmp (or checkpoints/) is refused, not followed
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        safe_io.make_dirs(tmp, root)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_file_manifest(tmp)
-        RunDir.state_file(tmp).write_text(json.dumps(state, indent=2))  # last: it marks the checkpoint complete
+        safe_io.write_json(RunDir.state_file(tmp), state, tmp, indent=2)  # last: it marks the checkpoint complete
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -147,6 +150,11 @@ def read_trainer_state(path: Path) -> dict:
 
 
 def load_checkpoint(accelerator, path: Path) -> dict:
+    """DeepSpeed unpickles its shards with ``weights_only=False``; a checkpoint may be someone else's (a copied
+    run, a shared folder), so every load here is weights-only with DeepSpeed's and accelerate's types allowed."""
+    from translrec_dist.training.safe_zero import START_NEW_RUN, checkpoint_loads
+
     state = read_trainer_state(path)
-    accelerator.load_state(str(path))
+    with checkpoint_loads(path, START_NEW_RUN):
+        accelerator.load_state(str(path))
     return state

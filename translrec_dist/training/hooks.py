@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from translrec_dist import safe_io
 from translrec_dist.errors import ConfigError
 from translrec_dist.run_dir import RunDir
 from translrec_dist.training.checkpoint import save_state_atomically
@@ -35,7 +36,7 @@ class Hook:
 
 def write_metrics(accelerator, path: Path, record: dict) -> None:
     if accelerator.is_main_process:
-        with open(path, "a") as f:
+        with safe_io.open_append(path, path.parent) as f:
             f.write(json.dumps(record) + "\n")
     accelerator.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))},
                     step=record["step"])
@@ -228,7 +229,8 @@ def final_evaluation(trainer, step: int) -> dict:
         else:
             results[split] = metrics
     if trainer.accelerator.is_main_process:
-        trainer.run.eval.write_text(json.dumps(results, indent=2, allow_nan=False))  # strict JSON: null, never NaN
+        # strict JSON: null, never NaN
+        safe_io.write_json(trainer.run.eval, results, trainer.run.root, indent=2, allow_nan=False)
         log.info("eval: %s", json.dumps(results))
     write_metrics(trainer.accelerator, trainer.run.metrics,
                   {"step": step, **{f"eval/{k}": v for k, v in results.items() if not isinstance(v, dict)}})

@@ -12,10 +12,11 @@ partitioning (ZeRO-3: each rank's ``ds_tensor`` partition) and ``bench/memory.py
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+
+from translrec_dist import safe_io
 
 FIELDS = ("param_numel", "param_partition_numel", "param_bytes", "grad_bytes", "optimizer_bytes", "ddp_bucket_bytes")
 
@@ -77,6 +78,6 @@ def write_memory_report(accelerator, model, optimizer, zero_stage: int | None, p
     ranks = [{"rank": r, **{k: int(v) for k, v in zip(FIELDS, row, strict=True)}} for r, row in enumerate(rows)]
     if accelerator.is_main_process:
         strategy = "ddp" if zero_stage is None else f"zero{zero_stage}"
-        path.write_text(json.dumps({"strategy": strategy, "world_size": accelerator.num_processes,
-                                                     "ranks": ranks}, indent=2))
+        safe_io.write_json(path, {"strategy": strategy, "world_size": accelerator.num_processes, "ranks": ranks},
+                           path.parent, indent=2)
     return ranks

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from translrec_dist import safe_io
 from translrec_dist.run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def tracker_run(cfg: RunConfig, out_dir: Path) -> dict:
             log.info("tracker: continuing run %s (%s)", saved["id"], saved["name"])
             return saved
     run = {"id": uuid.uuid4().hex[:12], "name": name, "project": project}
-    path.write_text(json.dumps(run))
+    safe_io.write_json(path, run, out_dir)
     return run
 
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from translrec_dist.config import RunConfig, dump_config
 from translrec_dist.console import close_log_files, log_to_file
 from translrec_dist.data.loader import train_loader, train_steps_per_epoch
+from translrec_dist.errors import UserError
 from translrec_dist.models.export import write_export
 from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
@@ -48,7 +49,7 @@ from translrec_dist.training.hooks import (
 )
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.optim import build_optimizer, build_scheduler
-from translrec_dist.training.output_dir import open_run_dir
+from translrec_dist.training.output_dir import discard_fresh, open_run_dir
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 from translrec_dist.training.resume import check_enough_data, check_resume_compatible, trainer_state
 from translrec_dist.training.tracking import init_tracking
@@ -89,7 +90,7 @@ class Trainer:
         self.cfg, self.task, self.run = cfg, get_task(cfg.task, cfg.source), RunDir(cfg.output_dir)
         self.step = self.steps_this_run = 0
         self.last_checkpoint: str | None = None
-        self.bar = None
+        self.bar = self.accelerator = self.opened = None
         self.early_stop: dict | None = None  # set by the validation hook (eval.patience): the loop ends there
 
     def setup(self) -> Trainer:
@@ -99,7 +100,8 @@ class Trainer:
         if t.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         set_seed(cfg.seed, deterministic=t.deterministic)
-        resume = open_run_dir(acc, t, self.run)  # an earlier run is never started over silently
+        self.opened = open_run_dir(acc, t, self.run)  # the user's files and an earlier run are never cleared silently
+        resume = self.opened.resume
         ctx = DataContext(self.run, acc.is_main_process, self.world, resume is not None, acc.wait_for_everyone,
                           shared_tokenizer=model_source(cfg)[0] == "tiny")
         data = self.data = self.task.build_data(cfg, ctx)
@@ -245,20 +247,35 @@ class Trainer:
         state_dict = acc.get_state_dict(self.model)
         if acc.is_main_process:
             final, tmp = self.run.final, self.run.final_tmp
-            shutil.rmtree(tmp, ignore_errors=True)
-            write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg)
-            shutil.rmtree(final, ignore_errors=True)
+            _remove_tree(tmp)
+            write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg, self.run.root)
+            _remove_tree(final)  # the old export goes only once the new one is complete
             tmp.rename(final)
             log.info("exported %s", final)
         acc.wait_for_everyone()
+
+
+def _remove_tree(path) -> None:
+    # a link planted there is removed, never followed (rmtree refuses links, and would fail silently here)
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def train(cfg: RunConfig) -> RunResult:
     """Train; SIGTERM/SIGUSR1 (scancel, preemption) end the run with a checkpoint at the next step."""
     configure_threads()  # a no-op after the CLI's call; sizes torch's threads for callers from Python
     with stop_signals_requested():
+        trainer = Trainer(cfg)
         try:
-            return Trainer(cfg).setup().fit()
+            try:
+                trainer.setup()
+            except UserError:  # refused its input: a directory it found new or empty is left as it was
+                if trainer.accelerator is not None and trainer.accelerator.is_main_process:
+                    discard_fresh(trainer.run, trainer.opened)
+                raise
+            return trainer.fit()
         finally:
             close_log_files()
 

@@ -5,21 +5,28 @@ it on another world size ("not currently supported", DeepSpeed#2898/#3810/#7628)
 (``deepspeed.checkpoint.ds_to_universal``) writes every parameter's weights and optimizer moments whole, and an
 engine configured with ``checkpoint.load_universal`` re-partitions them over the ranks it has. Our models are
 not Megatron's, so the converter is told to add the ``universal_checkpoint_info`` it would otherwise require.
+
+The converter loads every shard with ``torch.load(weights_only=False)``: a checkpoint resumed on another world size
+may come from anyone (a shared scratch folder, a copied run), so it runs in a child process (``python -m
+translrec_dist.training.universal IN OUT``) under ``safe_zero``'s weights-only allow-list, and a shard naming any
+other global is refused with exit 2 before anything in it runs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from translrec_dist.errors import TrainingError
+from translrec_dist.errors import ConfigError, TrainingError
 from translrec_dist.run_dir import RunDir
 
 log = logging.getLogger(__name__)
+REFUSED = 3  # (not 1: a crash, nor 2: argparse) the converter's exit status for a checkpoint it would not unpickle
 MODEL_TAG = "pytorch_model"  # accelerate's tag for the (first) DeepSpeed engine's checkpoint folder
 
 
@@ -32,12 +39,13 @@ def convert_to_universal(checkpoint: Path, old_world: int, new_world: int) -> Pa
         shutil.rmtree(old, ignore_errors=True)
     tmp.mkdir(parents=True)
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
-           str(checkpoint / MODEL_TAG), "--output_folder", str(tmp / MODEL_TAG), "--inject_missing_state",
-           "--num_extract_workers", "1", "--num_merge_workers", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "translrec_dist.training.universal", str(checkpoint / MODEL_TAG),
+           str(tmp / MODEL_TAG)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
+        if proc.returncode == REFUSED:  # the child's one-line reason: a global outside the allow-list
+            raise ConfigError(proc.stderr.strip().splitlines()[-1][:2000])
         raise TrainingError(f"converting {checkpoint} (ZeRO, {old_world} processes) to a universal checkpoint for "
                             f"{new_world} processes failed:\n{proc.stderr[-3000:]}\nResume with {old_world} "
                             f"processes, or consolidate it (translrec export {checkpoint} OUT_DIR) and start a new "
@@ -64,3 +72,26 @@ def repartitioned(accelerator, checkpoint: Path, old_world: int) -> Path:
     converted = decided_by_main(lambda: convert_to_universal(checkpoint, old_world, accelerator.num_processes))
     load_universal_on_prepare(accelerator)
     return converted
+
+
+def convert_weights_only(input_folder: str, output_folder: str) -> int:
+    """DeepSpeed's converter, every ``torch.load`` in it weights-only (one process: no worker pool to escape to)."""
+    from deepspeed.checkpoint import ds_to_universal
+
+    from translrec_dist.training.safe_zero import START_NEW_RUN, checkpoint_loads
+
+    args = ["--input_folder", input_folder, "--output_folder", output_folder, "--inject_missing_state",
+            "--num_extract_workers", "1", "--num_merge_workers", "1"]
+    sys.argv = [ds_to_universal.__file__, *args]
+    try:
+        with checkpoint_loads(Path(input_folder), START_NEW_RUN):
+            ds_to_universal.main(ds_to_universal.parse_arguments())
+    except ConfigError as e:
+        print(f"\n{e}", file=sys.stderr)
+        return REFUSED
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(convert_weights_only(sys.argv[1], sys.argv[2]))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from translrec_dist.data.readers.rows import BadRows
+from translrec_dist.data.readers.rows import BadRows, excerpt_list
 from translrec_dist.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -101,7 +101,7 @@ def read_delimited(path: Path, sep: str, bad: BadRows, *, columns: list[str] | N
         bad.rows_read += 1
         if len(fields) != width:
             bad.add("wrong_field_count", f"{path}, line {n}",
-                    f"{len(fields)} fields, expected {width} ({', '.join(columns)})")
+                    f"{len(fields)} fields, expected {width} ({excerpt_list(columns)})")
             continue
         rows.append(fields)
         numbers.append(n)
@@ -194,5 +194,5 @@ def strictly_quoted(lines: list[str], sep: str) -> bool:
 def require_columns(df: pd.DataFrame, columns: list[str], path: Path, hint: str = "") -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        found = ", ".join(c for c in df.columns if c != "_line")
+        found = excerpt_list(c for c in df.columns if c != "_line")
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {found}{hint}")

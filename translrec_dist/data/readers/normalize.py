@@ -13,8 +13,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from translrec_dist.data.readers.rows import BadRows
-from translrec_dist.data.readers.validate import mixed_timestamp_units
+from translrec_dist.data.readers.rows import BadRows, clip, excerpt
+from translrec_dist.data.readers.validate import mixed_timestamp_units, ratings_out_of_scale
 from translrec_dist.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,18 @@ def clean_interactions(inter: pd.DataFrame, path, bad: BadRows) -> pd.DataFrame:
         rating = pd.to_numeric(inter["rating"], errors="coerce").astype(float)
         wrong = ~np.isfinite(rating) & keep  # inf and nan are no rating either
         _count(bad, wrong, inter, "bad_rating", path,
-               lambda i: f"column rating = {inter['rating'].iat[i]!r} is not a number")
+               lambda i: f"column rating = {excerpt(inter['rating'].iat[i])} is not a number")
         inter["rating"] = rating
         keep &= ~wrong
+        absurd, scale = ratings_out_of_scale(rating, keep)
+        _count(bad, absurd, inter, "rating_out_of_scale", path,
+               lambda i: f"rating {rating.iat[i]:.6g} is far outside the data's scale ({scale})")
+        keep &= ~absurd
     if "timestamp" in inter.columns:
         ts = parse_timestamps(inter["timestamp"])
         wrong = ~np.isfinite(ts) & keep
         _count(bad, wrong, inter, "bad_timestamp", path,
-               lambda i: f"timestamp {inter['timestamp'].iat[i]!r} is neither a number nor an ISO 8601 date")
+               lambda i: f"timestamp {excerpt(inter['timestamp'].iat[i])} is neither a number nor an ISO 8601 date")
         inter["timestamp"] = ts
         keep &= ~wrong
         keep &= ~mixed_timestamp_units(inter, keep, path, bad)
@@ -82,7 +86,8 @@ def clean_items(items: pd.DataFrame, path, bad: BadRows) -> pd.DataFrame:
         same = (again[fields].astype(str).to_numpy() == first.loc[again["item_id"]].to_numpy()).all(axis=1)
         conflict = pd.Series(~same, index=again.index)
         _count(bad, conflict, again, "duplicate_item_conflict", path,
-               lambda i: f"item_id {again['item_id'].iat[i]} appears again with different text (the first is kept)")
+               lambda i: f"item_id {clip(again['item_id'].iat[i])} appears again with different text (the first "
+                         f"is kept)")
         bad.notes["duplicate_item_identical"] += int(same.sum())
         items = items[~dup.to_numpy()]
     if items.empty:
@@ -95,7 +100,7 @@ def link(inter: pd.DataFrame, items: pd.DataFrame, bad: BadRows, inter_path, ite
     """Interactions whose item has no metadata row are counted and left out (the model needs item text)."""
     unknown = ~inter["item_id"].isin(items["item_id"])
     _count(bad, unknown, inter, "item_without_metadata", inter_path,
-           lambda i: f"item_id {inter['item_id'].iat[i]} is not in {items_path}")
+           lambda i: f"item_id {clip(inter['item_id'].iat[i])} is not in {items_path}")
     inter = inter[~unknown.to_numpy()]
     if inter.empty:
         bad.check()

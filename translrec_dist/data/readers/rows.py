@@ -17,11 +17,33 @@ from translrec_dist.errors import DataError
 
 log = logging.getLogger(__name__)
 EXAMPLES_PER_KIND = 3
+EXCERPT_CHARS = 60  # a bad value is quoted this far: a 10 MB line must not come back in the message
+
+
+def excerpt(value, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters, saying how long it was."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def clip(text, limit: int = EXCERPT_CHARS) -> str:
+    """``str(text)`` cut to ``limit`` characters (an id or a name, shown as is)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def excerpt_list(names, limit: int = 8) -> str:
+    """``a, b, c`` of at most ``limit`` names, each cut short (a header-less file makes its first row the header)."""
+    names = [str(n) for n in names]
+    shown = ", ".join(n if len(n) <= EXCERPT_CHARS else n[:EXCERPT_CHARS] + "..." for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 @dataclass
 class BadRows:
     max_fraction: float = 0.001
+    # What lets such rows through; None where the command has no such option (predict's input is all or nothing)
+    allow: str | None = "raise data.max_bad_fraction to leave such rows out"
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     rows_read: int = 0
@@ -34,7 +56,7 @@ class BadRows:
         self.counts[kind] += n
         kept = self.examples.setdefault(kind, [])
         if len(kept) < EXAMPLES_PER_KIND:
-            kept.append(f"{where}: {detail}")
+            kept.append(f"{where}: {detail if len(detail) <= 300 else detail[:300] + '...'}")
 
     @property
     def total(self) -> int:
@@ -48,9 +70,12 @@ class BadRows:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
         first = "; ".join(e[0] for e in self.examples.values())
         if fraction > self.max_fraction:
+            if self.allow is None:
+                raise DataError(f"{self.total} of {self.rows_read} rows are bad: {summary}. First of each kind: "
+                                f"{first}. Fix the input: every row must be well formed")
             raise DataError(f"{self.total} of {self.rows_read} rows are bad ({fraction:.4%} > data.max_bad_fraction="
-                            f"{self.max_fraction}): {summary}. First of each kind: {first}. Fix the input, or raise "
-                            f"data.max_bad_fraction to leave such rows out")
+                            f"{self.max_fraction}): {summary}. First of each kind: {first}. Fix the input, or "
+                            f"{self.allow}")
         log.warning("left out %d bad rows of %d (%s); first of each kind: %s", self.total, self.rows_read,
                     summary, first)
 

@@ -1,5 +1,11 @@
 """Row checks on parsed interaction columns that a type conversion alone does not catch.
 
+Ratings far outside the data's scale: a finite ``1e308`` passes ``to_numeric`` and then overflows the loss
+(training stops with NaN/inf far from the file), or, with ``data.positive_threshold``, silently becomes a positive.
+A rating beyond ``RATING_LIMIT``, or more than ``SCALE_FACTOR`` spans (the interquartile range, at least the
+median's size and 1: robust to the outliers themselves) away from the median, is a bad row
+(``rating_out_of_scale``) under ``data.max_bad_fraction``. A 1-5 scale keeps everything within 3000 of its median.
+
 Timestamp units: one column mixing Unix seconds with milliseconds (or micro-, nanoseconds) sorts every
 millisecond row after every second row, so the chronological split is silently wrong. The unit of each
 value is read from its magnitude; the unit most rows have is the column's, and rows in another unit are
@@ -46,3 +52,23 @@ def mixed_timestamp_units(inter: pd.DataFrame, keep: pd.Series, path, bad: BadRo
             f"{UNITS[major][0]}: the column mixes units ({summary}); convert the column to one unit",
             int(wrong.sum()))
     return wrong
+
+
+RATING_LIMIT = 1e9  # no rating scale reaches it; squared in a regression loss it still fits in float32
+SCALE_FACTOR = 1000
+
+
+def ratings_out_of_scale(rating: pd.Series, keep: pd.Series) -> tuple[pd.Series, str]:
+    """Rows (among ``keep``) whose rating is far outside the others' scale, and the scale in words."""
+    values = rating[keep].to_numpy(dtype=float)
+    if not len(values):
+        return pd.Series(False, index=rating.index), ""
+    sane = values[np.abs(values) <= RATING_LIMIT]
+    if not len(sane):
+        sane = np.zeros(1)
+    q1, median, q3 = np.percentile(sane, [25, 50, 75])
+    span = max(q3 - q1, abs(median), 1.0)
+    absurd = keep & ((rating.abs() > RATING_LIMIT) | ((rating - median).abs() > SCALE_FACTOR * span))
+    rest = rating[keep & ~absurd].to_numpy(dtype=float)
+    lo, hi = (rest.min(), rest.max()) if len(rest) else (median, median)
+    return absurd, f"the other ratings lie between {lo:.6g} and {hi:.6g}"
