@@ -75,8 +75,21 @@ class SequenceConfig(Section):
     """task=sequential: a causal transformer (SASRec) over item vectors from the pretrained text encoder."""
 
     item_repr: Literal["text", "id", "text+id"] = "text"  # id: no text at all (the SASRec baseline)
-    encoder: Literal["frozen", "top_layers", "full"] = "frozen"  # frozen: item vectors computed once and cached
-    train_layers: PositiveInt = 2  # encoder=top_layers: the top N encoder layers train
+    # frozen: item vectors computed once and cached; top_layers: the top train_layers layers train; lora: LoRA
+    # adapters (model.lora's r/alpha/targets) on the top train_layers layers; full: every layer trains
+    encoder: Literal["frozen", "top_layers", "lora", "full"] = "frozen"
+    train_layers: PositiveInt = 2  # encoder=top_layers|lora: the top N encoder layers train
+    # top_layers|lora: the frozen lower layers' token states are computed once per run (OUTPUT_DIR/layer_states)
+    # and each step runs only the top layers; false: the whole encoder runs on the batch's items every step
+    layer_cache: StrictBool = True
+    # top_layers|lora with layer_cache: items re-encoded with gradients per step, a sample of the global batch's
+    # items (the rest use the vectors of the last refresh); None: all of them
+    encode_items_per_step: Optional[PositiveInt] = None
+    encoder_frozen_steps: NonNegativeInt = 0  # two-stage: the encoder trains only after N optimizer steps
+    encoder_lr: Optional[PositiveFloat] = None  # learning rate of the item encoder's parameters (None: train.lr)
+    # text+id: weight of a distillation term teaching a text-only head (cold_head) to reproduce the trained
+    # items' text+ID vectors; items without a trained ID vector are then scored through that head (cold start)
+    distill: Annotated[Float, Field(ge=0)] = 0.0
     refresh_every: PositiveInt = 50  # encoder=top_layers|full: catalog vectors re-encoded every N optimizer steps
     adaptor: Literal["linear", "mlp", "whitening", "moe"] = "mlp"  # text vector -> hidden (UniSRec: whitening, moe)
     adaptor_experts: PositiveInt = 4  # adaptor=moe
