@@ -137,3 +137,30 @@ def test_cache_key_follows_the_frozen_weights_and_the_texts_not_the_trained_laye
     assert frozen_fingerprint(encoder, 1, as_table(tokens)) != frozen_fingerprint(encoder, 2, as_table(tokens))
     truncated = {k: [r[:4] for r in v] for k, v in tokens.items()}  # a shorter max_length: another key
     assert frozen_fingerprint(encoder, 2, as_table(truncated)) != frozen_fingerprint(encoder, 2, as_table(tokens))
+
+
+@pytest.mark.slow
+def test_two_processes_fine_tuning_the_top_layer_equal_one_process_on_the_concatenated_batch(tmp_path):
+    import os
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    from tests.conftest import REPO, accelerate_launch
+
+    out = tmp_path / "result.safetensors"
+    cmd = accelerate_launch(2, 29941, "--multi_gpu") + [str(REPO / "tests" / "models" / "fine_tuned_ddp_worker.py"),
+                                                         str(out)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = load_file(str(out))
+    for kind in ("all", "sample"):
+        # a rank's own loss differs from the global batch's: the comparison is not trivially satisfied
+        assert abs(r[f"{kind}_local_loss"].item() - r[f"{kind}_ref_loss"].item()) > 1e-4
+        assert r[f"{kind}_encoder_grad"].abs().max() > 1e-6  # the top layer learns through the loss
+        torch.testing.assert_close(r[f"{kind}_encoder_grad"], r[f"{kind}_ref_encoder_grad"], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(r[f"{kind}_grad"], r[f"{kind}_ref_grad"], rtol=1e-4, atol=1e-7)
+        # the refresh each rank did for its share, gathered, is the one-process catalog
+        torch.testing.assert_close(r[f"{kind}_refresh"], r[f"{kind}_ref_refresh"], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(r["all_encoder_grad"], r["sample_encoder_grad"])  # the sample re-encodes fewer items
