@@ -5,7 +5,7 @@ the figures are its ``eval.json`` and the rates its ``metrics.jsonl``.
 
     python bench/sequential.py configs/movielens_minilm_cpu.yaml --out runs/sequential
 
-Rows (``--rows``): popularity, id, text, text_id, text_id_unknown, text_id_distill, best (the config as written),
+Rows (``--rows``): popularity, id, text, text_id, text_id_unknown, text_id_distill(_drop), best (the config as written),
 ft_top1 / ft_top2 (the top 1 / 2 encoder layers fine-tune over cached lower-layer states), ft_lora. Extra
 arguments are dotted overrides applied to every row (after the row's own). Each row reports NDCG@10 / Recall@10
 masked and unmasked, cold and warm NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and
@@ -46,6 +46,9 @@ ROWS = {"popularity": [], "id": ["model.sequence.item_repr=id"],
                             "model.sequence.unknown_id=learned"],
         # text + ID with a text-only head distilled from the trained items' text+ID vectors: the cold items' scorer
         "text_id_distill": ["model.sequence.item_repr=text+id", "model.sequence.distill=1.0"],
+        # the same, and a fifth of the ID vectors dropped per step: those items go through the cold head in the loss
+        "text_id_distill_drop": ["model.sequence.item_repr=text+id", "model.sequence.distill=1.0",
+                                 "model.sequence.id_dropout=0.2"],
         # the encoder fine-tunes: the top 1 / 2 MiniLM layers (lower layers' states cached), or LoRA on the top 2
         "ft_top1": [*FINE_TUNED, "model.sequence.encoder=top_layers", "model.sequence.train_layers=1"],
         "ft_top2": [*FINE_TUNED, "model.sequence.encoder=top_layers", "model.sequence.train_layers=2"],
