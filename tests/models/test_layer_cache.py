@@ -164,3 +164,17 @@ def test_two_processes_fine_tuning_the_top_layer_equal_one_process_on_the_concat
         # the refresh each rank did for its share, gathered, is the one-process catalog
         torch.testing.assert_close(r[f"{kind}_refresh"], r[f"{kind}_ref_refresh"], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(r["all_encoder_grad"], r["sample_encoder_grad"])  # the sample re-encodes fewer items
+
+
+def test_top_layer_dropout_only_when_asked():
+    encoder, tokens = tiny_bert(), catalog()
+    encoder.config.hidden_dropout_prob = 0.5
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    lower = compute_lower_states(encoder, 2, as_table(tokens), PAD)
+    index = torch.tensor([1, 2, 3])
+    quiet = TextEncoderItems(encoder, tokens, PAD, "mean", "top_layers", 1, lower).train()
+    assert torch.equal(quiet.encode(index), quiet.encode(index)) and encoder.training  # no dropout, mode kept
+    noisy = TextEncoderItems(encoder, tokens, PAD, "mean", "top_layers", 1, lower, dropout=True).train()
+    assert not torch.equal(noisy.encode(index), noisy.encode(index))

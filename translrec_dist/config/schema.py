@@ -85,6 +85,9 @@ class SequenceConfig(Section):
     # top_layers|lora with layer_cache: items re-encoded with gradients per step, a sample of the global batch's
     # items (the rest use the vectors of the last refresh); None: all of them
     encode_items_per_step: Optional[PositiveInt] = None
+    # top_layers|lora with layer_cache: the trained top layers' dropout; false (default): off, like the cached
+    # vectors of the other items that the re-encoded ones are ranked against
+    encoder_dropout: StrictBool = False
     encoder_frozen_steps: NonNegativeInt = 0  # two-stage: the encoder trains only after N optimizer steps
     encoder_lr: Optional[PositiveFloat] = None  # learning rate of the item encoder's parameters (None: train.lr)
     # text+id: weight of a distillation term teaching a text-only head (cold_head) to reproduce the trained

@@ -16,6 +16,7 @@ The encoder is part of the model, so DDP averages its gradients and ZeRO shards 
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -48,12 +49,14 @@ def world() -> tuple[int, int]:
 
 class TextEncoderItems(nn.Module):
     def __init__(self, encoder: nn.Module, tokens, pad_token_id: int, pooling: str, regime: str, train_layers: int,
-                 lower: LowerStates | None = None, items_per_step: int | None = None, frozen_steps: int = 0):
+                 lower: LowerStates | None = None, items_per_step: int | None = None, frozen_steps: int = 0,
+                 dropout: bool = False):
         """``tokens``: the tokenized catalog, unpadded, in catalog order (``data.retrieval.tokenize_catalog``).
         ``lower``: the frozen layers' cached states (then only the top ``train_layers`` layers run)."""
         super().__init__()
         self.encoder, self.pooling, self.pad_token_id = encoder, pooling, pad_token_id
         self.lower, self.items_per_step, self.frozen_steps = lower, items_per_step, frozen_steps
+        self.dropout = dropout  # the top layers' own dropout while training (with cached lower states)
         self.top = list(transformer_layers(encoder))[-train_layers:] if lower is not None else None
         self.across_ranks = True  # false: this process alone even under torch.distributed (a reference)
         # optimizer steps done (set by the task's hook, saved in checkpoints): the encoder trains from frozen_steps
@@ -82,7 +85,9 @@ class TextEncoderItems(nn.Module):
             hidden, mask = self.lower.batch(index.cpu())
             dev = self.optimizer_step.device
             hidden, mask = hidden.to(dev), mask.to(dev)
-            return pool(run_layers(self.top, self.encoder, hidden, mask), mask, self.pooling).float()
+            # the re-encoded vectors sit beside cached ones (no dropout) in one softmax: dropout only if asked
+            with nullcontext() if self.dropout else eval_mode(self.encoder):
+                return pool(run_layers(self.top, self.encoder, hidden, mask), mask, self.pooling).float()
         batch = {n: getattr(self, f"tok_{n}")[index] for n in self.token_names}
         width = int(batch["attention_mask"].sum(1).max())  # drop padding columns the batch does not need
         return pooled_forward(self.encoder, self.pooling)({k: v[:, :width] for k, v in batch.items()}).float()

@@ -388,7 +388,7 @@ def build_text_encoder(cfg: RunConfig, texts: list[str], run_dir=None):
             lower = cached_lower_states(cache_dir, run_dir.root, encoder, frozen, as_table(tokens),
                                         tokenizer.pad_token_id)
     return TextEncoderItems(encoder, tokens, tokenizer.pad_token_id, cfg.model.pooling, s.encoder, s.train_layers,
-                            lower, s.encode_items_per_step, s.encoder_frozen_steps)
+                            lower, s.encode_items_per_step, s.encoder_frozen_steps, s.encoder_dropout)
 
 
 @torch.no_grad()
