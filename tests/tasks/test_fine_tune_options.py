@@ -105,6 +105,11 @@ def test_distilled_head_scores_items_without_an_id_vector_and_learns_the_warm_ve
     torch.testing.assert_close(vectors[5], model.items.cold(model.items.text[5]))  # cold: the distilled head
     warm = model.items.adaptor(model.items.text[:5]) + model.items.ids.weight[1:6]
     torch.testing.assert_close(vectors[:5], warm)
+    model.items.cold_scale = 0.5  # calibration (bench/cold_calibration.py): cold vectors scaled, warm ones kept
+    scaled = model.catalog()
+    torch.testing.assert_close(scaled[5], 0.5 * vectors[5])
+    torch.testing.assert_close(scaled[:5], vectors[:5])
+    model.items.cold_scale = 1.0
     model.train()
     optimizer = torch.optim.Adam(model.items.cold.parameters(), lr=0.05)
     first = None

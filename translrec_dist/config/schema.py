@@ -93,6 +93,9 @@ class SequenceConfig(Section):
     # text+id: weight of a distillation term teaching a text-only head (cold_head) to reproduce the trained
     # items' text+ID vectors; items without a trained ID vector are then scored through that head (cold start)
     distill: Annotated[Float, Field(ge=0)] = 0.0
+    # distill > 0: the cold head's vectors are multiplied by this (1: as trained); below 1 ranks items without an ID
+    # vector lower against warm ones. bench/cold_calibration.py picks it on the validation split of a trained run
+    cold_scale: Annotated[Float, Field(ge=0)] = 1.0
     refresh_every: PositiveInt = 50  # encoder=top_layers|full: catalog vectors re-encoded every N optimizer steps
     adaptor: Literal["linear", "mlp", "whitening", "moe"] = "mlp"  # text vector -> hidden (UniSRec: whitening, moe)
     adaptor_experts: PositiveInt = 4  # adaptor=moe

@@ -81,6 +81,7 @@ class ItemTower(nn.Module):
         # items without an ID vector, so that they land on the same scale as the warm ones
         self.cold = build_adaptor(cfg.adaptor, text_dim, cfg.hidden, cfg.adaptor_experts) \
             if cfg.distill > 0 and self.use_text and self.use_ids else None
+        self.cold_scale = cfg.cold_scale
 
     @property
     def num_items(self) -> int:
@@ -104,7 +105,7 @@ class ItemTower(nn.Module):
             known = (index >= 0) & (index < self.ids.num_embeddings - 1)
             out = out + self.ids(torch.where(known, index + 1, torch.zeros_like(index)))
             if self.cold is not None:
-                out = torch.where(known.unsqueeze(-1), out, self.cold(text))
+                out = torch.where(known.unsqueeze(-1), out, self.cold(text) * self.cold_scale)
         return out
 
     def distill_loss(self, text: torch.Tensor, trained: torch.Tensor) -> torch.Tensor:
