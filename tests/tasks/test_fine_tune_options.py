@@ -22,6 +22,8 @@ SEQ = ["task=sequential", "model.sequence.hidden=16", "model.sequence.inner=32",
     (["model.sequence.encoder=top_layers", "model.sequence.layer_cache=false",
       "model.sequence.encode_items_per_step=64"], "model.sequence.encode_items_per_step"),
     (["model.sequence.distill=1.0"], "model.sequence.distill"),
+    (["model.sequence.item_repr=text+id", "model.sequence.cold_scale=0.8"], "model.sequence.cold_scale"),
+    (["model.sequence.encoder=full", "model.sequence.encoder_dropout=true"], "model.sequence.encoder_dropout"),
 ])
 def test_options_that_do_not_apply_are_config_errors_naming_the_field(tiny_cfg, overrides, key):
     with pytest.raises(ConfigError, match=key):

@@ -150,6 +150,12 @@ def check_sequence_config(cfg) -> None:
              "lower-layer states: it needs encoder=top_layers or lora and layer_cache=true")
     if s.distill and s.item_repr != "text+id":
         fail("model.sequence.distill", "teaches the text side to stand in for ID vectors: it needs item_repr=text+id")
+    if s.cold_scale != 1.0 and not s.distill:
+        fail("model.sequence.cold_scale", "scales the distilled cold head's vectors: it needs distill > 0 (e.g. 1.0)")
+    if s.encoder_dropout and not (trains and s.encoder in ("top_layers", "lora") and s.layer_cache):
+        fail("model.sequence.encoder_dropout", "switches dropout on in the top layers run over cached lower-layer "
+             "states: it needs encoder=top_layers or lora with layer_cache=true (the other regimes keep the "
+             "encoder's own dropout)")
 
 
 def catalog_tokenizer(cfg, texts: list[str]):
