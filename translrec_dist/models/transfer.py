@@ -69,21 +69,21 @@ def check_lora_targets(encoder: nn.Module, targets, cfg: RunConfig) -> None:
 
 
 def add_top_lora(encoder: nn.Module, cfg: RunConfig) -> nn.Module:
-    """task=sequential, encoder=lora: adapters on the top ``train_layers`` layers only (model.lora's r, alpha,
-    dropout and targets, defaults when unset), so the layers below stay frozen and their states can be cached."""
-    from translrec_dist.config.schema import LoraConfig as LoraSettings
-
+    """task=sequential, encoder=lora: adapters on the top ``train_layers`` layers only (model.lora's settings; unset:
+    peft's defaults on query and value), so the layers below stay frozen and their states can be cached."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise ConfigError("model.sequence.encoder=lora needs the peft package: pip install peft") from None
-    lc = cfg.model.lora or LoraSettings()
+    lc = cfg.model.lora
+    settings = {"target_modules": ["query", "value"]}
+    if lc is not None:
+        check_lora_targets(encoder, lc.target_modules, cfg)
+        settings = {"r": lc.r, "lora_alpha": lc.alpha, "lora_dropout": lc.dropout,
+                    "target_modules": list(lc.target_modules)}
     n = len(transformer_layers(encoder))
-    check_lora_targets(encoder, lc.target_modules, cfg)
     top = list(range(n - min(cfg.model.sequence.train_layers, n), n))
-    config = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules),
-                        layers_to_transform=top, layers_pattern="layer")
-    return get_peft_model(encoder, config)
+    return get_peft_model(encoder, LoraConfig(**settings, layers_to_transform=top, layers_pattern="layer"))
 
 
 def merged_encoder(module: nn.Module, state: dict) -> tuple[nn.Module, dict]:
