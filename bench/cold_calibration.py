@@ -1,6 +1,6 @@
 """Pick ``model.sequence.cold_scale`` for a trained text+ID run with a distilled cold head (``distill`` > 0):
 the scale of the cold items' vectors that gives the best validation NDCG@10 (masked, all items), then the test
-figures at that scale, beside scale 1 (as trained) and 0 (cold items at the bottom, as without the head).
+figures at that scale, beside scale 1 (as trained) and 0 (cold items' vectors zero: scores of 0).
 
     python bench/cold_calibration.py runs/cold42_distill/text_id_distill --scales 0,0.5,0.7,0.8,0.9,1
 
