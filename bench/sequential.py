@@ -5,7 +5,8 @@ the figures are its ``eval.json`` and the rates its ``metrics.jsonl``.
 
     python bench/sequential.py configs/movielens_minilm_cpu.yaml --out runs/sequential
 
-Rows (``--rows``): popularity, id, text, text_id, text_id_unknown, best (the config as written). Extra
+Rows (``--rows``): popularity, id, text, text_id, text_id_unknown, text_id_distill(_drop), best (the config as written),
+ft_top1 / ft_top2 (the top 1 / 2 encoder layers fine-tune over cached lower-layer states), ft_lora. Extra
 arguments are dotted overrides applied to every row (after the row's own). Each row reports NDCG@10 / Recall@10
 masked and unmasked, cold and warm NDCG@10 (masked), wall time (item encoding included for text rows), sequences/s and
 target positions/s, the projected minutes for 100 epochs and the load average. ``--speed 3`` trains each row 3
@@ -33,12 +34,25 @@ from translrec_dist.training.preemption import stop_signals_requested
 from translrec_dist.training.trainer import Trainer
 
 # text: the best text-only adaptor measured (docs/results.md); best: the config as written.
+# fine-tuned rows: 128 of the batch's ~1,000 items re-encoded per step (all of them: 19 windows/s against ~140
+# frozen on this CPU), the catalog refreshed once an epoch (18 steps of 128 windows on ml-100k)
+FINE_TUNED = ["model.sequence.item_repr=text+id", "model.sequence.encoder_lr=1e-4",
+              "model.sequence.encode_items_per_step=128", "model.sequence.refresh_every=18"]
 ROWS = {"popularity": [], "id": ["model.sequence.item_repr=id"],
         "text": ["model.sequence.item_repr=text", "model.sequence.adaptor=moe"],
         "text_id": ["model.sequence.item_repr=text+id"], "best": [],
         # text + ID with a learned unknown-item ID vector (trained through ID dropout): the cold-start candidate
         "text_id_unknown": ["model.sequence.item_repr=text+id", "model.sequence.id_dropout=0.2",
-                            "model.sequence.unknown_id=learned"]}
+                            "model.sequence.unknown_id=learned"],
+        # text + ID with a text-only head distilled from the trained items' text+ID vectors: the cold items' scorer
+        "text_id_distill": ["model.sequence.item_repr=text+id", "model.sequence.distill=1.0"],
+        # the same, and a fifth of the ID vectors dropped per step: those items go through the cold head in the loss
+        "text_id_distill_drop": ["model.sequence.item_repr=text+id", "model.sequence.distill=1.0",
+                                 "model.sequence.id_dropout=0.2"],
+        # the encoder fine-tunes: the top 1 / 2 MiniLM layers (lower layers' states cached), or LoRA on the top 2
+        "ft_top1": [*FINE_TUNED, "model.sequence.encoder=top_layers", "model.sequence.train_layers=1"],
+        "ft_top2": [*FINE_TUNED, "model.sequence.encoder=top_layers", "model.sequence.train_layers=2"],
+        "ft_lora": [*FINE_TUNED, "model.sequence.encoder=lora", "model.sequence.train_layers=2"]}
 COLUMNS = ["ndcg@10_masked", "recall@10_masked", "ndcg@10", "recall@10", "warm_ndcg@10_masked",
            "cold_ndcg@10_masked", "cold_recall@10_masked", "seconds", "train_seconds", "sequences_per_s",
            "positions_per_s", "min_per_100_epochs", "load"]

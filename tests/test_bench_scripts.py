@@ -61,3 +61,33 @@ def test_scale_bench_quick_mode_prints_every_stage_with_an_exponent():
     assert set(exponents) == stages
     faiss = [r for r in rows if r[0] == "index_faiss"]
     assert all(float(dict(kv.split("=") for kv in r[7:])["recall@10"]) >= 0.9 for r in faiss)
+
+
+SEQ_TINY = ["task=sequential", "model.sequence.hidden=16", "model.sequence.inner=32", "model.sequence.layers=1",
+            "data.max_history=8", "data.synthetic.num_users=80", "data.synthetic.num_items=60",
+            "train.progress_bar=false"]
+
+
+@pytest.mark.slow
+def test_fine_tune_profile_and_cold_calibration_run_on_a_tiny_model(tmp_path):
+    import json
+
+    from tests.conftest import TINY, run_cli
+
+    prof = subprocess.run([sys.executable, str(REPO / "bench" / "fine_tune_profile.py"), str(TINY), *SEQ_TINY,
+                           "--layers", "1", "--items", "8,all", "--steps", "2", "--out", str(tmp_path / "prof")],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert prof.returncode == 0, prof.stderr[-3000:]
+    rows = json.loads((tmp_path / "prof" / "profile.json").read_text())
+    assert [r["items_per_step"] for r in rows] == [8, "all"] and rows[0]["items_encoded"] == 8
+    assert all(r["step_s"] > 0 and 0 <= r["encoder_share"] <= 1 for r in rows)
+
+    run = tmp_path / "distill"
+    run_cli(["train", str(TINY), *SEQ_TINY, "model.sequence.item_repr=text+id", "model.sequence.distill=1.0",
+             "data.cold_item_fraction=0.2", "train.epochs=1", f"output_dir={run}", "eval.splits=[test]"])
+    cal = subprocess.run([sys.executable, str(REPO / "bench" / "cold_calibration.py"), str(run), "--scales", "0,1"],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert cal.returncode == 0, cal.stderr[-3000:]
+    result = json.loads((run / "cold_calibration.json").read_text())
+    assert set(result["rows"]) == {"0.0", "1.0"} and result["chosen_on_valid"] in (0.0, 1.0)
+    assert result["test"] == result["rows"][str(result["chosen_on_valid"])]["test"]  # the test row of the pick

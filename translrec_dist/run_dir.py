@@ -16,6 +16,7 @@ This module imports nothing from the package, so every layer (data, models, trai
       tokenizer/              the vocabulary trained for a tiny model (shared by the ranks)
       tokenized/<split>/      map-style splits tokenized by the main process, loaded by the others
       item_vectors/           task=sequential: the catalog's encoder vectors, cached per encoder and catalog
+      layer_states/           task=sequential, encoder top_layers|lora: token states after the frozen layers
       prepared/<key>/         ``translrec prepare`` shards (default data.cache_dir)
       example_ids/rank<R>.txt streamed example ids per rank (data.record_example_ids)
       logs/rank<R>.log        every log line of a rank, with the library messages kept off the terminal
@@ -93,6 +94,10 @@ class RunDir:
         return self.root / "item_vectors"
 
     @property
+    def layer_states(self) -> Path:
+        return self.root / "layer_states"
+
+    @property
     def prepared(self) -> Path:
         return self.root / "prepared"
 
@@ -136,7 +141,7 @@ class RunDir:
     def outputs(self) -> list[Path]:
         """Everything a run writes here: ``train.overwrite=true`` removes exactly these, never another file."""
         return [*self.results(), self.checkpoints, self.tokenizer, self.root / "tokenized", self.item_vectors,
-                self.prepared, self.root / "logs"]
+                self.layer_states, self.prepared, self.root / "logs"]
 
     def names(self) -> set[str]:
         """Every top-level name the layout knows (an earlier run's directory holds nothing else)."""

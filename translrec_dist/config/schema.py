@@ -78,11 +78,32 @@ class SequenceConfig(Section):
     item_repr: Literal["text", "id", "text+id"] = Field("text", description=(
         "what an item is: text (encoder vectors), id (learned vectors only, the SASRec baseline, no text "
         "read), text+id"))
-    encoder: Literal["frozen", "top_layers", "full"] = Field("frozen", description=(
-        "frozen (item vectors computed once and cached), top_layers or full (the encoder trains)"))
-    train_layers: PositiveInt = Field(2, description="encoder=top_layers: the top N encoder layers train")
+    encoder: Literal["frozen", "top_layers", "lora", "full"] = Field("frozen", description=(
+        "frozen (item vectors computed once and cached); top_layers (the top train_layers layers train); lora "
+        "(LoRA adapters, model.lora's r/alpha/targets, on the top train_layers layers); full (every layer trains)"))
+    train_layers: PositiveInt = Field(2, description="encoder=top_layers|lora: the top N encoder layers train")
+    layer_cache: StrictBool = Field(True, description=(
+        "encoder=top_layers|lora: the frozen lower layers' token states are computed once per run "
+        "(OUTPUT_DIR/layer_states) and each step runs only the top layers; false: the whole encoder runs on the "
+        "batch's items every step"))
+    encode_items_per_step: Optional[PositiveInt] = Field(None, description=(
+        "top_layers|lora with layer_cache: items re-encoded with gradients per step, a sample of the global "
+        "batch's items (the rest use the vectors of the last refresh); null: all of them"))
+    encoder_dropout: StrictBool = Field(False, description=(
+        "top_layers|lora with layer_cache: dropout in the trained top layers (off by default, like the cached "
+        "vectors of the other items the re-encoded ones are ranked against)"))
+    encoder_frozen_steps: NonNegativeInt = Field(0, description=(
+        "two-stage schedule: the encoder trains only after N optimizer steps"))
+    encoder_lr: Optional[PositiveFloat] = Field(None, description=(
+        "learning rate of the item encoder's parameters (null: train.lr)"))
+    distill: Annotated[Float, Field(ge=0)] = Field(0.0, description=(
+        "text+id: weight of a distillation term teaching a text-only head to reproduce the trained items' "
+        "text+ID vectors; items without a trained ID vector are scored through that head (cold start)"))
+    cold_scale: Annotated[Float, Field(ge=0)] = Field(1.0, description=(
+        "distill > 0: the cold head's vectors are multiplied by this (1: as trained); bench/cold_calibration.py "
+        "picks it on the validation split"))
     refresh_every: PositiveInt = Field(50, description=(
-        "encoder=top_layers|full: catalog vectors re-encoded every N optimizer steps"))
+        "encoder=top_layers|lora|full: catalog vectors re-encoded every N optimizer steps"))
     adaptor: Literal["linear", "mlp", "whitening", "moe"] = Field("mlp", description=(
         "text vector -> hidden: linear, mlp, whitening or moe (UniSRec)"))
     adaptor_experts: PositiveInt = Field(4, description="adaptor=moe: number of experts")

@@ -78,6 +78,11 @@ class ItemTower(nn.Module):
         # learned trains it on the items whose ID id_dropout drops, so it stands for an average unseen item.
         pad = 0 if cfg.unknown_id == "zero" else None
         self.ids = nn.Embedding(num_items + 1, cfg.hidden, padding_idx=pad) if self.use_ids else None
+        # distill > 0: a text-only head taught to reproduce the trained items' text+ID vectors; it scores the
+        # items without an ID vector, so that they land on the same scale as the warm ones
+        self.cold = build_adaptor(cfg.adaptor, text_dim, cfg.hidden, cfg.adaptor_experts) \
+            if cfg.distill > 0 and self.use_text and self.use_ids else None
+        self.cold_scale = cfg.cold_scale
 
     @property
     def num_items(self) -> int:
@@ -95,11 +100,22 @@ class ItemTower(nn.Module):
             text = self.text if self.use_text else None
         out = 0
         if self.use_text:
-            out = self.adaptor(self.text_dropout(text if text is not None else self.text[index]))
+            text = text if text is not None else self.text[index]
+            out = self.adaptor(self.text_dropout(text))
         if self.ids is not None and index is not None:
             known = (index >= 0) & (index < self.ids.num_embeddings - 1)
             out = out + self.ids(torch.where(known, index + 1, torch.zeros_like(index)))
+            if self.cold is not None:
+                out = torch.where(known.unsqueeze(-1), out, self.cold(text) * self.cold_scale)
         return out
+
+    def distill_loss(self, text: torch.Tensor, trained: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance of the text-only head's vectors to the (fixed) text+ID vectors of the trained
+        items: the whole catalog each step (cheap next to the sequence model), so every rank computes the same."""
+        index = torch.nonzero(trained).squeeze(1)
+        with torch.no_grad():
+            target = self.adaptor(text[index]) + self.ids(index + 1)
+        return (self.cold(text[index]) - target).pow(2).sum(-1).mean()
 
 
 # --------------------------------------------------------------------------- cached item text vectors

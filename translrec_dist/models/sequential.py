@@ -47,6 +47,8 @@ class SequenceModel(nn.Module):
         self.register_buffer("trained", torch.ones(num_items, dtype=torch.bool))
         self.apply(self._init)
         self.text_items = None  # TextEncoderItems when the encoder trains (attach_text_encoder)
+        # the optimizer's learning rate and frozen warm-up steps for these parameters (training.optim)
+        self.encoder_prefix, self.encoder_lr, self.encoder_frozen_steps = "text_items.encoder.", None, 0
         if self.items.ids is not None:
             with torch.no_grad():
                 self.items.ids.weight[0].zero_()
@@ -78,21 +80,26 @@ class SequenceModel(nn.Module):
             self.items.set_text_vectors(self.text_items.encode_all(precision=precision))
 
     def catalog(self, batch_items: torch.Tensor | None = None) -> torch.Tensor:
-        """Every item's vector. An item without training interactions (held out, or new) has an ID vector
-        that never trained: it is represented by its text alone. ``id_dropout`` drops the ID vectors of a
-        random share of items in training, so the text part alone also ranks well (cold start)."""
+        return self.catalog_and_text(batch_items)[0]
+
+    def catalog_and_text(self, batch_items: torch.Tensor | None = None):
+        """(every item's vector, the text vectors used or None). An item without training interactions (held
+        out, or new) has an ID vector that never trained: it is represented by its text alone (through the
+        distilled cold head when ``distill`` > 0). ``id_dropout`` drops the ID vectors of a random share of
+        items in training, so the text part alone also ranks well (cold start)."""
         text = None
         if self.text_items is not None and self.training and batch_items is not None:
             text = self.text_items.with_fresh(self.items.text, batch_items)
         if self.items.ids is None:
-            return self.items(text=text, index=torch.arange(len(text), device=text.device)) if text is not None \
-                else self.items()
+            return (self.items(text=text, index=torch.arange(len(text), device=text.device)) if text is not None
+                    else self.items()), text
         index = torch.arange(self.items.num_items, device=self.trained.device)
         keep = self.trained
         if self.training and self.cfg.id_dropout > 0 and self.items.use_text:
             keep = keep & (torch.rand(len(index), device=index.device) >= self.cfg.id_dropout)
         index = torch.where(keep, index, torch.full_like(index, -1))
-        return self.items(text=self.items.text if text is None and self.items.use_text else text, index=index)
+        text = self.items.text if text is None and self.items.use_text else text
+        return self.items(text=text, index=index), text
 
     def states(self, seq: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """[B x L x H] state at every position of right-aligned sequences (PAD = -1 on the left)."""
@@ -143,7 +150,7 @@ class SequenceModel(nn.Module):
             return self.infer(mode, history, item_vectors, precision)
         inputs, targets = windows[:, :-1], windows[:, 1:]
         keep = (inputs >= 0) & (targets >= 0)
-        vectors = self.catalog(windows)
+        vectors, text = self.catalog_and_text(windows)
         states = self.states(inputs, vectors)[keep]
         targets = targets[keep]
         if self.cfg.loss == "full":
@@ -152,7 +159,10 @@ class SequenceModel(nn.Module):
             if negatives is None and self.cfg.num_negatives:
                 negatives = self.sample_negatives(self.cfg.num_negatives).to(targets.device)
             losses = self.sampled_losses(states, targets, vectors, negatives)
-        return global_mean(losses) if self.global_batch_mean else losses.mean()
+        loss = global_mean(losses) if self.global_batch_mean else losses.mean()
+        if self.items.cold is not None:  # the same on every rank: DDP's average keeps it as it is
+            loss = loss + self.cfg.distill * self.items.distill_loss(text, self.trained)
+        return loss
 
     def full_losses(self, states, targets, vectors) -> torch.Tensor:
         """Softmax cross-entropy over the items training knows: an item with no training interaction (held

@@ -55,13 +55,35 @@ def add_lora(encoder: nn.Module, cfg: RunConfig) -> nn.Module:
     except ImportError:
         raise ConfigError("model.lora needs the peft package: pip install peft (or set model.lora=null)") from None
     lc = cfg.model.lora
+    check_lora_targets(encoder, lc.target_modules, cfg)
+    config = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules))
+    return get_peft_model(encoder, config)
+
+
+def check_lora_targets(encoder: nn.Module, targets, cfg: RunConfig) -> None:
     names = {name.rsplit(".", 1)[-1] for name, _ in encoder.named_modules()}
-    missing = [t for t in lc.target_modules if t not in names]
+    missing = [t for t in targets if t not in names]
     if missing:
         raise ConfigError(f"model.lora.target_modules: {missing[0]!r} is not a module of the encoder "
                           f"({cfg.source}); BERT uses query, key, value, dense")
-    config = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules))
-    return get_peft_model(encoder, config)
+
+
+def add_top_lora(encoder: nn.Module, cfg: RunConfig) -> nn.Module:
+    """task=sequential, encoder=lora: adapters on the top ``train_layers`` layers only (model.lora's settings; unset:
+    peft's defaults on query and value), so the layers below stay frozen and their states can be cached."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("model.sequence.encoder=lora needs the peft package: pip install peft") from None
+    lc = cfg.model.lora
+    settings = {"target_modules": ["query", "value"]}
+    if lc is not None:
+        check_lora_targets(encoder, lc.target_modules, cfg)
+        settings = {"r": lc.r, "lora_alpha": lc.alpha, "lora_dropout": lc.dropout,
+                    "target_modules": list(lc.target_modules)}
+    n = len(transformer_layers(encoder))
+    top = list(range(n - min(cfg.model.sequence.train_layers, n), n))
+    return get_peft_model(encoder, LoraConfig(**settings, layers_to_transform=top, layers_pattern="layer"))
 
 
 def merged_encoder(module: nn.Module, state: dict) -> tuple[nn.Module, dict]:

@@ -37,6 +37,7 @@ from translrec_dist.evaluation.ranking import all_metrics, target_ranks
 from translrec_dist.models.encoding import encode_texts, eval_mode, pooled_forward, put_in_order, rank_share
 from translrec_dist.models.item_tower import cached_text_vectors
 from translrec_dist.models.sequential import SequenceModel
+from translrec_dist.models.transfer import merged_encoder
 from translrec_dist.safe_io import check_regular
 from translrec_dist.tasks.base import DataContext, Task, TaskData
 from translrec_dist.training.hooks import Hook
@@ -88,10 +89,17 @@ def batch_generator(seed: int, ids: torch.Tensor) -> torch.Generator:
 
 
 class RefreshCatalog(Hook):
-    """Trained encoder regimes: re-encode every item's text every ``refresh_every`` steps (every rank)."""
+    """Trained encoder regimes: re-encode every item's text every ``refresh_every`` steps (the ranks split the
+    catalog when the lower layers are cached). It also tells the item encoder the optimizer step (saved with
+    the weights), which ends ``encoder_frozen_steps``' warm-up in a resumed run at the same step."""
 
     def __init__(self, every: int):
         self.every = every
+
+    def observe(self, trainer, outcome) -> None:
+        items = trainer.accelerator.unwrap_model(trainer.model).text_items
+        if items is not None:
+            items.optimizer_step.fill_(trainer.step)
 
     def should_run(self, step: int) -> bool:
         return step % self.every == 0
@@ -133,6 +141,22 @@ def check_sequence_config(cfg) -> None:
              "item_repr=text+id and id_dropout > 0 (e.g. 0.2)")
     if s.encoder != "frozen" and s.item_repr == "id":
         fail("model.sequence.encoder", "an ID-only model has no encoder; use encoder=frozen")
+    trains = s.encoder != "frozen" and s.item_repr != "id"
+    for key, set_ in (("encoder_frozen_steps", s.encoder_frozen_steps), ("encoder_lr", s.encoder_lr is not None)):
+        if set_ and not trains:
+            fail(f"model.sequence.{key}", "applies to a trained encoder: set model.sequence.encoder to top_layers, "
+                 "lora or full (and item_repr to text or text+id)")
+    if s.encode_items_per_step is not None and not (s.encoder in ("top_layers", "lora") and s.layer_cache):
+        fail("model.sequence.encode_items_per_step", "samples the items run through the top layers over cached "
+             "lower-layer states: it needs encoder=top_layers or lora and layer_cache=true")
+    if s.distill and s.item_repr != "text+id":
+        fail("model.sequence.distill", "teaches the text side to stand in for ID vectors: it needs item_repr=text+id")
+    if s.cold_scale != 1.0 and not s.distill:
+        fail("model.sequence.cold_scale", "scales the distilled cold head's vectors: it needs distill > 0 (e.g. 1.0)")
+    if s.encoder_dropout and not (trains and s.encoder in ("top_layers", "lora") and s.layer_cache):
+        fail("model.sequence.encoder_dropout", "switches dropout on in the top layers run over cached lower-layer "
+             "states: it needs encoder=top_layers or lora with layer_cache=true (the other regimes keep the "
+             "encoder's own dropout)")
 
 
 def catalog_tokenizer(cfg, texts: list[str]):
@@ -175,6 +199,10 @@ class SequentialTask(Task):
         vectors = None
         if cfg.model.sequence.item_repr != "id":
             vectors = item_text_vectors(cfg, data, ctx.run_dir.item_vectors, ctx)
+            if uses_layer_cache(cfg):  # the frozen lower layers' states, computed once (build_model reads them)
+                if ctx.is_main:
+                    build_text_encoder(cfg, data.texts, ctx.run_dir)
+                ctx.barrier()
 
         def evaluate(model, split: str, accelerator) -> dict:
             return {**evaluate_sequences(model, data, split, cfg.data.max_history, cfg.eval.micro_batch_size,
@@ -183,13 +211,14 @@ class SequentialTask(Task):
         s = cfg.model.sequence
         collate = WindowCollator(torch.as_tensor(data.popularity, dtype=torch.float64).clamp(min=0).float(),
                                  s.num_negatives if s.loss == "sampled" else 0, cfg.seed)
-        return TaskData(tokenizer, train, collate, evaluate, None, {"data": data, "vectors": vectors})
+        return TaskData(tokenizer, train, collate, evaluate, None, {"data": data, "vectors": vectors,
+                                                                    "run_dir": ctx.run_dir})
 
     def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None):
         from translrec_dist.models.sequential import SequenceModel
         if data is not None:
             seq = data.extra["data"]
-            model = build_sequential(cfg, seq, data.extra["vectors"])
+            model = build_sequential(cfg, seq, data.extra["vectors"], data.extra.get("run_dir"))
             model.catalog_info = catalog_info(seq)
         else:  # rebuilt around a checkpoint: shapes from its weights
             state = state_dict or {}
@@ -225,7 +254,9 @@ class SequentialTask(Task):
         (out_dir / CATALOG_FILE).write_text(json.dumps(info))
         if model.items.use_text:
             encoder, _ = item_encoder(cfg, info["texts"])
-            if encoder_state:  # the encoder trained (top_layers / full): its trained weights, not the pretrained
+            if encoder_state:  # the encoder trained (top_layers / lora / full): its trained weights
+                if cfg.model.sequence.encoder == "lora":  # adapters merged into a plain encoder
+                    _, encoder_state = merged_encoder(model.text_items.encoder, encoder_state)
                 encoder.load_state_dict(encoder_state)
             encoder.save_pretrained(str(out_dir), safe_serialization=True)
         else:
@@ -361,28 +392,59 @@ def item_text_vectors(cfg: RunConfig, data: SequenceData, cache_dir: Path, ctx: 
     return vectors
 
 
-def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Tensor | None) -> SequenceModel:
+def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Tensor | None,
+                     run_dir=None) -> SequenceModel:
     s = cfg.model.sequence
     model = SequenceModel(s, data.num_items, cfg.data.max_history,
                           text_vectors.shape[1] if text_vectors is not None else 0, cfg.train.gather_negatives)
     if text_vectors is not None and s.item_repr != "id":
         model.items.set_text_vectors(text_vectors)
     if s.encoder != "frozen" and s.item_repr != "id":
-        attach_trained_encoder(cfg, model, data.texts)
+        attach_trained_encoder(cfg, model, data.texts, run_dir)
     model.set_popularity(torch.as_tensor(data.popularity))
     return model
 
 
-def attach_trained_encoder(cfg: RunConfig, model: SequenceModel, texts: list[str]) -> None:
-    """Regimes top_layers / full: the item encoder is part of the model (ZeRO shards it like any encoder)."""
+def attach_trained_encoder(cfg: RunConfig, model: SequenceModel, texts: list[str], run_dir=None) -> None:
+    """Regimes top_layers / lora / full: the item encoder is part of the model (ZeRO shards it like any encoder)."""
+    model.attach_text_encoder(build_text_encoder(cfg, texts, run_dir))
+    model.encoder_lr = cfg.model.sequence.encoder_lr
+    model.encoder_frozen_steps = cfg.model.sequence.encoder_frozen_steps
+
+
+def uses_layer_cache(cfg: RunConfig) -> bool:
+    s = cfg.model.sequence
+    return s.item_repr != "id" and s.encoder in ("top_layers", "lora") and s.layer_cache
+
+
+def build_text_encoder(cfg: RunConfig, texts: list[str], run_dir=None):
+    """The trained item encoder over the tokenized catalog; with ``layer_cache``, the frozen lower layers' states
+    from the run directory (``run_dir``; written there when missing) or, without one, computed in memory."""
     from translrec_dist.data.retrieval import tokenize_catalog
+    from translrec_dist.models.encoding import as_table
+    from translrec_dist.models.layer_cache import cached_lower_states
     from translrec_dist.models.trainable_items import TextEncoderItems
+    from translrec_dist.models.transfer import add_top_lora, transformer_layers
 
     s = cfg.model.sequence
     encoder, tokenizer = item_encoder(cfg, texts)
+    if s.encoder == "lora":
+        encoder = add_top_lora(encoder, cfg)
     tokens = tokenize_catalog(pd.Series(texts), tokenizer, cfg.data.max_length)
-    model.attach_text_encoder(TextEncoderItems(encoder, tokens, tokenizer.pad_token_id, cfg.model.pooling,
-                                               s.encoder, s.train_layers))
+    lower = None
+    if uses_layer_cache(cfg):
+        frozen = len(transformer_layers(encoder)) - s.train_layers
+        cache_dir = run_dir.layer_states if run_dir is not None else None
+        if cache_dir is None:
+            from translrec_dist.models.layer_cache import check_layer_split, compute_lower_states
+
+            check_layer_split(encoder, frozen)
+            lower = compute_lower_states(encoder, frozen, as_table(tokens), tokenizer.pad_token_id)
+        else:
+            lower = cached_lower_states(cache_dir, run_dir.root, encoder, frozen, as_table(tokens),
+                                        tokenizer.pad_token_id)
+    return TextEncoderItems(encoder, tokens, tokenizer.pad_token_id, cfg.model.pooling, s.encoder, s.train_layers,
+                            lower, s.encode_items_per_step, s.encoder_frozen_steps, s.encoder_dropout)
 
 
 @torch.no_grad()
