@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 # Set by .ci/run: CI provides everything the tests need (SLURM, recbole, peft), so a skip there is a test that

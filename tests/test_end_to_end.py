@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from tests.conftest import FAST, TINY, run_cli
-from translrec_dist.config import load_config
-from translrec_dist.data import load_text_splits
+from translrec_dist.config.loader import load_config
+from translrec_dist.data.stages import load_text_splits
 from translrec_dist.evaluation.metrics import binary_metrics
 
 

@@ -28,25 +28,23 @@ def setup_logging(debug: bool) -> None:
 
 
 def cmd_train(args) -> int:
-    from translrec_dist.config import load_config
+    from translrec_dist.program import load_run
     from translrec_dist.training.trainer import train
 
-    cfg = load_config(args.config, args.overrides)
-    result = train(cfg)
+    cfg, task = load_run(args.config, args.overrides)
+    result = train(cfg, task)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result.summary()))
     return 0
 
 
 def cmd_prepare(args) -> int:
-    from translrec_dist.config import load_config
     from translrec_dist.data.prepare import prepare, read_manifest
-    from translrec_dist.tasks import get_task
+    from translrec_dist.program import load_run
     from translrec_dist.training.preflight import preflight
 
-    cfg = load_config(args.config, args.overrides)
+    cfg, task = load_run(args.config, args.overrides)
     preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-    task = get_task(cfg.task)
     directory = prepare(cfg, force=args.force, texts=lambda: task.prepare_texts(cfg),
                         key_inputs=task.prepare_inputs(cfg))
     manifest = read_manifest(directory)
@@ -59,10 +57,9 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from translrec_dist.config import load_config
-    from translrec_dist.evaluation.scoring import evaluate_export
+    from translrec_dist.program import evaluate_export, load_run
 
-    cfg = load_config(args.config, args.overrides)
+    cfg, _ = load_run(args.config, args.overrides)
     model_dir = Path(args.model) if args.model else RunDir(cfg.output_dir).final
     metrics = evaluate_export(cfg, model_dir, args.split)
     print(json.dumps(metrics, indent=2))
@@ -70,15 +67,17 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from translrec_dist.evaluation.scoring import predict_file
+    from translrec_dist.program import predict_file
 
     predict_file(args.model, args.input, args.output, args.batch_size, args.trust_remote_code)
     return 0
 
 
 def cmd_config_get(args) -> int:
-    """Print one value of a validated config, e.g. ``output_dir`` for the sbatch scripts."""
-    from translrec_dist.config import load_config
+    """Print one value of a validated config, e.g. ``output_dir`` for the sbatch scripts. A job script calls
+    this on every start, so it stays light: the schema's checks only (no torch; the task's own checks run when
+    the job's command starts)."""
+    from translrec_dist.config.loader import load_config
 
     node = load_config(args.config, args.overrides).to_dict()
     for part in args.key.split("."):
@@ -110,7 +109,7 @@ def cmd_configs(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from translrec_dist.config import SyntheticConfig
+    from translrec_dist.config.schema import SyntheticConfig
     from translrec_dist.data.synthetic import generate_synthetic
 
     out = Path(args.out)
@@ -134,7 +133,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from translrec_dist.training.consolidate import export_checkpoint
+    from translrec_dist.program import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out, args.trust_remote_code)
     print(f"wrote {out} (load it with model.init_from={out}, translrec evaluate --model {out} or predict)")
@@ -154,15 +153,19 @@ def cmd_run_status(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from translrec_dist.config import load_config
+    from translrec_dist.program import load_run
     from translrec_dist.training.planner import format_plan, parse_bytes
 
-    cfg = load_config(args.config, args.overrides)
-    print(format_plan(cfg, args.gpus_per_node, args.nodes, parse_bytes(args.gpu_mem)))
-def cmd_index(args) -> int:
-    from translrec_dist.serving import Recommender, read_new_items
+    cfg, task = load_run(args.config, args.overrides)
+    print(format_plan(cfg, args.gpus_per_node, args.nodes, parse_bytes(args.gpu_mem), task))
+    return 0
 
-    rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
+
+def cmd_index(args) -> int:
+    from translrec_dist.program import load_recommender
+    from translrec_dist.serving.recommender import read_new_items
+
+    rec = load_recommender(args.model, index=False, trust_remote_code=args.trust_remote_code)
     rec.set_index_options(args.backend, args.histories)  # index.backend / index.histories overrides
     rec.build_index(read_new_items(args.items) if args.items else None)
     out = rec.save_index(Path(args.out) if args.out else None)
@@ -171,9 +174,9 @@ def cmd_index(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    from translrec_dist.serving import Recommender
+    from translrec_dist.program import load_recommender
 
-    rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
+    rec = load_recommender(args.model, index=False, trust_remote_code=args.trust_remote_code)
     rec.load_index(Path(args.index) if args.index else None)
     result = rec.recommend(user=args.user, history=args.history, top_k=args.top_k, exclude_seen=args.exclude_seen)
     print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -181,9 +184,9 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from translrec_dist.serving import Recommender
+    from translrec_dist.program import load_recommender
 
-    rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
+    rec = load_recommender(args.model, trust_remote_code=args.trust_remote_code)
     print(json.dumps(rec.explain(args.user, args.item), indent=2, ensure_ascii=False))
     return 0
 
@@ -199,17 +202,21 @@ def positive_int(text: str) -> int:
 
 
 def cmd_config(args) -> int:
-    from translrec_dist.config import load_config
+    from translrec_dist.program import load_run
     from translrec_dist.training.dry_run import describe_run
 
-    print(describe_run(load_config(args.config, args.overrides), args.nproc, args.cpu))
+    print(describe_run(load_run(args.config, args.overrides)[0], args.nproc, args.cpu))
     return 0
 
 
 def cmd_serve(args) -> int:
-    from translrec_dist.serving.http import serve
+    from translrec_dist.program import load_recommender
+    from translrec_dist.serving.http import Limits, serve
 
-    serve(args.model, args.index, args.host, args.port, args.max_batch, args.max_wait_ms)
+    rec = load_recommender(args.model, index=False, trust_remote_code=args.trust_remote_code)
+    rec.load_index(Path(args.index) if args.index else None)
+    serve(rec, args.host, args.port, args.max_batch, args.max_wait_ms,
+          Limits(args.max_body_bytes, args.max_item_chars, args.max_history))
     return 0
 
 
@@ -222,13 +229,19 @@ def add_ecosystem_commands(sub) -> None:
     cf.add_argument("--cpu", action="store_true", help="as a CPU run would resolve it (fp32)")
     cf.set_defaults(func=cmd_config)
 
-    sv = sub.add_parser("serve", help="serve a retrieval export over HTTP (/recommend, /explain, /healthz)")
-    sv.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    sv = sub.add_parser("serve", help="serve a retrieval or sequential export over HTTP (/recommend, /explain, "
+                                      "/healthz)")
+    sv.add_argument("--model", required=True, help="export directory of a task that recommends (RUN/final)")
     sv.add_argument("--index", help="index directory (default: MODEL/index; built on the fly if missing)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-batch", type=int, default=64, help="most /recommend requests answered in one pass")
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
+    sv.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="larger bodies get 413")
+    sv.add_argument("--max-item-chars", type=positive_int, default=5000,
+                    help="longest history item, user or item id in characters (longer: 422)")
+    sv.add_argument("--max-history", type=positive_int, default=200, help="most history items per request (422)")
+    sv.add_argument(*TRUST_FLAG, **TRUST_HELP)
     sv.set_defaults(func=cmd_serve)
 
 
@@ -286,8 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("port", type=int)
     m.add_argument("--timeout", type=float, default=120.0, help="seconds to keep trying (default 120)")
     m.set_defaults(func=cmd_check_master)
-    ix = sub.add_parser("index", help="encode the item catalog of a retrieval export (DIR/index)")
-    ix.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    ix = sub.add_parser("index", help="encode the item catalog of an export that recommends (DIR/index)")
+    ix.add_argument("--model", required=True, help="export directory of a task that recommends (RUN/final)")
     ix.add_argument("--items", help="extra or new items (item_id + text columns), indexed from their text alone")
     ix.add_argument("--out", help="index directory (default: MODEL/index)")
     ix.add_argument(*TRUST_FLAG, **TRUST_HELP)
@@ -298,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.set_defaults(func=cmd_index)
 
     rc = sub.add_parser("recommend", help="top-K items for a user id or a history of item texts (JSON)")
-    rc.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    rc.add_argument("--model", required=True, help="export directory of a task that recommends (RUN/final)")
     who = rc.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user id of the model's data")
     who.add_argument("--history", nargs="+", help="item texts the user interacted with, newest first")
@@ -309,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=cmd_recommend)
 
     ex = sub.add_parser("explain", help="rank a user's history items by how much each one supports an item")
-    ex.add_argument("--model", required=True, help="retrieval export directory (RUN/final)")
+    ex.add_argument("--model", required=True, help="export directory of a task that recommends (RUN/final)")
     ex.add_argument("--user", required=True)
     ex.add_argument("--item", required=True)
     ex.add_argument(*TRUST_FLAG, **TRUST_HELP)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from translrec_dist.config import DataConfig
-from translrec_dist.data.readers import read_source
+from translrec_dist.config.schema import DataConfig
+from translrec_dist.data.readers.source import read_source
 from translrec_dist.errors import DataError
 
 HEADER = "user_id,item_id,rating,timestamp\n"

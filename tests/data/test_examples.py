@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from translrec_dist.config import DataConfig
+from translrec_dist.config.schema import DataConfig
 from translrec_dist.data.examples import build_examples, chronological_order, render_item_texts, split_text_label
 from translrec_dist.errors import ConfigError
 

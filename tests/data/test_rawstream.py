@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tests.conftest import TINY, run_cli
-from translrec_dist.config import load_config
-from translrec_dist.data import load_prepared_splits
+from translrec_dist.config.loader import load_config
 from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.prepare import read_manifest
+from translrec_dist.data.prepared import load_prepared_splits
 from translrec_dist.data.streaming import stream_loader
 from translrec_dist.errors import ConfigError
 

@@ -9,7 +9,7 @@ import torch
 from transformers import DebertaV2Config
 
 from tests.conftest import FAST, TINY, run_cli
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.data.tokenize import train_wordpiece
 from translrec_dist.errors import ConfigError
 from translrec_dist.models.cross_encoder import build_model

@@ -13,7 +13,7 @@ from transformers import AutoModel
 from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.data.tokenize import train_wordpiece
 from translrec_dist.models.bi_encoder import build_bi_encoder
-from translrec_dist.models.export import write_export
+from translrec_dist.program import write_export
 from translrec_dist.training.optim import build_optimizer
 
 TEXTS = ["galaxy robot alien", "pasta garlic chef", "ghost crypt curse", "yoga running gym"] * 20
@@ -98,7 +98,7 @@ def test_mlm_export_starts_a_retrieval_fine_tune_and_init_from_reloads_it(tmp_pa
     assert "ndcg@10" in json.loads((ft / "eval.json").read_text())
 
     # the fine-tune starts from the adapted encoder, and init_from continues from the fine-tune's export
-    from translrec_dist.config import load_config
+    from translrec_dist.config.loader import load_config
     from translrec_dist.data.tokenize import load_tokenizer
 
     cfg = load_config(TINY, [*FAST, "task=retrieval", "model.tiny=null", f"model.name_or_path={mlm / 'final'}"])

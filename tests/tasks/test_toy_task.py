@@ -22,9 +22,10 @@ from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.loader import eval_loader
 from translrec_dist.data.tokenize import train_wordpiece
 from translrec_dist.errors import ConfigError
-from translrec_dist.models.export import read_export
+from translrec_dist.program import read_export
 from translrec_dist.run_dir import RunDir
-from translrec_dist.tasks import DataContext, Task, TaskData, register_task, unregister_task
+from translrec_dist.tasks.base import DataContext, Task, TaskData
+from translrec_dist.tasks.registry import register_task, unregister_task
 from translrec_dist.training.hooks import Hook
 
 HOOK_RUNS: list[int] = []
@@ -52,7 +53,6 @@ class EveryTwoSteps(Hook):
 
 class ToyTask(Task):
     name = "toy_count"
-    export_kind = "toy"
 
     def validate(self, cfg) -> None:
         if cfg.data.max_length < 16:
@@ -92,7 +92,7 @@ class ToyTask(Task):
     def hooks(self, cfg, data):
         return [EveryTwoSteps()]
 
-    def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
+    def write_export(self, out_dir: Path, state_dict: dict, model, cfg, data=None) -> None:
         save_file({k: v.contiguous() for k, v in state_dict.items()}, str(out_dir / "toy.safetensors"))
         (out_dir / "config.json").write_text("{}")
 

@@ -34,18 +34,19 @@ def test_sequential_trains_exports_and_reports_cold_and_warm(sequential_run: Pat
 
 
 def test_export_reloads_and_recommends_explains_and_indexes_new_items(sequential_run: Path, tmp_path: Path):
-    from translrec_dist.serving import Recommender, SequentialRecommender
+    from translrec_dist.program import load_recommender
+    from translrec_dist.tasks.sequential_scorer import SequentialScorer
 
     final = sequential_run / "final"
-    rec = Recommender.from_pretrained(final)
-    assert isinstance(rec, SequentialRecommender)
+    rec = load_recommender(final)
+    assert isinstance(rec.scorer, SequentialScorer)
     # The reloaded model scores the catalog as the trained one did: its eval figure is reproduced.
-    from translrec_dist.data import read_source
     from translrec_dist.data.sequences import build_sequence_data
+    from translrec_dist.data.stages import read_source
     from translrec_dist.tasks.sequential import evaluate_sequences
 
     data = build_sequence_data(*read_source(rec.cfg), rec.cfg)
-    again = evaluate_sequences(rec.model, data, "test", rec.cfg.data.max_history)
+    again = evaluate_sequences(rec.scorer.model, data, "test", rec.cfg.data.max_history)
     saved = json.loads((sequential_run / "eval.json").read_text())
     assert again["ndcg@10_masked"] == pytest.approx(saved["ndcg@10_masked"], abs=1e-6)
 

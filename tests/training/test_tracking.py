@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tests.conftest import FAST, TINY, run_cli
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.run_dir import RunDir
 from translrec_dist.training.tracking import init_tracking
 

@@ -100,7 +100,7 @@ def test_resume_on_another_number_of_processes_continues_the_run(runs, name):
 
 
 def test_streamed_run_on_another_number_of_processes_stops_and_says_what_would_be_lost(tmp_path):
-    from translrec_dist.config import load_config
+    from translrec_dist.config.loader import load_config
     from translrec_dist.errors import ConfigError
     from translrec_dist.training.resume import check_resume_compatible, trainer_state
 

@@ -126,8 +126,8 @@ def test_zero3_export_reloads_with_plain_transformers_and_scores_like_the_traine
     final = runs["zero3"] / "final"
     encoder = AutoModel.from_pretrained(str(final))
     assert sum(p.numel() for p in encoder.parameters()) > 10_000  # not the empty ZeRO-3 save
-    from translrec_dist.config import load_config
-    from translrec_dist.evaluation.scoring import evaluate_export
+    from translrec_dist.config.loader import load_config
+    from translrec_dist.program import evaluate_export
 
     reloaded = evaluate_export(load_config(runs["zero3"] / "config.yaml"), final, "test")
     in_memory = json.loads((runs["zero3"] / "eval.json").read_text())
@@ -148,7 +148,7 @@ def test_offline_export_of_a_zero3_checkpoint_equals_the_online_export(runs, tmp
 
 
 def test_offline_export_of_a_ddp_checkpoint(runs, tmp_path):
-    from translrec_dist.training.consolidate import export_checkpoint
+    from translrec_dist.program import export_checkpoint
 
     export_checkpoint(runs["ddp"] / "checkpoints" / "step_12", tmp_path / "offline")
     online, offline = (load_file(str(d / "model.safetensors")) for d in (runs["ddp"] / "final", tmp_path / "offline"))

@@ -22,7 +22,7 @@ from translrec_dist.models.source import model_source
 from translrec_dist.models.transfer import apply_transfer_knobs
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 HEAD_FILE = "head.safetensors"
 

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from torch import nn
 from translrec_dist.models.causal_blocks import FastDropout
 
 if TYPE_CHECKING:
-    from translrec_dist.config import SequenceConfig
+    from translrec_dist.config.schema import SequenceConfig
 
 
 log = logging.getLogger(__name__)

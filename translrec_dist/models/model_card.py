@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from translrec_dist.config import RunConfig, export_config
+from translrec_dist.config.loader import export_config
+from translrec_dist.config.schema import RunConfig
 from translrec_dist.run_dir import RunDir
 
 

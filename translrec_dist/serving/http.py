@@ -1,21 +1,35 @@
-"""``translrec serve``: a retrieval export over HTTP (FastAPI + uvicorn; ``pip install 'translrec-dist[serve]'``).
+"""``translrec serve``: any export that recommends, over HTTP (FastAPI + uvicorn: the ``serve`` extra).
 
 ``POST /recommend`` {"user": ID} or {"history": [texts, newest first]}, optional "top_k", "exclude_seen"
 ``POST /explain`` {"user": ID, "item": ID}
-``GET /healthz`` model, items, and the micro-batching counters
+``GET /healthz`` task, items, backend and the micro-batching counters (no filesystem paths)
 
-Concurrent /recommend requests that arrive within ``max_wait_ms`` of each other are answered by one user-tower
-forward pass and one index search (``Recommender.recommend_batch``), which is where a CPU or GPU spends its time.
+Concurrent /recommend requests that arrive within ``max_wait_ms`` of each other are answered by one user-vector
+pass and one index search (``Recommender.recommend_batch``), which is where a CPU or GPU spends its time.
+
+One client cannot break the server: the body, each history item (characters, checked before any tokenizer
+sees it) and the history's length are capped (413 / 422 naming the limit, answered before the request joins
+a micro-batch, so a large request never holds the queue); each request's error is its own (4xx for bad input,
+500 for that request alone); error messages are short and echo no more than a few characters of the input.
 """
 
-
+# No ``from __future__ import annotations``: FastAPI reads the request models (local classes) from the
+# endpoint annotations at run time.
 import asyncio
+import json
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 
 from translrec_dist.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1 << 20  # a history of 200 items of 5,000 characters fits
+    max_item_chars: int = 5000  # per history item, user id or item id: a tokenizer reads max_length tokens anyway
+    max_history: int = 200  # history items per request (the model reads its most recent ones)
 
 
 class MicroBatcher:
@@ -29,10 +43,12 @@ class MicroBatcher:
         self.batches = self.requests = self.largest = 0
 
     async def submit(self, item):
-        if self.worker is None:  # created lazily: the queue belongs to the server's event loop
+        loop = asyncio.get_running_loop()
+        if self.worker is None or self.worker.done() or self.worker.get_loop() is not loop:
+            # created lazily (the queue belongs to the running event loop), again if that loop changed
             self.queue = asyncio.Queue()
-            self.worker = asyncio.create_task(self.run())
-        future = asyncio.get_running_loop().create_future()
+            self.worker = loop.create_task(self.run())
+        future = loop.create_future()
         await self.queue.put((item, future))
         result = await future
         if isinstance(result, Exception):
@@ -56,7 +72,7 @@ class MicroBatcher:
             self.largest = max(self.largest, len(batch))
             try:
                 results = await asyncio.to_thread(self.fn, [item for item, _ in batch])
-            except Exception as e:  # noqa: BLE001 - every waiting caller must hear about it
+            except Exception as e:  # noqa: BLE001 - fn answers per item; this is its own failure
                 log.exception("batch failed")
                 results = [e] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
@@ -64,14 +80,71 @@ class MicroBatcher:
                     future.set_result(result)
 
 
-def build_app(rec, max_batch: int = 64, max_wait_ms: float = 5.0):
+class BodyLimit:
+    """ASGI wrapper: a body over ``limit`` bytes is answered 413 before the application reads it (by its
+    Content-Length, or while it streams in), and the body is never held beyond the limit."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await self.too_large(send)
+        chunks, size, more = [], 0, True
+        while more:  # read the body here (at most ``limit`` bytes), then hand it to the app as one message
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, receive, send)  # a disconnect: let the app see it
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self.too_large(send)
+            more = message.get("more_body", False)
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def too_large(self, send):
+        body = json.dumps({"detail": f"request body over the limit of {self.limit} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def describe_validation(errors: list[dict]) -> str:
+    """pydantic's errors as one short line, without the input (FastAPI's default echoes it whole)."""
+    parts = []
+    for e in errors[:3]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+    return "; ".join(parts)[:300]
+
+
+def build_app(rec, max_batch: int = 64, max_wait_ms: float = 5.0, limits: Limits = Limits()):
+    from typing import Annotated
+
     from fastapi import FastAPI, HTTPException
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+    # pydantic refuses a lone surrogate ("\ud800": valid JSON, no text a tokenizer reads) as a 422 itself
+    Text = Annotated[str, Field(max_length=limits.max_item_chars)]
 
     class RecommendRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        user: str | None = None
-        history: list[str] | None = Field(None, min_length=1)
+        user: Text | None = None
+        history: list[Text] | None = Field(None, min_length=1, max_length=limits.max_history)
         top_k: int = Field(10, ge=1, le=1000)
         exclude_seen: bool = False
 
@@ -83,50 +156,54 @@ def build_app(rec, max_batch: int = 64, max_wait_ms: float = 5.0):
 
     class ExplainRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        user: str
-        item: str
+        user: Text
+        item: Text
 
     rec.ensure_index()
     batcher = MicroBatcher(rec.recommend_batch, max_batch, max_wait_ms)
-    app = FastAPI(title="translrec", description=f"retrieval model {rec.model_dir}")
+    app = FastAPI(title="translrec", description=f"task={rec.cfg.task} recommender")
 
-    def client_error(e: DataError) -> HTTPException:
-        return HTTPException(status_code=404 if str(e).startswith("unknown") else 400, detail=str(e))
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        return JSONResponse(status_code=422, content={"detail": describe_validation(exc.errors())})
+
+    def answer(e: Exception) -> HTTPException:
+        if isinstance(e, DataError):
+            return HTTPException(status_code=404 if str(e).startswith("unknown") else 400, detail=str(e)[:300])
+        log.error("request failed: %s: %s", type(e).__name__, e)
+        return HTTPException(status_code=500, detail=f"internal error ({type(e).__name__}); see the server log")
 
     @app.post("/recommend")
     async def recommend(request: RecommendRequest) -> dict:
         try:
             items = await batcher.submit(request.model_dump())
-        except DataError as e:
-            raise client_error(e) from None
+        except Exception as e:  # noqa: BLE001 - this request's own failure
+            raise answer(e) from None
         return {"items": items}
 
     @app.post("/explain")
     async def explain(request: ExplainRequest) -> dict:
         try:
             return await asyncio.to_thread(rec.explain, request.user, request.item)
-        except DataError as e:
-            raise client_error(e) from None
+        except Exception as e:  # noqa: BLE001 - this request's own failure
+            raise answer(e) from None
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "model": str(rec.model_dir), "items": len(rec.item_ids),
+        return {"status": "ok", "task": rec.cfg.task, "items": len(rec.item_ids),
                 "backend": rec.search_index.backend, "batches": batcher.batches, "requests": batcher.requests,
                 "largest_batch": batcher.largest}
 
-    return app
+    return BodyLimit(app, limits.max_body_bytes)
 
 
-def serve(model_dir: str, index_dir: str | None, host: str, port: int, max_batch: int = 64,
-          max_wait_ms: float = 5.0) -> None:
+def serve(rec, host: str, port: int, max_batch: int = 64, max_wait_ms: float = 5.0,
+          limits: Limits = Limits()) -> None:
+    """``rec``: a Recommender with its index loaded (``program.load_recommender``)."""
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("translrec serve needs FastAPI and uvicorn: pip install 'translrec-dist[serve]'") from None
-    from translrec_dist.serving import Recommender
-
-    rec = Recommender.from_pretrained(model_dir, index=False)
-    rec.load_index(Path(index_dir) if index_dir else None)
-    app = build_app(rec, max_batch, max_wait_ms)
-    log.info("serving %s (%d items) on http://%s:%d", model_dir, len(rec.item_ids), host, port)
+    app = build_app(rec, max_batch, max_wait_ms, limits)
+    log.info("serving %s (%d items) on http://%s:%d", rec.model_dir, len(rec.item_ids), host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning")

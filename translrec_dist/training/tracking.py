@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from translrec_dist.run_dir import RunDir
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "translrec"

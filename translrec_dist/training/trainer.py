@@ -21,12 +21,13 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from translrec_dist.config import RunConfig, dump_config
+from translrec_dist.config.loader import dump_config
+from translrec_dist.config.schema import RunConfig
 from translrec_dist.data.loader import train_loader, train_steps_per_epoch
 from translrec_dist.models.export import write_export
 from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
-from translrec_dist.tasks import DataContext, get_task
+from translrec_dist.tasks.base import DataContext, Task
 from translrec_dist.training.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
 from translrec_dist.training.distributed import (
     agree,
@@ -82,8 +83,9 @@ class RunResult:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig):
-        self.cfg, self.task, self.run = cfg, get_task(cfg.task, cfg.source), RunDir(cfg.output_dir)
+    def __init__(self, cfg: RunConfig, task: Task):
+        """``task``: the run's task, found and checked where the program is assembled (``program.task_for``)."""
+        self.cfg, self.task, self.run = cfg, task, RunDir(cfg.output_dir)
         self.step = self.steps_this_run = 0
         self.last_checkpoint: str | None = None
         self.bar = None
@@ -174,8 +176,8 @@ class Trainer:
                         self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach())
-            tokens = tokens + batch["attention_mask"].sum()
-            samples += len(batch["labels"])
+            batch_tokens, batch_samples = self.task.batch_size(batch)
+            tokens, samples = tokens + batch_tokens, samples + batch_samples
         return StepOutcome(losses, finite, stop, tokens, samples)
 
     def save_checkpoint(self) -> None:
@@ -233,15 +235,16 @@ class Trainer:
         if acc.is_main_process:
             final, tmp = self.run.final, self.run.final_tmp
             shutil.rmtree(tmp, ignore_errors=True)
-            write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg)
+            write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg, self.task,
+                         self.data)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             log.info("exported %s", final)
         acc.wait_for_everyone()
 
 
-def train(cfg: RunConfig) -> RunResult:
+def train(cfg: RunConfig, task: Task) -> RunResult:
     """Train; SIGTERM/SIGUSR1 (scancel, preemption) end the run with a checkpoint at the next step."""
     with stop_signals_requested():
-        return Trainer(cfg).setup().fit()
+        return Trainer(cfg, task).setup().fit()
 
