@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertModel
 
-from translrec_dist.models.cross_encoder import pool
+from translrec_dist.models.encoders import pool
 from translrec_dist.models.encoding import encode_tokenized, length_sorted_order, put_in_order, rank_share
 
 

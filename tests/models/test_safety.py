@@ -64,7 +64,7 @@ def test_predict_refuses_an_export_that_ships_code_and_the_payload_is_real(evil)
 
 def test_evaluate_recommend_index_explain_and_init_from_refuse_it(evil, tmp_path, capsys):
     from translrec_dist.cli import main
-    from translrec_dist.models.cross_encoder import build_encoder
+    from translrec_dist.models.encoders import build_encoder
     from translrec_dist.program import evaluate_export, load_recommender, read_export
 
     cfg = load_config(TINY, [*FAST, f"output_dir={tmp_path}"])

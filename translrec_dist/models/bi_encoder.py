@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from translrec_dist.models.cross_encoder import build_encoder, load_pretrained_encoder, pool
+from translrec_dist.models.encoders import build_encoder, load_pretrained_encoder, pool
 from translrec_dist.models.in_batch_softmax import in_batch_softmax
 from translrec_dist.models.transfer import apply_transfer_knobs
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM
 
-from translrec_dist.models.cross_encoder import tiny_bert_config
 from translrec_dist.models.encoder_options import apply_memory_options
+from translrec_dist.models.encoders import tiny_bert_config
 from translrec_dist.models.source import model_source
 from translrec_dist.models.transfer import apply_transfer_knobs
 

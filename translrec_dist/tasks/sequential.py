@@ -275,7 +275,7 @@ def item_encoder(cfg: RunConfig, catalog_texts: list[str]):
     """(encoder, tokenizer) of the item tower: ``model.name_or_path``, or a tiny BERT (seeded, with a
     WordPiece vocabulary trained on the catalog's texts) so that export and reload see the same encoder."""
     from translrec_dist.data.tokenize import load_tokenizer, train_wordpiece
-    from translrec_dist.models.cross_encoder import build_encoder
+    from translrec_dist.models.encoders import build_encoder
 
     m = cfg.model
     if m.tiny is None:

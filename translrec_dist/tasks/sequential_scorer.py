@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from translrec_dist.errors import DataError
-from translrec_dist.models.cross_encoder import load_pretrained_encoder
+from translrec_dist.models.encoders import load_pretrained_encoder
 from translrec_dist.models.encoding import encode_texts, pooled_forward
 from translrec_dist.safe_io import check_regular
 from translrec_dist.training.precision import resolve_precision

@@ -88,7 +88,7 @@ class Estimate:
 def encoder_config(cfg: RunConfig):
     from transformers import AutoConfig
 
-    from translrec_dist.models.cross_encoder import tiny_bert_config
+    from translrec_dist.models.encoders import tiny_bert_config
 
     m = cfg.model
     kind, name = model_source(cfg)
@@ -111,7 +111,7 @@ def model_size(cfg: RunConfig, task=None) -> ModelSize:
     (``Task.planned_parameters``; without a task, a cross-encoder's one-unit head)."""
     from transformers import AutoModel
 
-    from translrec_dist.models.cross_encoder import drop_pooler
+    from translrec_dist.models.encoders import drop_pooler
 
     name, config = encoder_config(cfg)
     with torch.device("meta"):  # shapes only: no memory, no download
