@@ -20,6 +20,7 @@ from tests.tiny_exports import write_export
 from translrec_dist.config.loader import load_config
 from translrec_dist.config.schema import DataConfig
 from translrec_dist.errors import UserError
+from translrec_dist.run_dir import RunDir
 
 HEADER = "user_id,item_id,rating,timestamp\n"
 ITEMS = "item_id,title\n" + "".join(f"i{j},Title number {j}\n" for j in range(10))
@@ -237,4 +238,4 @@ def test_through_the_command_line_exit_2_no_traceback_nothing_written(tmp_path):
                     f"output_dir={tmp_path / 'b'}"], check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "a click-through model cannot learn from one class" in proc.stderr
-    assert not (tmp_path / "b" / "metrics.jsonl").exists() and not (tmp_path / "b" / "checkpoints").exists()
+    assert not RunDir(tmp_path / "b").metrics.exists() and not (tmp_path / "b" / "checkpoints").exists()

@@ -75,7 +75,7 @@ def test_planner_reads_the_hf_cache_offline(tmp_path):
     env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     proc = run_cli(["plan", str(TINY), "model.tiny=null", "model.name_or_path=microsoft/deberta-v3-base",
                     "data.max_length=128"], env=env)
-    assert "model microsoft/deberta-v3-base: 183.8M" in proc.stdout
+    assert "model microsoft/deberta-v3-base (task=ctr): 183.8M" in proc.stdout
     proc = run_cli(["plan", str(TINY), "model.tiny=null", "model.name_or_path=nobody/unknown-model"], env=env,
                    check=False)
     assert proc.returncode == 2 and "Hugging Face cache" in proc.stderr and "Traceback" not in proc.stderr

@@ -64,7 +64,7 @@ def encode_like_translrec(final: Path, texts: list[str]) -> torch.Tensor:
     from translrec_dist.program import load_recommender
 
     rec = load_recommender(final, device="cpu", index=False)
-    return rec.encode(texts, "users")
+    return rec.scorer.encode(texts, "users")
 
 
 def test_dot_product_export_is_not_normalized(tmp_path):

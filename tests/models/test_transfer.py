@@ -14,6 +14,7 @@ from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.data.tokenize import train_wordpiece
 from translrec_dist.models.bi_encoder import build_bi_encoder
 from translrec_dist.program import write_export
+from translrec_dist.run_dir import RunDir
 from translrec_dist.training.optim import build_optimizer
 
 TEXTS = ["galaxy robot alien", "pasta garlic chef", "ghost crypt curse", "yoga running gym"] * 20
@@ -86,16 +87,16 @@ def test_lora_trains_adapters_only_and_exports_a_merged_plain_encoder(tiny_cfg, 
 def test_mlm_export_starts_a_retrieval_fine_tune_and_init_from_reloads_it(tmp_path: Path):
     mlm = tmp_path / "mlm"
     run_cli(["train", str(TINY), *FAST, "task=mlm", "train.epochs=3", "eval.splits=[valid]", f"output_dir={mlm}"])
-    metrics = [json.loads(line) for line in (mlm / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in RunDir(mlm).metrics.read_text().splitlines()]
     losses = [m["loss"] for m in metrics if "loss" in m]
     assert losses[-1] < losses[0]  # the masked-token loss goes down on item text
-    assert json.loads((mlm / "eval.json").read_text())["valid"]["perplexity"] > 1
+    assert json.loads(RunDir(mlm).eval.read_text())["valid"]["perplexity"] > 1
     plain = AutoModel.from_pretrained(str(mlm / "final"))  # a plain HF checkpoint
 
     ft = tmp_path / "ft"
     run_cli(["train", str(TINY), *FAST, "task=retrieval", "model.tiny=null", f"model.name_or_path={mlm / 'final'}",
              "model.pooling=mean", "train.max_steps=2", f"output_dir={ft}"])
-    assert "ndcg@10" in json.loads((ft / "eval.json").read_text())
+    assert "ndcg@10" in json.loads(RunDir(ft).eval.read_text())
 
     # the fine-tune starts from the adapted encoder, and init_from continues from the fine-tune's export
     from translrec_dist.config.loader import load_config

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, run_cli
+from tests.run_files import losses
 from tests.tasks.every_task_worker import TASKS
 from tests.training.test_zero_distributed import ENV, LOSS_TOL
 from translrec_dist.program import export_checkpoint, read_export
@@ -40,11 +41,6 @@ def runs(tmp_path_factory) -> Path:
                                   stdout=f, stderr=subprocess.STDOUT, timeout=900)
         assert proc.returncode == 0, log.read_text()[-6000:]
     return root
-
-
-def losses(run: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in RunDir(run).metrics.read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
 @pytest.mark.parametrize("task", list(TASKS))

@@ -7,7 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import FAST, TINY, run_cli
+from tests.conftest import run_cli
+from tests.run_files import losses
+from tests.run_files import train as train_tiny
 from translrec_dist.training import precision
 from translrec_dist.training.precision import cpu_bf16_support, resolve_precision
 
@@ -27,13 +29,7 @@ def test_precision_choice_per_device(monkeypatch):
 
 
 def train(out, *overrides):
-    return run_cli(["train", str(TINY), *FAST, f"output_dir={out}", "train.max_steps=12", "train.log_every=1",
-                    *overrides])
-
-
-def losses(out):
-    return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
-            if "loss" in r}
+    return train_tiny(out, "train.max_steps=12", "train.log_every=1", *overrides)
 
 
 def test_bf16_run_exports_fp32_predicts_and_resumes_exactly(tmp_path):

@@ -181,6 +181,12 @@ class Task:
     def hooks(self, cfg, data: TaskData) -> list:
         return []
 
+    @property
+    def exports(self) -> bool:
+        """Whether the task has an export adapter (it overrides ``write_export``); a task that only trains
+        leaves no ``final/``."""
+        return type(self).write_export is not Task.write_export
+
     def write_export(self, out_dir: Path, state_dict: dict, model, cfg, data: TaskData | None = None) -> None:
         raise NotImplementedError
 

@@ -229,8 +229,13 @@ class Trainer:
         return RunResult(step, stopped=False, metrics=results)
 
     def export(self) -> None:
-        """``final/``: every rank joins the gather (a collective under ZeRO-3); the main process writes."""
+        """``final/``: every rank joins the gather (a collective under ZeRO-3); the main process writes. A task
+        with no export adapter (training role only) leaves checkpoints and metrics, no ``final/``."""
         acc = self.accelerator
+        if not self.task.exports:
+            log.info("task %s has no export adapter: no %s (its checkpoints hold the weights)", self.task.name,
+                     self.run.final)
+            return
         state_dict = acc.get_state_dict(self.model)
         if acc.is_main_process:
             final, tmp = self.run.final, self.run.final_tmp
