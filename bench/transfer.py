@@ -72,7 +72,7 @@ def zero_shot_metrics(cfg, data, split: str) -> dict:
     """The pretrained encoder as is (no training step)."""
     from accelerate import Accelerator
 
-    from translrec_dist.models.bi_encoder import build_bi_encoder
+    from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
 
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     model = build_bi_encoder(cfg, tokenizer).eval()

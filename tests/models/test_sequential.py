@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from translrec_dist.config.schema import SequenceConfig
-from translrec_dist.models.sequential import SequenceModel
+from translrec_dist.models.sequential.model import SequenceModel
 
 P = -1
 

@@ -12,7 +12,7 @@ from transformers import AutoModel
 
 from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.data.tokenize import train_wordpiece
-from translrec_dist.models.bi_encoder import build_bi_encoder
+from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
 from translrec_dist.program import write_export
 from translrec_dist.run_dir import RunDir
 from translrec_dist.training.optim import build_optimizer
@@ -114,7 +114,7 @@ def test_mlm_export_starts_a_retrieval_fine_tune_and_init_from_reloads_it(tmp_pa
 
 
 def test_layer_wise_lr_decay_reaches_inside_the_mlm_model(tiny_cfg, tok):
-    from translrec_dist.models.mlm import build_mlm_model
+    from translrec_dist.models.mlm.masked_lm import build_mlm_model
 
     cfg = tiny_cfg("task=mlm", "train.layer_lr_decay=0.5", "train.lr=1.0")
     model = build_mlm_model(cfg, tok)

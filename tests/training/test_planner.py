@@ -27,8 +27,8 @@ def test_parameter_counts_without_download():
 def test_tiny_count_matches_the_real_model(tiny_cfg):
     from transformers import BertConfig
 
-    from translrec_dist.models.cross_encoder import CrossEncoder
     from translrec_dist.models.encoders import build_encoder
+    from translrec_dist.models.pointwise.cross_encoder import CrossEncoder
 
     cfg = tiny_cfg()
     real = CrossEncoder(build_encoder(cfg))

@@ -73,8 +73,8 @@ def test_the_scoring_head_runs_in_fp32_under_bf16_autocast():
     """Only the encoder's matmuls go to bf16: the one-unit head (and so the logit the loss and AUC see) stays fp32."""
     from transformers import BertConfig, BertModel
 
-    from translrec_dist.models.cross_encoder import CrossEncoder
     from translrec_dist.models.encoders import pool
+    from translrec_dist.models.pointwise.cross_encoder import CrossEncoder
 
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -19,7 +19,7 @@ from translrec_dist.data.retrieval import catalog_texts
 from translrec_dist.data.stages import build_tokenizer, read_source
 from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import ConfigError
-from translrec_dist.models.mlm import MaskedLM, build_mlm_model
+from translrec_dist.models.mlm.masked_lm import MaskedLM, build_mlm_model
 from translrec_dist.models.transfer import save_encoder
 from translrec_dist.tasks.base import DataContext, Task, TaskData, only_for
 from translrec_dist.tasks.retrieval import needs_item_texts, tokenizer_corpus

@@ -28,8 +28,8 @@ from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import ConfigError, DataError
 from translrec_dist.evaluation.metrics import binary_metrics, evaluate, predict_scores, regression_metrics
 from translrec_dist.evaluation.predict_checks import refuse_empty_text
-from translrec_dist.models.cross_encoder import HEAD_FILE, CrossEncoder, build_model
 from translrec_dist.models.encoders import load_pretrained_encoder
+from translrec_dist.models.pointwise.cross_encoder import HEAD_FILE, CrossEncoder, build_model
 from translrec_dist.models.transfer import save_encoder
 from translrec_dist.tasks.base import DataContext, Task, TaskData, only_for
 

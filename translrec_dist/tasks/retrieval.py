@@ -28,8 +28,8 @@ from translrec_dist.data.retrieval import (
 from translrec_dist.data.stages import TextSplits, build_tokenizer, read_source
 from translrec_dist.errors import ConfigError
 from translrec_dist.evaluation.ranking import evaluate_on_data, evaluate_ranking
-from translrec_dist.models.bi_encoder import EXTRA_FILE, ITEM_ENCODER_DIR, BiEncoder, build_bi_encoder
 from translrec_dist.models.encoders import load_pretrained_encoder
+from translrec_dist.models.retrieval.bi_encoder import EXTRA_FILE, ITEM_ENCODER_DIR, BiEncoder, build_bi_encoder
 from translrec_dist.models.transfer import save_encoder
 from translrec_dist.tasks.base import DataContext, Task, TaskData
 

@@ -36,8 +36,8 @@ from translrec_dist.data.stages import read_source
 from translrec_dist.errors import ConfigError
 from translrec_dist.evaluation.ranking import all_metrics, target_ranks
 from translrec_dist.models.encoding import encode_texts, eval_mode, pooled_forward, put_in_order, rank_share
-from translrec_dist.models.item_tower import cached_text_vectors
-from translrec_dist.models.sequential import SequenceModel
+from translrec_dist.models.sequential.item_tower import cached_text_vectors
+from translrec_dist.models.sequential.model import SequenceModel
 from translrec_dist.tasks.base import DataContext, Task, TaskData
 from translrec_dist.tasks.sequential_scorer import CATALOG_FILE, SequentialScorer
 from translrec_dist.training.hooks import Hook
@@ -324,7 +324,7 @@ def build_sequential(cfg: RunConfig, data: SequenceData, text_vectors: torch.Ten
 def attach_trained_encoder(cfg: RunConfig, model: SequenceModel, texts: list[str]) -> None:
     """Regimes top_layers / full: the item encoder is part of the model (ZeRO shards it like any encoder)."""
     from translrec_dist.data.retrieval import tokenize_catalog
-    from translrec_dist.models.trainable_items import TextEncoderItems
+    from translrec_dist.models.sequential.trainable_items import TextEncoderItems
 
     s = cfg.model.sequence
     encoder, tokenizer = item_encoder(cfg, texts)

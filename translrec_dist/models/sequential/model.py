@@ -16,10 +16,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from translrec_dist.models.catalog_softmax import catalog_cross_entropy
-from translrec_dist.models.causal_blocks import CausalTransformer, FastDropout
 from translrec_dist.models.in_batch_softmax import in_batch_softmax, world
-from translrec_dist.models.item_tower import ItemTower
+from translrec_dist.models.sequential.catalog_softmax import catalog_cross_entropy
+from translrec_dist.models.sequential.causal_blocks import CausalTransformer, FastDropout
+from translrec_dist.models.sequential.item_tower import ItemTower
 
 if TYPE_CHECKING:
     from translrec_dist.config.schema import SequenceConfig

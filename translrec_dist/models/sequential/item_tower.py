@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from translrec_dist.models.causal_blocks import FastDropout
+from translrec_dist.models.sequential.causal_blocks import FastDropout
 
 if TYPE_CHECKING:
     from translrec_dist.config.schema import SequenceConfig
