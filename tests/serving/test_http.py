@@ -261,3 +261,28 @@ def test_real_server(real_server: str, moved_export: Path):
     r = httpx.post(real_server + "/recommend", content=b'{"history": ["' + b"x" * 300_000 + b'"]}',
                    headers={"content-type": "application/json"})
     assert r.status_code == 413
+
+
+def test_prometheus_metrics_count_requests_latencies_and_batches(server: Client):
+    before = server.get("/metrics").text
+    server.many([{"history": [f"song {i}"], "top_k": 2} for i in range(4)])
+    server.post("/recommend", json={"user": "nobody"})
+    text = server.get("/metrics").text
+
+    def value(line_start: str, page: str) -> float:
+        found = [float(x.split()[-1]) for x in page.splitlines() if x.startswith(line_start)]
+        return found[0] if found else 0.0
+
+    ok, missing = 'translrec_requests_total{path="/recommend",status="200"}', \
+        'translrec_requests_total{path="/recommend",status="404"}'
+    assert value(ok, text) - value(ok, before) == 4 and value(missing, text) - value(missing, before) == 1
+    count = 'translrec_request_seconds_count{path="/recommend"}'
+    assert value(count, text) - value(count, before) == 5
+    assert value("translrec_batch_size_count", text) - value("translrec_batch_size_count", before) >= 2
+    assert "# TYPE translrec_batch_size histogram" in text and 'le="+Inf"' in text
+
+
+def test_the_openapi_page_describes_typed_responses(server: Client):
+    schemas = server.get("/openapi.json").json()["components"]["schemas"]
+    assert {"RecommendResponse", "Item", "ExplainResponse", "Health"} <= set(schemas)
+    assert set(schemas["Item"]["properties"]) == {"item_id", "title", "score"}

@@ -3,6 +3,7 @@
 ``POST /recommend`` {"user": ID} or {"history": [texts, newest first]}, optional "top_k", "exclude_seen"
 ``POST /explain`` {"user": ID, "item": ID}
 ``GET /healthz`` task, items, backend and the micro-batching counters (no filesystem paths)
+``GET /metrics`` Prometheus text format: requests by endpoint and status, latency and micro-batch size histograms
 
 Concurrent /recommend requests that arrive within ``max_wait_ms`` of each other are answered by one user-vector
 pass and one index search (``Recommender.recommend_batch``), which is where a CPU or GPU spends its time.
@@ -18,6 +19,7 @@ a micro-batch, so a large request never holds the queue); each request's error i
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 from translrec_dist.errors import ConfigError, DataError
@@ -36,8 +38,8 @@ class MicroBatcher:
     """Collects calls for up to ``max_wait_ms`` (or ``max_batch`` calls) and runs ``fn(list)`` once, off the
     event loop; each caller gets its own element of the result (an exception element is raised to it)."""
 
-    def __init__(self, fn, max_batch: int = 64, max_wait_ms: float = 5.0):
-        self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000
+    def __init__(self, fn, max_batch: int = 64, max_wait_ms: float = 5.0, metrics: "Metrics | None" = None):
+        self.fn, self.max_batch, self.max_wait, self.metrics = fn, max_batch, max_wait_ms / 1000, metrics
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None
         self.batches = self.requests = self.largest = 0
@@ -70,6 +72,8 @@ class MicroBatcher:
                     break
             self.batches, self.requests = self.batches + 1, self.requests + len(batch)
             self.largest = max(self.largest, len(batch))
+            if self.metrics is not None:
+                self.metrics.observe("translrec_batch_size", len(batch))
             try:
                 results = await asyncio.to_thread(self.fn, [item for item, _ in batch])
             except Exception as e:  # noqa: BLE001 - fn answers per item; this is its own failure
@@ -78,6 +82,45 @@ class MicroBatcher:
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+
+class Metrics:
+    """Counters and histograms in the Prometheus text format (a few lines: no client library to install).
+    Requests are counted by endpoint and status; latencies in seconds; micro-batch sizes in requests."""
+
+    LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+    def __init__(self):
+        self.requests: dict[tuple[str, int], int] = {}
+        self.histograms = {"translrec_request_seconds": (self.LATENCY, {}),
+                           "translrec_batch_size": (self.BATCH, {})}
+
+    def observe(self, name: str, value: float, label: str = "") -> None:
+        bounds, series = self.histograms[name]
+        counts, total = series.setdefault(label, ([0] * (len(bounds) + 1), [0.0]))
+        counts[next((i for i, b in enumerate(bounds) if value <= b), len(bounds))] += 1
+        total[0] += value
+
+    def request(self, path: str, status: int, seconds: float) -> None:
+        self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+        self.observe("translrec_request_seconds", seconds, path)
+
+    def text(self) -> str:
+        lines = ["# TYPE translrec_requests_total counter"]
+        lines += [f'translrec_requests_total{{path="{p}",status="{s}"}} {n}'
+                  for (p, s), n in sorted(self.requests.items())]
+        for name, (bounds, series) in self.histograms.items():
+            lines.append(f"# TYPE {name} histogram")
+            for label, (counts, total) in sorted(series.items()):
+                tag = f'path="{label}",' if label else ""
+                running = 0
+                for bound, count in zip([*bounds, "+Inf"], counts, strict=True):
+                    running += count
+                    lines.append(f'{name}_bucket{{{tag}le="{bound}"}} {running}')
+                lines.append(f"{name}_sum{{{tag[:-1]}}} {total[0]}" if tag else f"{name}_sum {total[0]}")
+                lines.append(f"{name}_count{{{tag[:-1]}}} {running}" if tag else f"{name}_count {running}")
+        return "\n".join(lines) + "\n"
 
 
 class BodyLimit:
@@ -135,7 +178,7 @@ def build_app(rec, max_batch: int = 64, max_wait_ms: float = 5.0, limits: Limits
 
     from fastapi import FastAPI, HTTPException
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse
     from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     # pydantic refuses a lone surrogate ("\ud800": valid JSON, no text a tokenizer reads) as a 422 itself
@@ -159,9 +202,49 @@ def build_app(rec, max_batch: int = 64, max_wait_ms: float = 5.0, limits: Limits
         user: Text
         item: Text
 
+    class Item(BaseModel):
+        item_id: str
+        title: str
+        score: float = Field(description="inner product of the user and item vectors (higher: better)")
+
+    class RecommendResponse(BaseModel):
+        items: list[Item] = Field(description="best first")
+
+    class Contribution(BaseModel):
+        item_id: str
+        title: str
+        position: int = Field(description="0: the newest history item")
+        score_without: float | None = Field(description="the item's score without this history item (None: it "
+                                                        "was the only one)")
+        drop: float | None = Field(description="score - score_without: how much this history item supports it")
+
+    class ExplainResponse(BaseModel):
+        user: str
+        item: str
+        score: float
+        history: list[Contribution] = Field(description="largest drop first")
+
+    class Health(BaseModel):
+        status: str
+        task: str
+        items: int
+        backend: str
+        batches: int = Field(description="micro-batches run since start")
+        requests: int = Field(description="/recommend requests answered in them")
+        largest_batch: int
+
     rec.ensure_index()
-    batcher = MicroBatcher(rec.recommend_batch, max_batch, max_wait_ms)
+    metrics = Metrics()
+    batcher = MicroBatcher(rec.recommend_batch, max_batch, max_wait_ms, metrics)
     app = FastAPI(title="translrec", description=f"task={rec.cfg.task} recommender")
+
+    @app.middleware("http")
+    async def count(request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        if request.url.path in ("/recommend", "/explain", "/healthz"):  # not one series per unknown path
+            metrics.request(request.url.path, response.status_code, time.perf_counter() - started)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
@@ -173,7 +256,7 @@ def build_app(rec, max_batch: int = 64, max_wait_ms: float = 5.0, limits: Limits
         log.error("request failed: %s: %s", type(e).__name__, e)
         return HTTPException(status_code=500, detail=f"internal error ({type(e).__name__}); see the server log")
 
-    @app.post("/recommend")
+    @app.post("/recommend", response_model=RecommendResponse)
     async def recommend(request: RecommendRequest) -> dict:
         try:
             items = await batcher.submit(request.model_dump())
@@ -181,14 +264,18 @@ def build_app(rec, max_batch: int = 64, max_wait_ms: float = 5.0, limits: Limits
             raise answer(e) from None
         return {"items": items}
 
-    @app.post("/explain")
+    @app.post("/explain", response_model=ExplainResponse)
     async def explain(request: ExplainRequest) -> dict:
         try:
             return await asyncio.to_thread(rec.explain, request.user, request.item)
         except Exception as e:  # noqa: BLE001 - this request's own failure
             raise answer(e) from None
 
-    @app.get("/healthz")
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> str:
+        return metrics.text()
+
+    @app.get("/healthz", response_model=Health)
     async def healthz() -> dict:
         return {"status": "ok", "task": rec.cfg.task, "items": len(rec.item_ids),
                 "backend": rec.search_index.backend, "batches": batcher.batches, "requests": batcher.requests,
