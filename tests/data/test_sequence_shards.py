@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import FAST, TINY
-from tests.training.test_sequential_task import SEQUENTIAL
+from tests.tasks.test_sequential_task import SEQUENTIAL
 from translrec_dist.cli import main
 from translrec_dist.data.loader import train_loader
 from translrec_dist.data.prepare import prepare
