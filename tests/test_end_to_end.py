@@ -17,6 +17,8 @@ from translrec_dist.data.stages import load_text_splits
 from translrec_dist.evaluation.metrics import binary_metrics
 from translrec_dist.run_dir import RunDir
 
+pytestmark = pytest.mark.slow  # every test trains or runs the CLI in subprocesses
+
 read_metrics = metric_rows
 
 @pytest.fixture(scope="module")

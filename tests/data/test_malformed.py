@@ -222,6 +222,7 @@ def test_repeated_interactions_never_put_a_test_target_in_its_own_history(tmp_pa
         assert target not in history.split(cfg.data.history_separator)
 
 
+@pytest.mark.slow
 def test_through_the_command_line_exit_2_no_traceback_nothing_written(tmp_path):
     """prepare with a swallowing quote, train with all-equal labels: exit 2 before anything is written."""
     src = tmp_path / "src"

@@ -90,6 +90,7 @@ def test_pretokenize_false_needs_streaming():
         load_config(TINY, ["data.pretokenize=false"])
 
 
+@pytest.mark.slow
 def test_train_end_to_end_from_raw_text(tmp_path):
     from tests.conftest import FAST
 

@@ -67,6 +67,7 @@ def test_planner_reads_an_architecture_outside_its_table(tmp_path):
     assert 180e6 < size.params < 190e6  # DeBERTa-v3-base: 184M with its 128k vocabulary
 
 
+@pytest.mark.slow
 def test_planner_reads_the_hf_cache_offline(tmp_path):
     snapshot = tmp_path / "hub" / "models--microsoft--deberta-v3-base" / "snapshots" / ("0" * 40)
     deberta_dir(snapshot)
@@ -97,6 +98,7 @@ def test_planner_accounts_for_gradient_checkpointing():
     assert plan(ckpt, 1, 1, 24e9)[2].distributed == "ddp"
 
 
+@pytest.mark.slow
 def test_config_dry_run_prints_world_batch_and_deepspeed(tmp_path):
     import yaml
 

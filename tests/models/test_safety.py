@@ -49,6 +49,7 @@ def assert_refused(message: str, evil: dict) -> None:
     assert not evil["marker"].exists()
 
 
+@pytest.mark.slow
 def test_predict_refuses_an_export_that_ships_code_and_the_payload_is_real(evil):
     env = {"HF_MODULES_CACHE": str(evil["root"] / "modules")}
     proc = run_cli(["predict", "--model", str(evil["ctr"]), "--input", str(evil["rows"])], env=env, check=False)
@@ -121,6 +122,7 @@ class Payload:
         return (Path.write_text, (self.marker, "pwned"))
 
 
+@pytest.mark.slow
 def test_zero_export_loads_weights_only_and_equals_deepspeeds_own_merge(zero_runs, tmp_path):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from safetensors.torch import load_file

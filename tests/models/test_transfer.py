@@ -84,6 +84,7 @@ def test_lora_trains_adapters_only_and_exports_a_merged_plain_encoder(tiny_cfg, 
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mlm_export_starts_a_retrieval_fine_tune_and_init_from_reloads_it(tmp_path: Path):
     mlm = tmp_path / "mlm"
     run_cli(["train", str(TINY), *FAST, "task=mlm", "train.epochs=3", "eval.splits=[valid]", f"output_dir={mlm}"])

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import FAST, TINY, run_cli
+from tests.conftest import run_cli
+from tests.tiny_exports import write_export
 from translrec_dist.errors import DataError
 from translrec_dist.program import load_recommender
 
@@ -20,11 +21,11 @@ RETRIEVAL = ["task=retrieval", "model.pooling=mean", "model.temperature=0.2"]
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("serve") / "run"
-    run_cli(["train", str(TINY), *FAST, *RETRIEVAL, "train.epochs=2", f"output_dir={out}"])
-    return out / "final"
+    """A tiny retrieval export (random weights, written in-process: what is tested is serving, not training)."""
+    return write_export(tmp_path_factory.mktemp("serve") / "final", *RETRIEVAL)
 
 
+@pytest.mark.slow
 def test_index_and_recommend_cli(export: Path, tmp_path: Path):
     new = tmp_path / "new_items.csv"
     pd.DataFrame({"item_id": ["new1"], "title": ["Galaxy Robot Starship"], "category": ["scifi"],
@@ -47,6 +48,7 @@ def test_index_and_recommend_cli(export: Path, tmp_path: Path):
     assert len(by_history) == 3
 
 
+@pytest.mark.slow
 def test_bad_input_gives_one_clear_message(export: Path, tmp_path: Path):
     rec = load_recommender(export, device="cpu", index=False)
     with pytest.raises(DataError, match="unknown user"):

@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import FAST, TINY, accelerate_launch, run_cli
 from translrec_dist.run_dir import RunDir
 
+pytestmark = pytest.mark.slow  # trains through the CLI (serving: tests/serving/test_http.py)
+
 RETRIEVAL = ["task=retrieval", "model.pooling=mean", "model.temperature=0.2"]
 
 

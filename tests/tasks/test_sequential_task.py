@@ -24,6 +24,7 @@ def sequential_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # trains through the CLI (serving: tests/serving/test_http.py)
 def test_sequential_trains_exports_and_reports_cold_and_warm(sequential_run: Path):
     result = json.loads(RunDir(sequential_run).eval.read_text())
     assert result["num_items"] == 60 and result["num_examples"] == 80 and result["num_cold"] > 0
@@ -34,6 +35,7 @@ def test_sequential_trains_exports_and_reports_cold_and_warm(sequential_run: Pat
     assert any("tokens_per_s" in m for m in metrics)  # target positions per second
 
 
+@pytest.mark.slow  # trains through the CLI (serving: tests/serving/test_http.py)
 def test_export_reloads_and_recommends_explains_and_indexes_new_items(sequential_run: Path, tmp_path: Path):
     from translrec_dist.program import load_recommender
     from translrec_dist.tasks.sequential_scorer import SequentialScorer

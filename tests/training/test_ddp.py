@@ -8,6 +8,8 @@ from tests.conftest import FAST, TINY, accelerate_launch, run_cli
 from tests.run_files import losses
 from translrec_dist.run_dir import RunDir
 
+pytestmark = pytest.mark.slow  # two processes
+
 # Dropout off: with it, each rank draws its own masks and the curves differ by design.
 NO_DROPOUT = ["model.tiny.hidden_dropout_prob=0", "model.tiny.attention_probs_dropout_prob=0",
               "model.head_dropout=0", "train.max_steps=10", "train.log_every=1"]

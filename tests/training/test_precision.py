@@ -32,6 +32,7 @@ def train(out, *overrides):
     return train_tiny(out, "train.max_steps=12", "train.log_every=1", *overrides)
 
 
+@pytest.mark.slow
 def test_bf16_run_exports_fp32_predicts_and_resumes_exactly(tmp_path):
     native = cpu_bf16_support() is not None  # this project's machines have avx512_bf16
     full = train(tmp_path / "full", "train.precision=bf16")
