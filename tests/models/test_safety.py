@@ -145,6 +145,7 @@ def test_zero_export_loads_weights_only_and_equals_deepspeeds_own_merge(zero_run
         torch.testing.assert_close(offline[key], online[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # the zero_runs fixture trains DeepSpeed ZeRO-2 (about 2 minutes under load)
 @pytest.mark.parametrize("shard", ["model_states", "optim_states"])
 def test_a_pickle_payload_in_a_zero_shard_never_runs(zero_runs, shard, tmp_path):
     run = tmp_path / "run"
