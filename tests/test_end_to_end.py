@@ -112,8 +112,8 @@ def test_output_dir_of_an_earlier_run_is_never_started_over_silently(tmp_path):
     (out / "final" / "stale.txt").write_text("old export")
     (out / "example_ids").mkdir()
     (out / "example_ids" / "rank0.txt").write_text("1\n2\n")
-    for name in ("eval.json", "memory.json"):
-        (out / name).write_text('{"stale": true}')
+    for path in (RunDir(out).eval, RunDir(out).memory):
+        path.write_text('{"stale": true}')
     (out / "notes.txt").write_text("mine")
     # resume_from=auto (what the SLURM scripts pass) finds nothing to resume: a fresh start without the stale
     # results, and the checkpoints directory is left alone.

@@ -18,6 +18,7 @@ from translrec_dist.data.tokenize import load_tokenizer, train_wordpiece
 from translrec_dist.models.pointwise.cross_encoder import build_model
 from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
 from translrec_dist.program import predict_file, read_export, write_export
+from translrec_dist.run_dir import RunDir
 
 MINILM = ["model.tiny=null", f"model.name_or_path={get_model_path()}", "data.max_length=64"]
 HISTORIES = ["The Matrix ; Alien ; Blade Runner", "Toy Story", "Heat ; Casino ; Goodfellas ; The Godfather Part II",
@@ -30,8 +31,9 @@ def minilm_cfg(tmp_path: Path, *overrides: str):
 
 
 def write_eval(cfg, metrics: dict) -> None:
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.output_dir) / "eval.json").write_text(json.dumps(metrics))
+    run = RunDir(cfg.output_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.eval.write_text(json.dumps(metrics))
 
 
 def test_retrieval_export_is_a_sentence_transformers_model(tmp_path):

@@ -24,7 +24,7 @@ LONG = 5000  # runs that must not finish before the fault is injected
 
 
 def wait_for_step(out: Path, step: int, log: Path, timeout: float = 180) -> None:
-    metrics = out / "metrics.jsonl"
+    metrics = RunDir(out).metrics
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if metrics.exists():
