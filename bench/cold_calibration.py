@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.run_dir import RunDir
 from translrec_dist.tasks.sequential import SequentialTask, evaluate_sequences, read_sequence_data
 

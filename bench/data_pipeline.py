@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from translrec_dist.config import load_config  # noqa: E402
+from translrec_dist.config.loader import load_config  # noqa: E402
 
 
 def make_config(source: str, work: Path, extra: list[str]):
@@ -49,8 +49,8 @@ def timed(fn) -> float:
 
 
 def tokenization(cfg, work: Path, repeat: int, rows: int) -> list[tuple]:
-    from translrec_dist.data import build_tokenizer, load_text_splits
     from translrec_dist.data.prepare import write_shards
+    from translrec_dist.data.stages import build_tokenizer, load_text_splits
     from translrec_dist.data.tokenize import tokenize_frame
 
     texts = load_text_splits(cfg)
@@ -87,9 +87,9 @@ def tokenization(cfg, work: Path, repeat: int, rows: int) -> list[tuple]:
 
 def _read_rank(args) -> tuple[int, int, float]:
     cfg, rank, world = args
-    from translrec_dist.data import load_prepared_splits
     from translrec_dist.data.collate import PadCollator
     from translrec_dist.data.loader import train_loader
+    from translrec_dist.data.prepared import load_prepared_splits
 
     train = load_prepared_splits(cfg, is_main=True).splits["train"]
     start, n, tokens = time.perf_counter(), 0, 0
@@ -116,10 +116,10 @@ def data_wait(cfg, steps: int) -> tuple[float, float, float]:
     """Train the tiny model on streamed batches in this process; time spent in next(loader) vs whole steps."""
     import torch
 
-    from translrec_dist.data import load_prepared_splits
     from translrec_dist.data.collate import PadCollator
     from translrec_dist.data.loader import train_loader
-    from translrec_dist.models.cross_encoder import build_model
+    from translrec_dist.data.prepared import load_prepared_splits
+    from translrec_dist.models.pointwise.cross_encoder import build_model
 
     prepared = load_prepared_splits(cfg, is_main=True)
     torch.manual_seed(0)

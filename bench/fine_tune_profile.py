@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.data.sequences import training_windows
 from translrec_dist.run_dir import RunDir
 from translrec_dist.tasks.sequential import build_sequential, item_text_vectors, read_sequence_data

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from translrec_dist.config import load_config  # noqa: E402
+from translrec_dist.config.loader import load_config  # noqa: E402
 from translrec_dist.run_dir import RunDir  # noqa: E402
 from translrec_dist.training.planner import estimate, model_size  # noqa: E402
 

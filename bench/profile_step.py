@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
+from translrec_dist.program import task_for
 from translrec_dist.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def main() -> None:
     cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", ["output_dir=/tmp/translrec-profile", "train.overwrite=true",
                                                            "train.max_steps=1000",
                                                           "train.progress_bar=false", *sys.argv[1:]])
-    trainer = Trainer(cfg).setup()
+    trainer = Trainer(cfg, task_for(cfg)).setup()
     trainer.model.train()
     batches = trainer.step_batches()
     phases: dict[str, list[float]] = {"data": [], "train_step": []}

@@ -121,8 +121,8 @@ def stage_prepare(ctx: dict) -> tuple[float, float]:
 
 
 def prepared(ctx: dict):
-    from translrec_dist.config import load_config
-    from translrec_dist.tasks import get_task
+    from translrec_dist.config.loader import load_config
+    from translrec_dist.tasks.registry import get_task
 
     cfg = load_config(REPO / "configs" / "tiny_cpu.yaml", ctx["overrides"])
     from translrec_dist.data.sequence_shards import load_prepared_windows
@@ -149,8 +149,8 @@ def stage_stream(ctx: dict) -> tuple[float, float]:
 
 
 def model_for(ctx: dict, loss: str, num_items: int):
-    from translrec_dist.config import SequenceConfig
-    from translrec_dist.models.sequential import SequenceModel
+    from translrec_dist.config.schema import SequenceConfig
+    from translrec_dist.models.sequential.model import SequenceModel
 
     cfg = SequenceConfig(item_repr="id", hidden=64, heads=2, inner=256, layers=2, loss=loss, num_negatives=256)
     return SequenceModel(cfg, num_items, 50)

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from translrec_dist.config import load_config
-from translrec_dist.data import read_source
+from translrec_dist.config.loader import load_config
 from translrec_dist.data.sequences import build_sequence_data
+from translrec_dist.data.stages import read_source
 from translrec_dist.evaluation.ranking import all_metrics, target_ranks
+from translrec_dist.program import task_for
 from translrec_dist.training.preemption import stop_signals_requested
 from translrec_dist.training.trainer import Trainer
 
@@ -78,7 +79,8 @@ def run_row(name: str, config: str, overrides: list[str], out: Path) -> dict:
         data = build_sequence_data(*read_source(cfg), cfg)
         return {**popularity_metrics(data), "seconds": round(time.perf_counter() - start, 1), "load": load}
     with stop_signals_requested():
-        trainer = Trainer(cfg).setup()  # reads the data, encodes (or loads cached) item vectors, builds the model
+        # reads the data, encodes (or loads cached) item vectors, builds the model
+        trainer = Trainer(cfg, task_for(cfg)).setup()
         setup_s = time.perf_counter() - start
         result = trainer.fit()
     if result.stopped:

@@ -87,9 +87,9 @@ def baseline_worker(out: Path, overrides: list[str], steps: int, warmup: int) ->
         TrainingArguments,
     )
 
-    from translrec_dist.config import load_config
-    from translrec_dist.data import load_text_splits
+    from translrec_dist.config.loader import load_config
     from translrec_dist.data.loader import epoch_permutation
+    from translrec_dist.data.stages import load_text_splits
 
     cfg = load_config(TINY, [f"output_dir={out}", *overrides])
     b, length = cfg.train.micro_batch_size, cfg.data.max_length

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from translrec_dist.config import load_config
-from translrec_dist.data import read_source
+from translrec_dist.config.loader import load_config
 from translrec_dist.data.retrieval import build_retrieval_data
+from translrec_dist.data.stages import read_source
 from translrec_dist.data.tokenize import load_tokenizer
 from translrec_dist.evaluation.ranking import all_metrics, evaluate_on_data, target_ranks
 from translrec_dist.run_dir import RunDir
@@ -72,7 +72,7 @@ def zero_shot_metrics(cfg, data, split: str) -> dict:
     """The pretrained encoder as is (no training step)."""
     from accelerate import Accelerator
 
-    from translrec_dist.models.bi_encoder import build_bi_encoder
+    from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
 
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     model = build_bi_encoder(cfg, tokenizer).eval()

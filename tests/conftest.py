@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from translrec_dist.config import load_config
-
 REPO = Path(__file__).resolve().parents[1]
 # Set by .ci/run: CI provides everything the tests need (SLURM, recbole, peft), so a skip there is a test that
 # silently stopped existing; it fails instead, with the skip's reason.
@@ -29,7 +27,10 @@ FAST = [
 @pytest.fixture
 def tiny_cfg(tmp_path):
     def make(*overrides: str):
-        return load_config(TINY, [*FAST, f"output_dir={tmp_path / 'run'}", *overrides])
+        """A config as a run sees it: loaded, then checked by its task (``program.load_run``)."""
+        from translrec_dist.program import load_run
+
+        return load_run(TINY, [*FAST, f"output_dir={tmp_path / 'run'}", *overrides])[0]
 
     return make
 

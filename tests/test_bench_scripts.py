@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_gpu_script_syntax_and_cpu_dry_run():
     subprocess.run(["bash", "-n", str(REPO / "bench" / "gpu.sh")], check=True)
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_throughput.py"), "--dry-run", "--strategies",
@@ -23,6 +24,7 @@ def test_gpu_script_syntax_and_cpu_dry_run():
     assert float(sequential[0].split()[6]) > 0, sequential  # the sequential cell really trained
 
 
+@pytest.mark.slow
 def test_retrieval_bench_compares_exact_and_approximate_index():
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "retrieval.py"), "--ann", "--items", "3000", "--dim",
                            "32", "--repeats", "1", "--hnsw-m", "16"], capture_output=True, text=True, cwd=REPO,

@@ -11,18 +11,15 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from tests.conftest import FAST, TINY, run_cli
-from translrec_dist.config import load_config
-from translrec_dist.data import load_text_splits
+from tests.run_files import metric_rows, train
+from translrec_dist.config.loader import load_config
+from translrec_dist.data.stages import load_text_splits
 from translrec_dist.evaluation.metrics import binary_metrics
+from translrec_dist.run_dir import RunDir
 
+pytestmark = pytest.mark.slow  # every test trains or runs the CLI in subprocesses
 
-def train(out, *overrides, check=True):
-    return run_cli(["train", str(TINY), *FAST, f"output_dir={out}", *overrides], check=check)
-
-
-def read_metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
+read_metrics = metric_rows
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -35,7 +32,7 @@ def test_run_writes_metrics_eval_and_final(trained):
     logs = [r for r in read_metrics(trained) if "loss" in r]
     assert logs and {"step", "epoch", "loss", "lr", "samples_per_s", "tokens_per_s"} <= set(logs[0])
     assert all(np.isfinite(r["loss"]) and r["samples_per_s"] > 0 for r in logs)
-    ev = json.loads((trained / "eval.json").read_text())
+    ev = json.loads(RunDir(trained).eval.read_text())
     assert {"auc", "logloss", "accuracy", "step", "num_examples"} <= set(ev) and ev["step"] == logs[-1]["step"]
     for f in ("config.json", "model.safetensors", "tokenizer.json", "head.safetensors", "translrec.yaml"):
         assert (trained / "final" / f).is_file(), f
@@ -58,14 +55,14 @@ def test_export_reloads_with_plain_transformers_and_scores_the_same(trained):
             cls = encoder(**enc).last_hidden_state[:, 0]
             scores.append(cls @ head["weight"].T + head["bias"])
     ours = binary_metrics(torch.cat(scores).squeeze(-1).numpy(), test.label.to_numpy())
-    ev = json.loads((trained / "eval.json").read_text())
+    ev = json.loads(RunDir(trained).eval.read_text())
     assert ours["auc"] == pytest.approx(ev["auc"], abs=1e-6)
     assert ours["logloss"] == pytest.approx(ev["logloss"], abs=1e-5)
 
 
 def test_evaluate_and_predict_commands(trained, tmp_path):
     ev = json.loads(run_cli(["evaluate", str(TINY), *FAST, f"output_dir={trained}"]).stdout)
-    assert ev["auc"] == pytest.approx(json.loads((trained / "eval.json").read_text())["auc"], abs=1e-6)
+    assert ev["auc"] == pytest.approx(json.loads(RunDir(trained).eval.read_text())["auc"], abs=1e-6)
     rows = tmp_path / "rows.csv"
     pd.DataFrame({"user_id": ["0", "1"], "item_id": ["3", "4"]}).to_csv(rows, index=False)
     out = run_cli(["predict", "--model", str(trained / "final"), "--input", str(rows)]).stdout.splitlines()
@@ -115,15 +112,15 @@ def test_output_dir_of_an_earlier_run_is_never_started_over_silently(tmp_path):
     (out / "final" / "stale.txt").write_text("old export")
     (out / "example_ids").mkdir()
     (out / "example_ids" / "rank0.txt").write_text("1\n2\n")
-    for name in ("eval.json", "memory.json"):
-        (out / name).write_text('{"stale": true}')
+    for path in (RunDir(out).eval, RunDir(out).memory):
+        path.write_text('{"stale": true}')
     (out / "notes.txt").write_text("mine")
     (out / ".translrec-run").write_text("{}")  # a run's directory (unmarked ones: tests/training/test_output_dir.py)
     # resume_from=auto (what the SLURM scripts pass) finds nothing to resume: a fresh start without the stale
     # results, and the checkpoints directory is left alone.
     run = train(out, "train.max_steps=2", "train.resume_from=auto")
     assert not (out / "final" / "stale.txt").exists() and (out / "final" / "model.safetensors").is_file()
-    assert "stale" not in json.loads((out / "eval.json").read_text())
+    assert "stale" not in json.loads(RunDir(out).eval.read_text())
     assert "stale" not in json.loads((out / "memory.json").read_text())
     assert not (out / "example_ids").exists()
     assert (out / "checkpoints" / "step_3.tmp").is_dir() and (out / "notes.txt").read_text() == "mine"
@@ -155,6 +152,6 @@ def test_tiny_config_clearly_beats_chance(tmp_path):
     """The README's main job, as shipped: AUC >= 0.75 on the test split, and stdout holds only the result JSON
     (``translrec train ... | jq``; DeepSpeed, imported by accelerate, once printed a warning there)."""
     proc = run_cli(["train", str(TINY), f"output_dir={tmp_path / 'tiny'}", "train.progress_bar=false"])
-    ev = json.loads((tmp_path / "tiny" / "eval.json").read_text())
+    ev = json.loads(RunDir(tmp_path / "tiny").eval.read_text())
     assert ev["auc"] >= 0.75, ev
     assert json.loads(proc.stdout)["auc"] == ev["auc"], proc.stdout[:500]

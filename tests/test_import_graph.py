@@ -2,7 +2,9 @@
 
 The graph is built from the source with ``ast``: every ``import``/``from ... import`` anywhere in a module is an
 edge, except under ``if TYPE_CHECKING:`` (never executed). Importing ``a.b.c`` also runs ``a/__init__`` and
-``a/b/__init__``, so those packages are edges too.
+``a/b/__init__``, so those packages are edges too, also from a module inside them: ``a.b.c`` importing
+``a.b.d`` depends on ``a/b/__init__``, so an ``__init__`` that imports ``a.b.c`` closes a circle. A package
+``__init__`` therefore imports nothing of its own package (the tree's are docstrings).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
             parts = dotted.split(".")
             for i in range(1, len(parts) + 1):  # the module and every package above it run
                 prefix = ".".join(parts[:i])
-                if prefix in names and prefix != name and not name.startswith(prefix + "."):
+                if prefix in names and prefix != name:
                     targets.add(prefix)
         graph[name] = targets
     return graph
@@ -109,5 +111,38 @@ def test_the_checker_sees_imports_inside_functions_and_skips_type_checking(tmp_p
     (pkg / "b.py").write_text("from . import a\ndef g():\n    pass\n")
     (pkg / "c.py").write_text("import translrec_dist.a\n")
     graph = import_graph(tmp_path)
-    assert graph[f"{PACKAGE}.a"] == {f"{PACKAGE}.b"}  # the function-level import counts, TYPE_CHECKING does not
+    # the function-level import counts (and, through it, the package above), TYPE_CHECKING does not
+    assert graph[f"{PACKAGE}.a"] == {f"{PACKAGE}.b", PACKAGE}
     assert find_cycle(graph) == [f"{PACKAGE}.a", f"{PACKAGE}.b", f"{PACKAGE}.a"]
+
+
+def test_the_checker_sees_a_package_init_in_a_circle_with_its_submodule(tmp_path):
+    """The loop the checker missed before: data/__init__ imports data.prepare, which imports a sibling."""
+    pkg = tmp_path / PACKAGE
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "__init__.py").write_text("from translrec_dist.data.prepare import prepare\n")
+    (pkg / "data" / "prepare.py").write_text("def prepare():\n    from translrec_dist.data.tables import t\n")
+    (pkg / "data" / "tables.py").write_text("t = 1\n")
+    graph = import_graph(tmp_path)
+    assert f"{PACKAGE}.data" in graph[f"{PACKAGE}.data.prepare"]  # the submodule -> parent-package edge
+    assert find_cycle(graph) == [f"{PACKAGE}.data", f"{PACKAGE}.data.prepare", f"{PACKAGE}.data"]
+    (pkg / "data" / "__init__.py").write_text('"""docstring only"""\n')
+    assert find_cycle(import_graph(tmp_path)) is None
+
+
+def test_light_commands_import_no_torch(tmp_path):
+    """``config-get`` and ``run-status`` run on every SLURM job start: they must not pay for torch."""
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY
+
+    script = ("import sys\nfrom translrec_dist.cli import main\nrc = main(sys.argv[1:])\n"
+              "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'accelerate') if m in sys.modules)\n"
+              "print('HEAVY', heavy, rc)\n")
+    for args in (["config-get", str(TINY), "output_dir"], ["run-status", str(tmp_path)]):
+        out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=REPO,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "HEAVY [] 0" in out.stdout, (args, out.stdout, out.stderr[-2000:])

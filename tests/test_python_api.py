@@ -70,7 +70,7 @@ def test_train_accepts_a_config_and_overrides(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake(cfg):
+    def fake(cfg, task):
         seen["cfg"] = cfg
         return RunResult(3, stopped=False, metrics={"auc": 0.5})
 

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import FAST, TINY
 from tests.tiny_exports import WORDS, write_export
 from translrec_dist import safe_io
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.errors import UserError
 from translrec_dist.run_dir import RunDir
 
@@ -54,7 +54,7 @@ def test_an_export_into_a_folder_with_a_planted_link_is_refused(tmp_path, victim
 
 
 def test_the_run_config_and_tokenizer_are_never_written_through_a_link(tmp_path, victim):
-    from translrec_dist.config import dump_config
+    from translrec_dist.config.loader import dump_config
     from translrec_dist.data.tokenize import save_tokenizer, train_wordpiece
 
     run = RunDir(tmp_path / "run")

@@ -22,8 +22,8 @@ _API = {
     "predict": "translrec_dist.api",
     "export": "translrec_dist.api",
     "TrainResult": "translrec_dist.api",
-    "Recommender": "translrec_dist.serving",
-    "RunConfig": "translrec_dist.config",
+    "Recommender": "translrec_dist.recommend",
+    "RunConfig": "translrec_dist.config.schema",
     "ConfigError": "translrec_dist.errors",
     "DataError": "translrec_dist.errors",
 }
@@ -32,9 +32,9 @@ __all__ = ["ConfigError", "DataError", "Recommender", "RunConfig", "TrainResult"
 
 if TYPE_CHECKING:
     from translrec_dist.api import TrainResult, evaluate, export, load_config, predict, train
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
     from translrec_dist.errors import ConfigError, DataError
-    from translrec_dist.serving import Recommender
+    from translrec_dist.recommend import Recommender
 
 
 def __getattr__(name: str) -> Any:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from translrec_dist.config import RunConfig
-from translrec_dist.config import load_config as _load_config
+from translrec_dist.config.loader import load_config as _load_config
+from translrec_dist.config.schema import RunConfig
 from translrec_dist.run_dir import RunDir
 
 Overrides = Mapping[str, Any] | list[str] | tuple
@@ -53,7 +53,7 @@ class TrainResult:
 def train(config: RunConfig | str | Path | None = None, overrides: Overrides = (), **more: Any) -> TrainResult:
     """Train a run in this process (``translrec train``); ``config``: a ``RunConfig`` or a YAML path. Overrides
     apply to a path, or to a ``RunConfig`` (re-validated from its values)."""
-    from translrec_dist.training.trainer import train as run_training
+    from translrec_dist.program import train as run_training
 
     if isinstance(config, RunConfig):
         if overrides or more:
@@ -70,8 +70,8 @@ def train(config: RunConfig | str | Path | None = None, overrides: Overrides = (
 def evaluate(model_dir: str | Path, split: str = "test", config: RunConfig | str | Path | None = None) -> dict:
     """Metrics of an export on a split of its data (``translrec evaluate``); ``config``: default the export's own
     (``translrec.yaml``), or another run config with the same task to evaluate on other data."""
-    from translrec_dist.evaluation.scoring import evaluate_export
     from translrec_dist.models.export import CONFIG_FILE
+    from translrec_dist.program import evaluate_export
 
     if not isinstance(config, RunConfig):
         config = _load_config(config if config is not None else Path(model_dir) / CONFIG_FILE)
@@ -83,7 +83,7 @@ def predict(model_dir: str | Path, rows, batch_size: int = 64):
     ctr or rating export: the rows with the prediction as a new column (``probability`` or ``rating``)."""
     import pandas as pd
 
-    from translrec_dist.models.export import read_export
+    from translrec_dist.program import read_export
 
     model, tokenizer, cfg, task = read_export(model_dir)
     rows = pd.DataFrame(rows).reset_index(drop=True)
@@ -94,7 +94,7 @@ def predict(model_dir: str | Path, rows, batch_size: int = 64):
 
 def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """``translrec export``: a checkpoint (DDP or ZeRO-1/2/3, ``RUN/checkpoints/step_N``) as an export."""
-    from translrec_dist.training.consolidate import export_checkpoint
+    from translrec_dist.program import export_checkpoint
 
     return export_checkpoint(checkpoint, out_dir)
 
@@ -102,7 +102,7 @@ def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
 def _as_mapping(overrides: Overrides) -> dict:
     if isinstance(overrides, Mapping):
         return dict(overrides)
-    from translrec_dist.config import parse_yaml
+    from translrec_dist.config.loader import parse_yaml
     from translrec_dist.errors import ConfigError
 
     out = {}

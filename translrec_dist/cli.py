@@ -22,27 +22,25 @@ TRUST_HELP = {"action": "store_true", "help": "allow Python code shipped with th
 
 
 def cmd_train(args) -> int:
-    from translrec_dist.config import load_config
+    from translrec_dist.program import load_run
     from translrec_dist.training.trainer import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg, task = load_run(args.config, args.overrides)
     with stdout_to_stderr():  # stdout is the result alone (DeepSpeed prints its op builds there)
-        result = train(cfg)
+        result = train(cfg, task)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result.summary()))
     return 0
 
 
 def cmd_prepare(args) -> int:
-    from translrec_dist.config import load_config
     from translrec_dist.data.prepare import prepare, read_manifest
-    from translrec_dist.tasks import get_task
+    from translrec_dist.program import load_run
     from translrec_dist.training.output_dir import prepare_in_run_dir
     from translrec_dist.training.preflight import preflight
 
-    cfg = load_config(args.config, args.overrides)
+    cfg, task = load_run(args.config, args.overrides)
     preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-    task = get_task(cfg.task)
     directory = prepare_in_run_dir(cfg, lambda: prepare(cfg, force=args.force, texts=lambda: task.prepare_texts(cfg),
                                                         key_inputs=task.prepare_inputs(cfg)))
     manifest = read_manifest(directory)
@@ -55,10 +53,9 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from translrec_dist.config import load_config
-    from translrec_dist.evaluation.scoring import evaluate_export
+    from translrec_dist.program import evaluate_export, load_run
 
-    cfg = load_config(args.config, args.overrides)
+    cfg, _ = load_run(args.config, args.overrides)
     model_dir = Path(args.model) if args.model else RunDir(cfg.output_dir).final
     metrics = evaluate_export(cfg, model_dir, args.split)
     print(json.dumps(metrics, indent=2))
@@ -66,15 +63,17 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from translrec_dist.evaluation.scoring import predict_file
+    from translrec_dist.program import predict_file
 
     predict_file(args.model, args.input, args.output, args.batch_size, args.trust_remote_code)
     return 0
 
 
 def cmd_config_get(args) -> int:
-    """Print one value of a validated config, e.g. ``output_dir`` for the sbatch scripts."""
-    from translrec_dist.config import load_config
+    """Print one value of a validated config, e.g. ``output_dir`` for the sbatch scripts. A job script calls
+    this on every start, so it stays light: the schema's checks only (no torch; the task's own checks run when
+    the job's command starts)."""
+    from translrec_dist.config.loader import load_config
 
     node = load_config(args.config, args.overrides).to_dict()
     for part in args.key.split("."):
@@ -106,7 +105,7 @@ def cmd_configs(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from translrec_dist.config import SyntheticConfig
+    from translrec_dist.config.schema import SyntheticConfig
     from translrec_dist.data.synthetic import generate_synthetic
 
     out = Path(args.out)
@@ -132,7 +131,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from translrec_dist.training.consolidate import export_checkpoint
+    from translrec_dist.program import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out, args.trust_remote_code)
     print(f"wrote {out} (load it with model.init_from={out}, translrec evaluate --model {out} or predict)")
@@ -152,15 +151,19 @@ def cmd_run_status(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from translrec_dist.config import load_config
+    from translrec_dist.program import load_run
     from translrec_dist.training.planner import format_plan, parse_bytes
 
-    cfg = load_config(args.config, args.overrides)
-    print(format_plan(cfg, args.gpus_per_node, args.nodes, parse_bytes(args.gpu_mem)))
-def cmd_index(args) -> int:
-    from translrec_dist.serving import Recommender, read_new_items
+    cfg, task = load_run(args.config, args.overrides)
+    print(format_plan(cfg, args.gpus_per_node, args.nodes, parse_bytes(args.gpu_mem), task))
+    return 0
 
-    rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
+
+def cmd_index(args) -> int:
+    from translrec_dist.program import load_recommender
+    from translrec_dist.serving.recommender import read_new_items
+
+    rec = load_recommender(args.model, index=False, trust_remote_code=args.trust_remote_code)
     rec.set_index_options(args.backend, args.histories)  # index.backend / index.histories overrides
     rec.build_index(read_new_items(args.items) if args.items else None)
     out = rec.save_index(Path(args.out) if args.out else None)
@@ -169,9 +172,9 @@ def cmd_index(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    from translrec_dist.serving import Recommender
+    from translrec_dist.program import load_recommender
 
-    rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
+    rec = load_recommender(args.model, index=False, trust_remote_code=args.trust_remote_code)
     rec.load_index(Path(args.index) if args.index else None)
     result = rec.recommend(user=args.user, history=args.history, top_k=args.top_k, exclude_seen=args.exclude_seen)
     print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -179,9 +182,9 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from translrec_dist.serving import Recommender
+    from translrec_dist.program import load_recommender
 
-    rec = Recommender.from_pretrained(args.model, index=False, trust_remote_code=args.trust_remote_code)
+    rec = load_recommender(args.model, trust_remote_code=args.trust_remote_code)
     print(json.dumps(rec.explain(args.user, args.item), indent=2, ensure_ascii=False))
     return 0
 
@@ -197,10 +200,10 @@ def positive_int(text: str) -> int:
 
 
 def cmd_config(args) -> int:
-    from translrec_dist.config import load_config
+    from translrec_dist.program import load_run
     from translrec_dist.training.dry_run import describe_run
 
-    print(describe_run(load_config(args.config, args.overrides), args.nproc, args.cpu))
+    print(describe_run(load_run(args.config, args.overrides)[0], args.nproc, args.cpu))
     return 0
 
 
@@ -213,9 +216,13 @@ def cmd_keys(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from translrec_dist.serving.http import serve
+    from translrec_dist.program import load_recommender
+    from translrec_dist.serving.http import Limits, serve
 
-    serve(args.model, args.index, args.host, args.port, args.max_batch, args.max_wait_ms)
+    rec = load_recommender(args.model, index=False, trust_remote_code=args.trust_remote_code)
+    rec.load_index(Path(args.index) if args.index else None)
+    serve(rec, args.host, args.port, args.max_batch, args.max_wait_ms,
+          Limits(args.max_body_bytes, args.max_item_chars, args.max_history))
     return 0
 
 
@@ -342,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="TCP port")
     sv.add_argument("--max-batch", type=int, default=64, help="most /recommend requests answered in one pass")
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
+    sv.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="larger bodies get 413")
+    sv.add_argument("--max-item-chars", type=positive_int, default=5000,
+                    help="longest history item, user or item id in characters (longer: 422)")
+    sv.add_argument("--max-history", type=positive_int, default=200, help="most history items per request (422)")
+    sv.add_argument(*TRUST_FLAG, **TRUST_HELP)
 
     x = command(sub, "export", "consolidate a checkpoint (DDP or ZeRO-1/2/3) into the final/ export format",
                 ["translrec export runs/tiny_cpu/checkpoints/step_200 runs/tiny_cpu/step200_export"], cmd_export)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from translrec_dist.config import DataConfig
-from translrec_dist.data.readers import read_source
+from translrec_dist.config.schema import DataConfig
+from translrec_dist.data.readers.source import read_source
 from translrec_dist.errors import DataError
 
 HEADER = "user_id,item_id,rating,timestamp\n"
@@ -113,6 +113,7 @@ def test_budget_counts_all_kinds_over_all_rows_read(tmp_path):
     assert src.report["bad_rows"] == {"bad_rating": 1, "item_without_metadata": 1} and len(src.interactions) == 8
 
 
+@pytest.mark.slow
 def test_prepare_command_stops_with_file_and_line(tmp_path):
     from tests.conftest import TINY, run_cli
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from translrec_dist.config import DataConfig
+from translrec_dist.config.schema import DataConfig
 from translrec_dist.data.examples import build_examples, chronological_order, render_item_texts, split_text_label
 from translrec_dist.errors import ConfigError
 
@@ -84,7 +84,7 @@ def test_a_missing_template_column_says_how_to_fix_it_in_training_and_for_new_it
     the message names the template, so the file can be given its columns."""
     import pandas as pd
 
-    from translrec_dist.config import DataConfig
+    from translrec_dist.config.schema import DataConfig
     from translrec_dist.data.examples import render_item_texts
     from translrec_dist.errors import ConfigError
 

@@ -17,8 +17,10 @@ import pytest
 
 from tests.conftest import FAST, TINY, run_cli
 from tests.tiny_exports import write_export
-from translrec_dist.config import DataConfig, load_config
+from translrec_dist.config.loader import load_config
+from translrec_dist.config.schema import DataConfig
 from translrec_dist.errors import UserError
+from translrec_dist.run_dir import RunDir
 
 HEADER = "user_id,item_id,rating,timestamp\n"
 ITEMS = "item_id,title\n" + "".join(f"i{j},Title number {j}\n" for j in range(10))
@@ -173,9 +175,9 @@ def exports(tmp_path_factory):
 
 def outcome(case: Case, src: Path, tmp_path: Path, exports: dict, caplog, capsys) -> tuple[int, str]:
     from translrec_dist.cli import main
-    from translrec_dist.data import load_text_splits, read_source
-    from translrec_dist.data.readers import read_source as read_files
+    from translrec_dist.data.readers.source import read_source as read_files
     from translrec_dist.data.retrieval import build_retrieval_data
+    from translrec_dist.data.stages import load_text_splits, read_source
 
     caplog.set_level("INFO")
     try:
@@ -217,7 +219,7 @@ def test_malformed_input(case: Case, tmp_path, exports, caplog, capsys):
 
 def test_swallowed_rows_are_read_again(tmp_path):
     """The unclosed quote costs one row, not the 68 it swallowed."""
-    from translrec_dist.data.readers import read_source
+    from translrec_dist.data.readers.source import read_source
 
     (tmp_path / "interactions.csv").write_text(replace_line(GOOD, 5, 'u0,"i3,4,1600000180\n'))
     (tmp_path / "items.csv").write_text(ITEMS)
@@ -227,7 +229,7 @@ def test_swallowed_rows_are_read_again(tmp_path):
 
 def test_repeated_interactions_never_put_a_test_target_in_its_own_history(tmp_path):
     """Every user re-rates their first item last: kept, each test target would be in its own history."""
-    from translrec_dist.data import load_text_splits
+    from translrec_dist.data.stages import load_text_splits
 
     repeats = "".join(f"u{u},i{u % 10},5,{1_700_000_000 + u}\n" for u in range(12))
     (tmp_path / "interactions.csv").write_text(GOOD + repeats)
@@ -243,6 +245,7 @@ def test_repeated_interactions_never_put_a_test_target_in_its_own_history(tmp_pa
         assert target not in history.split(cfg.data.history_separator)
 
 
+@pytest.mark.slow
 def test_through_the_command_line_exit_2_no_traceback_nothing_written(tmp_path):
     """prepare with a swallowing quote, train with all-equal labels: exit 2 before anything is written."""
     src = tmp_path / "src"
@@ -259,4 +262,4 @@ def test_through_the_command_line_exit_2_no_traceback_nothing_written(tmp_path):
                     f"output_dir={tmp_path / 'b'}"], check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "a click-through model cannot learn from one class" in proc.stderr
-    assert not (tmp_path / "b" / "metrics.jsonl").exists() and not (tmp_path / "b" / "checkpoints").exists()
+    assert not RunDir(tmp_path / "b").metrics.exists() and not (tmp_path / "b" / "checkpoints").exists()

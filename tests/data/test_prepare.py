@@ -9,10 +9,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from translrec_dist.cli import cmd_synth
-from translrec_dist.data import build_tokenizer, load_prepared_splits, load_text_splits
 from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.loader import train_loader, train_steps_per_epoch
 from translrec_dist.data.prepare import prepare, read_manifest
+from translrec_dist.data.prepared import load_prepared_splits
+from translrec_dist.data.stages import build_tokenizer, load_text_splits
 from translrec_dist.data.tokenize import batch_encoder
 
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from tests.conftest import TINY, run_cli
-from translrec_dist.config import load_config
-from translrec_dist.data import load_prepared_splits
+from translrec_dist.config.loader import load_config
 from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.prepare import read_manifest
+from translrec_dist.data.prepared import load_prepared_splits
 from translrec_dist.data.streaming import stream_loader
 from translrec_dist.errors import ConfigError
+from translrec_dist.run_dir import RunDir
 
 # max_length=24 truncates many synthetic examples, so the on-the-fly truncation is exercised too.
 COMMON = ["data.streaming=true", "data.num_shards=4", "data.shuffle_buffer=50", "data.max_length=24"]
@@ -89,13 +90,14 @@ def test_pretokenize_false_needs_streaming():
         load_config(TINY, ["data.pretokenize=false"])
 
 
+@pytest.mark.slow
 def test_train_end_to_end_from_raw_text(tmp_path):
     from tests.conftest import FAST
 
     out = tmp_path / "run"
     run_cli(["train", str(TINY), *FAST, f"output_dir={out}", f"data.cache_dir={tmp_path / 'cache'}",
              "data.streaming=true", "data.pretokenize=false", "data.num_workers=1", "data.num_shards=2"])
-    result = json.loads((out / "eval.json").read_text())
+    result = json.loads(RunDir(out).eval.read_text())
     (prepared,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     manifest = read_manifest(prepared)
     assert manifest["pretokenize"] is False

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from translrec_dist.config import DataConfig
+from translrec_dist.config.schema import DataConfig
 from translrec_dist.data.filtering import kcore
-from translrec_dist.data.readers import read_source
+from translrec_dist.data.readers.source import read_source
 
 
 def recbole_ml100k() -> Path:

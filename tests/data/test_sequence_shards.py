@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from tests.conftest import FAST, TINY
-from tests.training.test_sequential_task import SEQUENTIAL
+from tests.tasks.test_sequential_task import SEQUENTIAL
 from translrec_dist.cli import main
-from translrec_dist.data import read_source
 from translrec_dist.data.loader import train_loader
 from translrec_dist.data.prepare import prepare
 from translrec_dist.data.sequence_shards import load_prepared_windows
 from translrec_dist.data.sequences import build_sequence_data, training_windows
+from translrec_dist.data.stages import read_source
 from translrec_dist.errors import DataError
-from translrec_dist.tasks import get_task
+from translrec_dist.tasks.registry import get_task
 from translrec_dist.tasks.sequential import WindowCollator
 
 STREAMED = [*SEQUENTIAL, "data.streaming=true", "data.num_shards=4"]

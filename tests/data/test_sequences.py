@@ -32,7 +32,7 @@ def test_leave_one_out_sequences_keep_valid_and_test_items_out_of_training(tiny_
 
 def test_cold_items_leave_every_training_sequence_but_stay_evaluated(tiny_cfg):
     cfg = tiny_cfg("task=sequential", "data.synthetic.num_items=60", "data.cold_item_fraction=0.2")
-    from translrec_dist.data import read_source
+    from translrec_dist.data.stages import read_source
 
     data = build_sequence_data(*read_source(cfg), cfg)
     assert data.cold_items.sum() == 12 and data.num_items == 60
@@ -98,7 +98,7 @@ def write_inter_only(directory, users: int = 30, items: int = 20):
 def test_id_only_sequences_need_no_item_file(tiny_cfg, tmp_path):
     """model.sequence.item_repr=id reads no text, so a RecBole folder without NAME.item is enough; a model that
     reads item text still refuses it."""
-    from translrec_dist.data import read_source
+    from translrec_dist.data.stages import read_source
     from translrec_dist.errors import DataError
 
     path = write_inter_only(tmp_path / "ids")

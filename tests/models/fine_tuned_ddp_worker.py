@@ -14,11 +14,11 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from tests.models.test_layer_cache import PAD, catalog, tiny_bert
-from translrec_dist.config import SequenceConfig
+from translrec_dist.config.schema import SequenceConfig
 from translrec_dist.models.encoding import as_table
-from translrec_dist.models.layer_cache import compute_lower_states
-from translrec_dist.models.sequential import SequenceModel
-from translrec_dist.models.trainable_items import TextEncoderItems
+from translrec_dist.models.sequential.layer_cache import compute_lower_states
+from translrec_dist.models.sequential.model import SequenceModel
+from translrec_dist.models.sequential.trainable_items import TextEncoderItems
 from translrec_dist.training.distributed import shutdown_process_group
 
 P = -1

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 from transformers import AutoModel, BertConfig
 
-from translrec_dist.models.bi_encoder import BiEncoder
+from translrec_dist.models.retrieval.bi_encoder import BiEncoder
 from translrec_dist.training.distributed import shutdown_process_group
 
 PER_RANK = 4

@@ -11,8 +11,8 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
-from translrec_dist.config import SequenceConfig
-from translrec_dist.models.sequential import SequenceModel
+from translrec_dist.config.schema import SequenceConfig
+from translrec_dist.models.sequential.model import SequenceModel
 from translrec_dist.training.distributed import shutdown_process_group
 
 P = -1

@@ -12,9 +12,9 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 
 import translrec_dist.models.encoding as encoding
-from translrec_dist.config import load_config
-from translrec_dist.data import read_source
+from translrec_dist.config.loader import load_config
 from translrec_dist.data.sequences import build_sequence_data
+from translrec_dist.data.stages import read_source
 from translrec_dist.run_dir import RunDir
 from translrec_dist.tasks.base import DataContext
 from translrec_dist.tasks.sequential import item_text_vectors

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, accelerate_launch
-from translrec_dist.models.bi_encoder import in_batch_loss
+from translrec_dist.models.retrieval.bi_encoder import in_batch_loss
 
 
 def test_in_batch_loss_masks_duplicates_of_the_positive():
@@ -47,7 +47,7 @@ def test_gather_negatives_two_processes_equal_one_process_on_the_concatenated_ba
 def test_item_id_embeddings_add_to_known_items_and_leave_new_items_to_their_text():
     from transformers import AutoModel, BertConfig
 
-    from translrec_dist.models.bi_encoder import BiEncoder
+    from translrec_dist.models.retrieval.bi_encoder import BiEncoder
 
     torch.manual_seed(0)
     encoder = AutoModel.from_config(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1,

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from translrec_dist.models.catalog_softmax import catalog_cross_entropy
+from translrec_dist.models.sequential.catalog_softmax import catalog_cross_entropy
 
 
 def inputs(n=37, items=23, dim=8):

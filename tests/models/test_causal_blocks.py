@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from translrec_dist.models.causal_blocks import FastDropout
+from translrec_dist.models.sequential.causal_blocks import FastDropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])

@@ -9,10 +9,10 @@ import torch
 from transformers import DebertaV2Config
 
 from tests.conftest import FAST, TINY, run_cli
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.data.tokenize import train_wordpiece
 from translrec_dist.errors import ConfigError
-from translrec_dist.models.cross_encoder import build_model
+from translrec_dist.models.pointwise.cross_encoder import build_model
 from translrec_dist.training.planner import activation_bytes, model_size, plan
 
 TEXTS = ["space robot laser", "love story paris", "crime boss heist", "war soldier front"] * 4
@@ -67,6 +67,7 @@ def test_planner_reads_an_architecture_outside_its_table(tmp_path):
     assert 180e6 < size.params < 190e6  # DeBERTa-v3-base: 184M with its 128k vocabulary
 
 
+@pytest.mark.slow
 def test_planner_reads_the_hf_cache_offline(tmp_path):
     snapshot = tmp_path / "hub" / "models--microsoft--deberta-v3-base" / "snapshots" / ("0" * 40)
     deberta_dir(snapshot)
@@ -75,7 +76,7 @@ def test_planner_reads_the_hf_cache_offline(tmp_path):
     env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     proc = run_cli(["plan", str(TINY), "model.tiny=null", "model.name_or_path=microsoft/deberta-v3-base",
                     "data.max_length=128"], env=env)
-    assert "model microsoft/deberta-v3-base: 183.8M" in proc.stdout
+    assert "model microsoft/deberta-v3-base (task=ctr): 183.8M" in proc.stdout
     proc = run_cli(["plan", str(TINY), "model.tiny=null", "model.name_or_path=nobody/unknown-model"], env=env,
                    check=False)
     assert proc.returncode == 2 and "Hugging Face cache" in proc.stderr and "Traceback" not in proc.stderr
@@ -97,6 +98,7 @@ def test_planner_accounts_for_gradient_checkpointing():
     assert plan(ckpt, 1, 1, 24e9)[2].distributed == "ddp"
 
 
+@pytest.mark.slow
 def test_config_dry_run_prints_world_batch_and_deepspeed(tmp_path):
     import yaml
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from translrec_dist.models.cross_encoder import pool
+from translrec_dist.models.encoders import pool
 from translrec_dist.models.encoding import encode_tokenized, length_sorted_order, put_in_order, rank_share
 
 
@@ -96,7 +96,7 @@ def test_one_encoder_for_texts_and_the_trainable_item_tower_equals_a_plain_per_b
     from translrec_dist.data.retrieval import tokenize_catalog
     from translrec_dist.data.tokenize import train_wordpiece
     from translrec_dist.models.encoding import encode_texts, eval_mode, pooled_forward
-    from translrec_dist.models.trainable_items import TextEncoderItems
+    from translrec_dist.models.sequential.trainable_items import TextEncoderItems
 
     texts = catalog_texts()
     tokenizer = train_wordpiece(iter(texts), 60, 40)

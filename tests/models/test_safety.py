@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import FAST, TINY, run_cli
 from tests.tiny_exports import write_export
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.errors import ConfigError
 
 
@@ -49,6 +49,7 @@ def assert_refused(message: str, evil: dict) -> None:
     assert not evil["marker"].exists()
 
 
+@pytest.mark.slow
 def test_predict_refuses_an_export_that_ships_code_and_the_payload_is_real(evil):
     env = {"HF_MODULES_CACHE": str(evil["root"] / "modules")}
     proc = run_cli(["predict", "--model", str(evil["ctr"]), "--input", str(evil["rows"])], env=env, check=False)
@@ -64,15 +65,13 @@ def test_predict_refuses_an_export_that_ships_code_and_the_payload_is_real(evil)
 
 def test_evaluate_recommend_index_explain_and_init_from_refuse_it(evil, tmp_path, capsys):
     from translrec_dist.cli import main
-    from translrec_dist.evaluation.scoring import evaluate_export
-    from translrec_dist.models.cross_encoder import build_encoder
-    from translrec_dist.models.export import read_export
-    from translrec_dist.serving import Recommender
+    from translrec_dist.models.encoders import build_encoder
+    from translrec_dist.program import evaluate_export, load_recommender, read_export
 
     cfg = load_config(TINY, [*FAST, f"output_dir={tmp_path}"])
     attempts = [lambda: evaluate_export(cfg, evil["ctr"]),  # evaluate: the user's config says no
                 lambda: read_export(evil["ctr"]),
-                lambda: Recommender.from_pretrained(evil["bi"], device="cpu"),  # index, recommend, explain
+                lambda: load_recommender(evil["bi"], device="cpu"),  # index, recommend, explain
                 lambda: build_encoder(load_config(TINY, [*FAST, f"model.init_from={evil['ctr']}"]))]
     for attempt in attempts:
         with pytest.raises(ConfigError) as e:
@@ -86,7 +85,7 @@ def test_evaluate_recommend_index_explain_and_init_from_refuse_it(evil, tmp_path
 
 def test_export_ignores_trust_remote_code_in_the_checkpoints_run_config(evil, tmp_path):
     """A checkpoint's config.yaml asking for trust and pointing at code is refused without --trust-remote-code."""
-    from translrec_dist.training.consolidate import export_checkpoint
+    from translrec_dist.program import export_checkpoint
 
     run = tmp_path / "run"
     ckpt = run / "checkpoints" / "step_1"
@@ -123,11 +122,13 @@ class Payload:
         return (Path.write_text, (self.marker, "pwned"))
 
 
+@pytest.mark.slow
 def test_zero_export_loads_weights_only_and_equals_deepspeeds_own_merge(zero_runs, tmp_path):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from safetensors.torch import load_file
 
-    from translrec_dist.training.consolidate import consolidated_state_dict, export_checkpoint
+    from translrec_dist.program import export_checkpoint
+    from translrec_dist.training.consolidate import consolidated_state_dict
 
     stage = "zero2"
     ckpt = zero_runs / stage / "checkpoints" / "step_1"
@@ -144,6 +145,7 @@ def test_zero_export_loads_weights_only_and_equals_deepspeeds_own_merge(zero_run
         torch.testing.assert_close(offline[key], online[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # the zero_runs fixture trains DeepSpeed ZeRO-2 (about 2 minutes under load)
 @pytest.mark.parametrize("shard", ["model_states", "optim_states"])
 def test_a_pickle_payload_in_a_zero_shard_never_runs(zero_runs, shard, tmp_path):
     run = tmp_path / "run"
@@ -159,7 +161,7 @@ def test_a_pickle_payload_in_a_zero_shard_never_runs(zero_runs, shard, tmp_path)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         message = proc.stderr
     else:
-        from translrec_dist.training.consolidate import export_checkpoint
+        from translrec_dist.program import export_checkpoint
 
         with pytest.raises(ConfigError) as e:
             export_checkpoint(ckpt, tmp_path / "out")

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from translrec_dist.config import SequenceConfig
-from translrec_dist.models.sequential import SequenceModel
+from translrec_dist.config.schema import SequenceConfig
+from translrec_dist.models.sequential.model import SequenceModel
 
 P = -1
 
@@ -112,8 +112,8 @@ def test_two_processes_with_gathered_negatives_equal_one_process_on_the_concaten
 
 
 def test_top_layers_regime_trains_the_top_encoder_layer_and_refreshes_cached_vectors(tiny_cfg):
-    from translrec_dist.data import read_source
     from translrec_dist.data.sequences import build_sequence_data, training_windows
+    from translrec_dist.data.stages import read_source
     from translrec_dist.tasks.sequential import build_sequential, item_text_vectors
 
     cfg = tiny_cfg("task=sequential", "model.sequence.encoder=top_layers", "model.sequence.train_layers=1",

@@ -12,8 +12,9 @@ from transformers import AutoModel
 
 from tests.conftest import FAST, TINY, run_cli
 from translrec_dist.data.tokenize import train_wordpiece
-from translrec_dist.models.bi_encoder import build_bi_encoder
-from translrec_dist.models.export import write_export
+from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
+from translrec_dist.program import write_export
+from translrec_dist.run_dir import RunDir
 from translrec_dist.training.optim import build_optimizer
 
 TEXTS = ["galaxy robot alien", "pasta garlic chef", "ghost crypt curse", "yoga running gym"] * 20
@@ -83,22 +84,23 @@ def test_lora_trains_adapters_only_and_exports_a_merged_plain_encoder(tiny_cfg, 
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mlm_export_starts_a_retrieval_fine_tune_and_init_from_reloads_it(tmp_path: Path):
     mlm = tmp_path / "mlm"
     run_cli(["train", str(TINY), *FAST, "task=mlm", "train.epochs=3", "eval.splits=[valid]", f"output_dir={mlm}"])
-    metrics = [json.loads(line) for line in (mlm / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in RunDir(mlm).metrics.read_text().splitlines()]
     losses = [m["loss"] for m in metrics if "loss" in m]
     assert losses[-1] < losses[0]  # the masked-token loss goes down on item text
-    assert json.loads((mlm / "eval.json").read_text())["valid"]["perplexity"] > 1
+    assert json.loads(RunDir(mlm).eval.read_text())["valid"]["perplexity"] > 1
     plain = AutoModel.from_pretrained(str(mlm / "final"))  # a plain HF checkpoint
 
     ft = tmp_path / "ft"
     run_cli(["train", str(TINY), *FAST, "task=retrieval", "model.tiny=null", f"model.name_or_path={mlm / 'final'}",
              "model.pooling=mean", "train.max_steps=2", f"output_dir={ft}"])
-    assert "ndcg@10" in json.loads((ft / "eval.json").read_text())
+    assert "ndcg@10" in json.loads(RunDir(ft).eval.read_text())
 
     # the fine-tune starts from the adapted encoder, and init_from continues from the fine-tune's export
-    from translrec_dist.config import load_config
+    from translrec_dist.config.loader import load_config
     from translrec_dist.data.tokenize import load_tokenizer
 
     cfg = load_config(TINY, [*FAST, "task=retrieval", "model.tiny=null", f"model.name_or_path={mlm / 'final'}"])
@@ -113,7 +115,7 @@ def test_mlm_export_starts_a_retrieval_fine_tune_and_init_from_reloads_it(tmp_pa
 
 
 def test_layer_wise_lr_decay_reaches_inside_the_mlm_model(tiny_cfg, tok):
-    from translrec_dist.models.mlm import build_mlm_model
+    from translrec_dist.models.mlm.masked_lm import build_mlm_model
 
     cfg = tiny_cfg("task=mlm", "train.layer_lr_decay=0.5", "train.lr=1.0")
     model = build_mlm_model(cfg, tok)

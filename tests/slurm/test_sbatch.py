@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.slurm.slurm_harness import base_export_fixture, kill_worker, run_args, slurm_fixture, tail  # noqa: F401 (fixtures)
+from translrec_dist.run_dir import RunDir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 STEPS = 200  # enough that a signal sent at step ~10 lands mid-run
@@ -23,7 +24,7 @@ LONG = 5000  # runs that must not finish before the fault is injected
 
 
 def wait_for_step(out: Path, step: int, log: Path, timeout: float = 180) -> None:
-    metrics = out / "metrics.jsonl"
+    metrics = RunDir(out).metrics
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if metrics.exists():
@@ -35,7 +36,7 @@ def wait_for_step(out: Path, step: int, log: Path, timeout: float = 180) -> None
 
 
 def last_metrics_step(out: Path) -> int:
-    return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    return json.loads(RunDir(out).metrics.read_text().splitlines()[-1])["step"]
 
 
 def final_weights(out: Path) -> dict:
@@ -52,7 +53,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 def assert_done(info: dict, log: Path, steps: int, out: Path) -> None:
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{tail(log)}"
-    result = json.loads((out / "eval.json").read_text())
+    result = json.loads(RunDir(out).eval.read_text())
     assert result["step"] == steps and result["num_examples"] > 0 and 0 < result["auc"] <= 1
     assert last_metrics_step(out) == steps
     assert (out / "checkpoints" / f"step_{steps}" / "trainer_state.json").is_file()
@@ -93,7 +94,7 @@ def test_two_nodes_match_single_node(slurm, base_export, single_node_run, tmp_pa
     # each node expanded its own rank (expanded once in the batch shell, both would say 0 and hang)
     assert "node n1 is node rank 0 of 2" in text and "node n2 is node rank 1 of 2" in text
     assert_same_weights(out, single_node_run[0])
-    assert json.loads((out / "eval.json").read_text()) == json.loads((single_node_run[0] / "eval.json").read_text())
+    assert json.loads(RunDir(out).eval.read_text()) == json.loads(RunDir(single_node_run[0]).eval.read_text())
 
 
 def test_preemption_checkpoints_requeues_and_resumes_exactly(slurm, base_export, single_node_run, tmp_path):
@@ -125,7 +126,7 @@ def test_preemption_checkpoints_requeues_and_resumes_exactly(slurm, base_export,
     assert stopped and resumed, tail(log)
     assert 10 <= int(stopped.group(1)) == int(resumed.group(1)) == int(resumed.group(2)) < STEPS
     assert_same_weights(out, single_node_run[0])
-    assert json.loads((out / "eval.json").read_text()) == json.loads((single_node_run[0] / "eval.json").read_text())
+    assert json.loads(RunDir(out).eval.read_text()) == json.loads(RunDir(single_node_run[0]).eval.read_text())
 
 
 def test_killed_rank_fails_the_job_quickly(slurm, base_export, tmp_path):

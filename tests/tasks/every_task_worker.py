@@ -13,7 +13,7 @@ from accelerate.state import AcceleratorState
 
 from tests.conftest import FAST, TINY
 from tests.training.cli_hooks import sgd_optimizer
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.training import trainer
 from translrec_dist.training.distributed import shutdown_process_group
 from translrec_dist.training.optim import build_optimizer

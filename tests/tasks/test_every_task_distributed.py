@@ -18,11 +18,11 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, run_cli
+from tests.run_files import losses
 from tests.tasks.every_task_worker import TASKS
 from tests.training.test_zero_distributed import ENV, LOSS_TOL
-from translrec_dist.models.export import read_export
+from translrec_dist.program import export_checkpoint, read_export
 from translrec_dist.run_dir import RunDir
-from translrec_dist.training.consolidate import export_checkpoint
 
 pytestmark = pytest.mark.slow
 STRATEGIES = ("ddp", "zero2", "zero3")
@@ -41,11 +41,6 @@ def runs(tmp_path_factory) -> Path:
                                   stdout=f, stderr=subprocess.STDOUT, timeout=900)
         assert proc.returncode == 0, log.read_text()[-6000:]
     return root
-
-
-def losses(run: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in RunDir(run).metrics.read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -67,7 +62,7 @@ def export_weights(final: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sequential_under_zero3_ends_with_the_ddp_weights(runs):
-    from translrec_dist.config import load_config
+    from translrec_dist.config.loader import load_config
     from translrec_dist.tasks.sequential import item_encoder
 
     ddp = RunDir(runs / "ddp" / "sequential")
@@ -87,9 +82,9 @@ def test_sequential_under_zero3_ends_with_the_ddp_weights(runs):
 
 
 def test_sequential_under_zero3_evaluates_like_ddp_and_one_process_and_serves(runs):
-    from translrec_dist.data import read_source
     from translrec_dist.data.sequences import build_sequence_data
-    from translrec_dist.serving import Recommender
+    from translrec_dist.data.stages import read_source
+    from translrec_dist.program import load_recommender
     from translrec_dist.tasks.sequential import evaluate_sequences
 
     zero3, ddp = RunDir(runs / "zero3" / "sequential"), RunDir(runs / "ddp" / "sequential")
@@ -102,14 +97,14 @@ def test_sequential_under_zero3_evaluates_like_ddp_and_one_process_and_serves(ru
            for run in (zero3, ddp)]  # validation at step 2, between training steps
     assert [r["step"] for r in mid[0]] == [2] and mid[0][0] == pytest.approx(mid[1][0], abs=1e-9)
     # the sharded, gathered evaluation of the run equals one process ranking every user with the export
-    rec = Recommender.from_pretrained(zero3.final)
+    rec = load_recommender(zero3.final)
     data = build_sequence_data(*read_source(rec.cfg), rec.cfg)
-    alone = evaluate_sequences(rec.model, data, "valid", rec.cfg.data.max_history)
+    alone = evaluate_sequences(rec.scorer.model, data, "valid", rec.cfg.data.max_history)
     assert alone["num_examples"] == 81
     assert alone == pytest.approx({k: v for k, v in got["valid"].items() if k in alone}, abs=1e-6)
     proc = run_cli(["recommend", "--model", str(zero3.final), "--user", "0", "--top-k", "5"], env=ENV)
     served = [r["item_id"] for r in json.loads(proc.stdout)]
-    expected = [r["item_id"] for r in Recommender.from_pretrained(ddp.final).recommend(user="0", top_k=5)]
+    expected = [r["item_id"] for r in load_recommender(ddp.final).recommend(user="0", top_k=5)]
     assert len(served) == 5 and served == expected
 
 

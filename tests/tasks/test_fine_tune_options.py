@@ -74,8 +74,8 @@ def test_frozen_warm_up_keeps_the_encoder_learning_rate_at_zero_then_uses_encode
     cfg = tiny_cfg(*SEQ, "model.sequence.encoder=top_layers", "model.sequence.train_layers=1",
                    "model.sequence.encoder_lr=1e-4", "model.sequence.encoder_frozen_steps=3", "train.lr=1e-3",
                    "train.warmup_ratio=0", "train.schedule=constant")
-    from translrec_dist.data import read_source
     from translrec_dist.data.sequences import build_sequence_data
+    from translrec_dist.data.stages import read_source
     from translrec_dist.tasks.sequential import build_sequential
 
     data = build_sequence_data(*read_source(cfg), cfg)
@@ -93,8 +93,8 @@ def test_frozen_warm_up_keeps_the_encoder_learning_rate_at_zero_then_uses_encode
 
 
 def test_distilled_head_scores_items_without_an_id_vector_and_learns_the_warm_vectors():
-    from translrec_dist.config import SequenceConfig
-    from translrec_dist.models.sequential import SequenceModel
+    from translrec_dist.config.schema import SequenceConfig
+    from translrec_dist.models.sequential.model import SequenceModel
 
     torch.manual_seed(0)
     cfg = SequenceConfig(item_repr="text+id", hidden=8, heads=2, inner=16, layers=1, dropout=0.0,

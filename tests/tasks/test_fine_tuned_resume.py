@@ -15,7 +15,7 @@ import torch
 from tests.conftest import REPO, TINY, accelerate_launch
 from tests.data.test_streaming_ddp import ENV, weights
 from tests.tasks.fine_tuned_resume_worker import STOP, common
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.run_dir import RunDir
 from translrec_dist.tasks.sequential import catalog_of, item_encoder
 

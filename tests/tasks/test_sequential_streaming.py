@@ -18,7 +18,7 @@ from tests.conftest import REPO, TINY
 from tests.data.test_streaming_ddp import ENV, trace, weights
 from tests.tasks.sequential_stream_worker import STEPS_PER_EPOCH, STOP, common
 from translrec_dist.cli import main
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.run_dir import RunDir
 from translrec_dist.tasks.sequential import catalog_of
 

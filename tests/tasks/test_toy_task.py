@@ -1,7 +1,8 @@
 """A task defined and registered here, outside the package, trains end to end through ``translrec train``.
 
 The toy task predicts a number from a bag of token ids with its own data, model, loss, evaluator, export
-and trainer hook: none of the package's modules name it, so adding a task needs no edit to the trainer.
+and trainer hook: none of the package's modules name it, so adding a task needs no edit to the trainer. A new
+task implements the training role and only the roles it needs (``TrainOnlyToy``: no export adapter, no scorer).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.loader import eval_loader
 from translrec_dist.data.tokenize import train_wordpiece
 from translrec_dist.errors import ConfigError
-from translrec_dist.models.export import read_export
+from translrec_dist.program import read_export
 from translrec_dist.run_dir import RunDir
-from translrec_dist.tasks import DataContext, Task, TaskData, register_task, unregister_task
+from translrec_dist.tasks.base import DataContext, Task, TaskData
+from translrec_dist.tasks.registry import register_task, unregister_task
 from translrec_dist.training.hooks import Hook
 
 HOOK_RUNS: list[int] = []
@@ -52,7 +54,6 @@ class EveryTwoSteps(Hook):
 
 class ToyTask(Task):
     name = "toy_count"
-    export_kind = "toy"
 
     def validate(self, cfg) -> None:
         if cfg.data.max_length < 16:
@@ -92,7 +93,7 @@ class ToyTask(Task):
     def hooks(self, cfg, data):
         return [EveryTwoSteps()]
 
-    def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
+    def write_export(self, out_dir: Path, state_dict: dict, model, cfg, data=None) -> None:
         save_file({k: v.contiguous() for k, v in state_dict.items()}, str(out_dir / "toy.safetensors"))
         (out_dir / "config.json").write_text("{}")
 
@@ -135,3 +136,26 @@ def test_unknown_and_misconfigured_tasks_are_config_errors(toy_task, tmp_path, c
     assert main(["train", str(TINY), "task=toy_count", "data.max_length=8", f"output_dir={tmp_path / 'b'}"]) == 2
     err = capsys.readouterr().err
     assert "data.max_length" in err and not (tmp_path / "b" / "config.yaml").exists()
+
+
+class TrainOnlyToy(ToyTask):
+    """The training role alone: no export adapter (the base ``Task.write_export``), no scorer."""
+
+    name = "toy_train_only"
+    write_export = Task.write_export
+    read_export = Task.read_export
+
+
+def test_a_task_with_only_the_training_role_trains_and_evaluates(tmp_path, capsys):
+    register_task(TrainOnlyToy())
+    try:
+        out = tmp_path / "run"
+        assert main(["train", str(TINY), *FAST, "task=toy_train_only", "train.max_steps=4", "train.lr=0.05",
+                     "eval.splits=[test]", f"output_dir={out}"]) == 0
+        run = RunDir(out)
+        assert json.loads(run.eval.read_text())["step"] == 4 and run.complete_checkpoints()
+        assert not run.final.exists()  # nothing to export
+        assert main(["serve", "--model", str(out)]) == 2  # and nothing to serve: an error, not a traceback
+        capsys.readouterr()
+    finally:
+        unregister_task("toy_train_only")

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST, REPO, TINY, run_cli
+from tests.run_files import losses
 from tests.training.cli_hooks import PAUSE_MARKER
+from translrec_dist.run_dir import RunDir
 
 pytestmark = pytest.mark.slow
 STEPS = 8
@@ -27,7 +29,7 @@ ARGS = [str(TINY), *FAST, f"train.max_steps={STEPS}", "train.checkpoint_every=2"
 
 
 def logged_steps(out: Path) -> list[int]:
-    return [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    return list(losses(out))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_sigkill_during_a_save_resumes_from_the_previous_complete_checkpoint(kil
     assert re.search(rf"resumed from {re.escape(str(out))}/checkpoints/step_4 at step 4\n", log), log[-3000:]
     assert "skipping checkpoint" not in log
     assert logged_steps(out) == [*range(1, 7), 5, 6, 7, 8]  # the second run trained exactly steps 5-8
-    assert json.loads((out / "eval.json").read_text())["step"] == STEPS
+    assert json.loads(RunDir(out).eval.read_text())["step"] == STEPS
     assert (out / "checkpoints" / "step_6" / "trainer_state.json").is_file()  # the step was saved again
 
 
@@ -89,4 +91,4 @@ def test_a_truncated_newest_checkpoint_is_skipped_for_the_one_before(killed_in_s
                      rf"written", log), log[-3000:]
     assert re.search(rf"resumed from {re.escape(str(damaged))}/checkpoints/step_2 at step 2\n", log), log[-3000:]
     assert logged_steps(damaged) == [*range(1, 7), *range(3, 9)]  # the second run trained exactly steps 3-8
-    assert json.loads((damaged / "eval.json").read_text())["step"] == STEPS
+    assert json.loads(RunDir(damaged).eval.read_text())["step"] == STEPS

@@ -65,6 +65,7 @@ def test_checkpoints_from_before_the_file_list_are_used_unchecked(tmp_path):
     assert resolve_resume("auto", RunDir(tmp_path)) == old
 
 
+@pytest.mark.slow  # two processes
 def test_rank_0_decides_and_every_rank_gets_its_answer_or_its_error(tmp_path):
     good, broken = tmp_path / "good", tmp_path / "broken"
     fake_checkpoint(good, 2)

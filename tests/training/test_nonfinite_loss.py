@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import FAST, TINY, accelerate_launch, run_cli
+from translrec_dist.run_dir import RunDir
 
 
 @pytest.mark.slow
@@ -23,4 +24,4 @@ def test_nan_loss_stops_two_processes_and_keeps_last_good_checkpoint(tmp_path):
     assert proc.stderr.count("translrec: error: loss was NaN/inf") == 2, proc.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1"]
     assert (out / "checkpoints" / "step_1" / "trainer_state.json").is_file()
-    assert not (out / "final").exists() and not (out / "eval.json").exists()
+    assert not (out / "final").exists() and not RunDir(out).eval.exists()

@@ -7,7 +7,7 @@ from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
 from tests.conftest import TINY
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.training.planner import estimate, format_plan, model_size, parse_bytes, plan
 
 
@@ -27,7 +27,8 @@ def test_parameter_counts_without_download():
 def test_tiny_count_matches_the_real_model(tiny_cfg):
     from transformers import BertConfig
 
-    from translrec_dist.models.cross_encoder import CrossEncoder, build_encoder
+    from translrec_dist.models.encoders import build_encoder
+    from translrec_dist.models.pointwise.cross_encoder import CrossEncoder
 
     cfg = tiny_cfg()
     real = CrossEncoder(build_encoder(cfg))
@@ -75,3 +76,24 @@ def test_bad_planner_input(tiny_cfg):
     assert parse_bytes("40GiB") == 40 * 2**30
     with pytest.raises(ConfigError, match="not one of the built-in architectures"):
         model_size(bert("some-org/unknown-model"))
+
+
+def test_the_plan_sizes_each_task_s_own_model(tiny_cfg):
+    """Not a cross-encoder for every task: two towers count twice, a frozen sequential encoder not at all."""
+    from translrec_dist.program import task_for
+    from translrec_dist.tasks.sequential import SequentialTask
+
+    ctr = tiny_cfg()
+    encoder = model_size(ctr, task_for(ctr)).params - ctr.model.tiny.hidden_size - 1
+    two = tiny_cfg("task=retrieval", "model.share_towers=false")
+    assert model_size(two, task_for(two)).params == 2 * encoder
+    seq = tiny_cfg("task=sequential", "model.sequence.hidden=16", "model.sequence.inner=32")
+    frozen = model_size(seq, task_for(seq)).params
+    assert 0 < frozen < encoder
+    full = tiny_cfg("task=sequential", "model.sequence.hidden=16", "model.sequence.inner=32",
+                    "model.sequence.encoder=full")
+    assert model_size(full, task_for(full)).params == frozen + encoder
+    assert isinstance(task_for(seq), SequentialTask) and "task=sequential" in format_plan(
+        seq, 1, 1, parse_bytes("80GB"), task_for(seq))
+    mlm = tiny_cfg("task=mlm")
+    assert model_size(mlm, task_for(mlm)).params > encoder  # the LM head's transform and bias

@@ -7,7 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import FAST, TINY, run_cli
+from tests.conftest import run_cli
+from tests.run_files import losses
+from tests.run_files import train as train_tiny
 from translrec_dist.training import precision
 from translrec_dist.training.precision import cpu_bf16_support, resolve_precision
 
@@ -27,15 +29,10 @@ def test_precision_choice_per_device(monkeypatch):
 
 
 def train(out, *overrides):
-    return run_cli(["train", str(TINY), *FAST, f"output_dir={out}", "train.max_steps=12", "train.log_every=1",
-                    *overrides])
+    return train_tiny(out, "train.max_steps=12", "train.log_every=1", *overrides)
 
 
-def losses(out):
-    return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
-            if "loss" in r}
-
-
+@pytest.mark.slow
 def test_bf16_run_exports_fp32_predicts_and_resumes_exactly(tmp_path):
     native = cpu_bf16_support() is not None  # this project's machines have avx512_bf16
     full = train(tmp_path / "full", "train.precision=bf16")
@@ -77,7 +74,8 @@ def test_the_scoring_head_runs_in_fp32_under_bf16_autocast():
     """Only the encoder's matmuls go to bf16: the one-unit head (and so the logit the loss and AUC see) stays fp32."""
     from transformers import BertConfig, BertModel
 
-    from translrec_dist.models.cross_encoder import CrossEncoder, pool
+    from translrec_dist.models.encoders import pool
+    from translrec_dist.models.pointwise.cross_encoder import CrossEncoder
 
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import FAST, TINY, run_cli
-from translrec_dist.config import load_config
+from translrec_dist.config.loader import load_config
 from translrec_dist.run_dir import RunDir
 from translrec_dist.training.tracking import init_tracking
 
@@ -23,6 +25,7 @@ def scalars(event_dir: Path, tag: str) -> list[int]:
     return steps
 
 
+@pytest.mark.slow
 def test_resumed_run_logs_to_the_same_tensorboard_run(tmp_path):
     out = tmp_path / "run"
     common = [str(TINY), *FAST, f"output_dir={out}", "train.max_steps=6", "train.report_to=[tensorboard]",

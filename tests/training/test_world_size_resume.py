@@ -19,7 +19,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import FAST, REPO, TINY, run_cli
+from tests.run_files import losses
 from tests.training.test_zero_distributed import ENV
+from translrec_dist.run_dir import RunDir
 
 pytestmark = pytest.mark.slow
 COMMON = [*FAST, "train.max_steps=12", "model.tiny.hidden_dropout_prob=0", "model.tiny.attention_probs_dropout_prob=0",
@@ -54,20 +56,13 @@ def runs(tmp_path_factory) -> dict:
         if (strategy, before) == ("zero2", 1):  # the reference's own step_5, and its log up to there
             (out / "checkpoints").mkdir(parents=True)
             shutil.copytree(root / "ref" / "checkpoints" / f"step_{STOP}", out / "checkpoints" / f"step_{STOP}")
-            rows = (root / "ref" / "metrics.jsonl").read_text().splitlines()
-            (out / "metrics.jsonl").write_text("".join(r + "\n" for r in rows if json.loads(r)["step"] <= STOP))
+            rows = RunDir(root / "ref").metrics.read_text().splitlines()
+            RunDir(out).metrics.write_text("".join(r + "\n" for r in rows if json.loads(r)["step"] <= STOP))
         else:
             train(out, before, port, dist, f"train.stop_after_steps={STOP}")
         logs[name] = train(out, after, port + 1, dist, "train.resume_from=auto")
         port += 2
     return {"root": root, "logs": logs}
-
-
-def losses(run: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in rows if "loss" in r]
-    assert steps == sorted(set(steps)), f"duplicate or unordered steps in {run}: {steps}"
-    return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
 @pytest.mark.parametrize("name", [pytest.param(
@@ -100,7 +95,7 @@ def test_resume_on_another_number_of_processes_continues_the_run(runs, name):
 
 
 def test_streamed_run_on_another_number_of_processes_stops_and_says_what_would_be_lost(tmp_path):
-    from translrec_dist.config import load_config
+    from translrec_dist.config.loader import load_config
     from translrec_dist.errors import ConfigError
     from translrec_dist.training.resume import check_resume_compatible, trainer_state
 

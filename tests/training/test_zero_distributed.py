@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import FAST, REPO, TINY, run_cli
+from tests.run_files import losses
+from translrec_dist.run_dir import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +59,6 @@ def finish(procs: list[subprocess.Popen], logs: list[Path], timeout: int = 240) 
                 p.wait()
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log.read_text()[-5000:]
-
-
-def losses(run: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +99,8 @@ def test_zero2_and_zero3_follow_the_ddp_loss_curve(runs):
         assert sorted(zero) == sorted(ddp)
         worst = max(abs(zero[s] - ddp[s]) for s in ddp)
         assert worst < LOSS_TOL, f"{name}: max |loss - ddp loss| = {worst:.2e}"
-        ev_ddp = json.loads((runs["ddp"] / "eval.json").read_text())
-        ev = json.loads((runs[name] / "eval.json").read_text())
+        ev_ddp = json.loads(RunDir(runs["ddp"]).eval.read_text())
+        ev = json.loads(RunDir(runs[name]).eval.read_text())
         assert abs(ev["logloss"] - ev_ddp["logloss"]) < LOSS_TOL
 
 
@@ -126,11 +123,11 @@ def test_zero3_export_reloads_with_plain_transformers_and_scores_like_the_traine
     final = runs["zero3"] / "final"
     encoder = AutoModel.from_pretrained(str(final))
     assert sum(p.numel() for p in encoder.parameters()) > 10_000  # not the empty ZeRO-3 save
-    from translrec_dist.config import load_config
-    from translrec_dist.evaluation.scoring import evaluate_export
+    from translrec_dist.config.loader import load_config
+    from translrec_dist.program import evaluate_export
 
     reloaded = evaluate_export(load_config(runs["zero3"] / "config.yaml"), final, "test")
-    in_memory = json.loads((runs["zero3"] / "eval.json").read_text())
+    in_memory = json.loads(RunDir(runs["zero3"]).eval.read_text())
     for key in ("logloss", "auc", "accuracy"):
         assert reloaded[key] == pytest.approx(in_memory[key], abs=1e-5), key
     assert reloaded["num_examples"] == in_memory["num_examples"]
@@ -148,7 +145,7 @@ def test_offline_export_of_a_zero3_checkpoint_equals_the_online_export(runs, tmp
 
 
 def test_offline_export_of_a_ddp_checkpoint(runs, tmp_path):
-    from translrec_dist.training.consolidate import export_checkpoint
+    from translrec_dist.program import export_checkpoint
 
     export_checkpoint(runs["ddp"] / "checkpoints" / "step_12", tmp_path / "offline")
     online, offline = (load_file(str(d / "model.safetensors")) for d in (runs["ddp"] / "final", tmp_path / "offline"))
@@ -170,7 +167,7 @@ def test_zero3_resume_continues_exactly(runs):
     assert sorted(resumed) == sorted(once)
     # Same partitions, optimizer state, schedule, RNG and data position restored: identical up to fp32 noise.
     assert max(abs(once[s] - resumed[s]) for s in once) < 1e-5
-    a, b = (json.loads((runs[n] / "eval.json").read_text()) for n in ("zero3", "zero3_resumed"))
+    a, b = (json.loads(RunDir(runs[n]).eval.read_text()) for n in ("zero3", "zero3_resumed"))
     assert b["logloss"] == pytest.approx(a["logloss"], abs=1e-5)
 
 
@@ -179,7 +176,7 @@ def test_zero3_resume_shows_that_it_resumed(runs):
     log = (runs["zero3_resumed"].parent / "zero3_resumed.log").read_text()
     assert re.search(r"resumed from \S*step_5 at step 5\b", log), log[-3000:]
     assert "7 optimizer steps in this run (6-12)" in log
-    rows = [json.loads(line) for line in (runs["zero3_resumed"] / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in RunDir(runs["zero3_resumed"]).metrics.read_text().splitlines()]
     steps = [r["step"] for r in rows if "loss" in r]
     assert steps == sorted(set(steps)) == list(range(2, 13, 2))  # no duplicate; step 6's window spans the stop
     for name in ("model.safetensors", "head.safetensors"):

@@ -67,8 +67,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple | M
     ``overrides``: ``["train.lr=3e-5", ...]`` as on the command line (values parsed as YAML), or a mapping
     ``{"train.lr": 3e-5, "eval.ks": [10, 20]}`` whose values are taken as they are (the Python API).
 
-    Only the config itself is checked here; ``translrec_dist.training.preflight`` checks the files and the
-    environment it names before a run starts.
+    Only the config itself is checked here (pure: nothing of tasks, models or training is imported); the task's
+    own checks run where the program is assembled (``translrec_dist.program.load_run``), and
+    ``translrec_dist.training.preflight`` checks the files and the environment it names before a run starts.
     """
     raw: Any = {}
     where = str(path) if path else "<defaults>"
@@ -98,11 +99,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple | M
     from translrec_dist.models.pretrained import resolve_pretrained  # imports nothing of ours
 
     cfg.model.name_or_path = resolve_pretrained(cfg.model.name_or_path)
-    # The task's name and its own checks belong to the task (translrec_dist.tasks); the tasks import the config
-    # only for type hints, so this call-time import makes no cycle.
-    from translrec_dist.tasks import validate_task
-
-    validate_task(cfg)
     return cfg
 
 

@@ -18,7 +18,7 @@ from translrec_dist.data.integrity import drop_repeated_interactions
 from translrec_dist.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from translrec_dist.config import DataConfig
+    from translrec_dist.config.schema import DataConfig
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")

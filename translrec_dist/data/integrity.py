@@ -20,7 +20,7 @@ import pandas as pd
 from translrec_dist.errors import DataError
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 

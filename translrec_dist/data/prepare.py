@@ -44,8 +44,8 @@ from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
-    from translrec_dist.data import TextSplits
+    from translrec_dist.config.schema import RunConfig
+    from translrec_dist.data.stages import TextSplits
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1
@@ -66,7 +66,7 @@ def source_files(cfg: RunConfig) -> list[Path]:
     d = cfg.data
     if d.format == "synthetic":
         return []
-    from translrec_dist.data.readers import source_path
+    from translrec_dist.data.readers.source import source_path
 
     path = source_path(d)
     if path.is_dir():
@@ -158,7 +158,7 @@ def prepare(cfg: RunConfig, force: bool = False, texts: Callable[[], TextSplits]
 
 
 def build(cfg: RunConfig, out: Path, inputs: dict, make_texts: Callable[[], TextSplits] | None = None) -> dict:
-    from translrec_dist.data import build_tokenizer, load_text_splits
+    from translrec_dist.data.stages import build_tokenizer, load_text_splits
     from translrec_dist.data.tokenize import save_tokenizer, text_columns, tokenize_dataset
 
     d, timings = cfg.data, {}

@@ -24,7 +24,7 @@ from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import DataError
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 

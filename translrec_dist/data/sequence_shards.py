@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from translrec_dist.data import TextSplits, load_prepared_splits
+from translrec_dist.data.prepared import load_prepared_splits
 from translrec_dist.data.sequences import SequenceData, training_windows
+from translrec_dist.data.stages import TextSplits
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
     from translrec_dist.data.streaming import ShardedTrain
 
 EVAL_COLUMNS = ["example_id", "user_id", "history", "label", "cold"]

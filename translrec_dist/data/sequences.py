@@ -23,7 +23,7 @@ from translrec_dist.data.retrieval import catalog_texts
 from translrec_dist.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 PAD = -1  # padding in windows and histories (catalog positions are >= 0)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from translrec_dist.config import SyntheticConfig
+    from translrec_dist.config.schema import SyntheticConfig
 
 
 CATEGORIES = {

@@ -61,7 +61,7 @@ def read_interactions_dir(directory: str | Path, need_rating: bool) -> tuple[pd.
     """``interactions.*`` + ``items.*`` under the default bad-row budget (kept for callers of the core API)."""
     from types import SimpleNamespace
 
-    from translrec_dist.data.readers import read_source
+    from translrec_dist.data.readers.source import read_source
 
     # The fields read_source uses, with data.max_bad_fraction's default (config is above this layer).
     data = SimpleNamespace(format="interactions", path=str(directory), columns={}, max_bad_fraction=0.001)

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 from translrec_dist.data.tables import read_table
 from translrec_dist.errors import ConfigError, DataError
 from translrec_dist.evaluation.predict_checks import check_output_file
-from translrec_dist.models.export import read_export
 from translrec_dist.training.distributed import inference_accelerator
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 
-def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dict:
-    model, tokenizer, export_cfg, task = read_export(model_dir, trust_remote_code=cfg.model.trust_remote_code)
+def evaluate_export(cfg: RunConfig, export, model_dir: Path, split: str = "test") -> dict:
+    """``export``: (model, tokenizer, export config, task), as ``program.read_export`` reads it."""
+    model, tokenizer, export_cfg, task = export
     if export_cfg.task != cfg.task:
         raise ConfigError(f"{model_dir} was trained with task={export_cfg.task}, the config ({cfg.source}) has "
                           f"task={cfg.task}; pass the config of that run")
@@ -30,10 +30,11 @@ def evaluate_export(cfg: RunConfig, model_dir: Path, split: str = "test") -> dic
     return {**metrics, "split": split, "model": str(model_dir)}
 
 
-def predict_file(model_dir: str, input_path: str, output: str | None, batch_size: int = 64,
-                 trust_remote_code: bool = False) -> None:
+def predict_file(read_export, input_path: str, output: str | None, batch_size: int = 64) -> None:
+    """``read_export()``: (model, tokenizer, cfg, task) of the export (``program.read_export``), called once
+    the output file is known to be writable."""
     check_output_file(output)  # before loading or scoring anything
-    model, tokenizer, cfg, task = read_export(model_dir, trust_remote_code=trust_remote_code)
+    model, tokenizer, cfg, task = read_export()
     path = Path(input_path)
     rows = read_table(path, keep_lines=True)
     if rows.empty:

@@ -16,7 +16,7 @@ from torch import nn
 from translrec_dist.errors import ConfigError
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 
 @contextmanager

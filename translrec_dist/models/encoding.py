@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from translrec_dist.data.collate import PadCollator
-from translrec_dist.models.cross_encoder import pool
+from translrec_dist.models.encoders import pool
 from translrec_dist.training.precision import autocast
 
 SORT_WINDOW = 65_536  # rows sorted together: large enough to pad little, small enough to keep memory flat

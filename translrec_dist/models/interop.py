@@ -28,7 +28,7 @@ from torch import nn
 from translrec_dist import safe_io
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def write_sentence_transformers(out_dir: Path, cfg: RunConfig) -> str:
     """The user tower as a sentence-transformers model; with separate towers, ``item_encoder/`` as another one.
     ``config_sentence_transformers.json`` names the similarity translrec scores with, so that
     ``SentenceTransformer.similarity`` gives ``translrec recommend``'s score (cosine, or the raw dot product)."""
-    from translrec_dist.models.bi_encoder import ITEM_ENCODER_DIR
+    from translrec_dist.models.retrieval.bi_encoder import ITEM_ENCODER_DIR
 
     write_sentence_transformer_files(out_dir, cfg, out_dir)
     if (out_dir / ITEM_ENCODER_DIR / "config.json").is_file():

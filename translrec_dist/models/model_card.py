@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from translrec_dist import safe_io
-from translrec_dist.config import RunConfig, export_config
+from translrec_dist.config.loader import export_config
+from translrec_dist.config.schema import RunConfig
 from translrec_dist.models.pretrained import hub_id
 from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir

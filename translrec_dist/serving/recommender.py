@@ -1,9 +1,11 @@
-"""Top-K serving of a retrieval export: an item-embedding index, ``recommend`` and ``explain``.
+"""Top-K serving of any export that recommends: one ``Recommender`` over the export's task scorer
+(``tasks.base.Scorer``: retrieval bi-encoder, sequential model), an item-vector index (exact or faiss),
+``recommend``, ``recommend_batch`` and ``explain``.
 
 ``translrec index --model DIR`` writes ``DIR/index/item_embeddings.safetensors`` and ``items.json`` (ids,
 titles, texts, known users' histories unless ``index.histories=false``, and the fingerprint of the model that
 encoded them). Items that arrive after training are indexed from their text alone (``--items FILE``).
-``Recommender.from_pretrained(DIR).recommend(...)`` is the Python API behind the CLI and ``translrec serve``;
+``program.load_recommender(DIR).recommend(...)`` is the Python API behind the CLI and ``translrec serve``;
 with an index it needs nothing but the export: the raw dataset is read only to build the index.
 """
 
@@ -17,76 +19,61 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
-from translrec_dist.data import read_source
-from translrec_dist.data.examples import chronological_order, render_history, render_item_texts
+from translrec_dist.data.examples import chronological_order, render_item_texts
+from translrec_dist.data.stages import read_source
 from translrec_dist.data.tables import read_table, require_columns
-from translrec_dist.errors import DataError
-from translrec_dist.models.bi_encoder import ITEM_ENCODER_DIR
-from translrec_dist.models.encoding import encode_texts
-from translrec_dist.models.export import read_export
+from translrec_dist.errors import DataError, UserError
+from translrec_dist.safe_io import check_regular, write_bytes, write_json
 from translrec_dist.serving.vector_index import build_vector_index
-from translrec_dist.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 INDEX_DIR = "index"
 EMBEDDINGS_FILE = "item_embeddings.safetensors"
 ITEMS_FILE = "items.json"
+BACKENDS = ("exact", "faiss")
 
 
 def model_fingerprint(model_dir: Path) -> str:
     """sha256 over the weight files: an index is only valid for the exact weights that encoded it."""
     digest = hashlib.sha256()
-    for path in sorted([*model_dir.glob("*.safetensors"), *(model_dir / ITEM_ENCODER_DIR).glob("*.safetensors")]):
-        digest.update(path.name.encode())
+    # the export's own weights: top level and one folder down (a second encoder), never an index's vectors
+    for path in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*/model*.safetensors")]):
+        check_regular(path, "weights file")  # a link to /dev/zero would never end
+        digest.update(str(path.relative_to(model_dir)).encode())
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
 
 
+def short(value, limit: int = 24) -> str:
+    """A client's value in a message: a few characters, never the whole input."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: valid in a Python str (and in JSON), not text
+        return False
+    return True
+
+
 class Recommender:
-    def __init__(self, model, tokenizer, cfg, model_dir: Path, device: str | None = None):
-        self.model, self.tokenizer, self.cfg, self.model_dir = model, tokenizer, cfg, Path(model_dir)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model.to(self.device).eval()
-        # The run's precision: a model trained under bf16 autocast is served under it too (when the device has it).
-        self.precision = resolve_precision(cfg.train.precision, on_gpu=self.device.type == "cuda")[0]
+    def __init__(self, scorer, cfg, model_dir: Path):
+        self.scorer, self.cfg, self.model_dir = scorer, cfg, Path(model_dir)
         self._source = None
         self.item_ids: np.ndarray | None = None
         self.titles: list[str] = []
         self.texts: dict[str, str] = {}  # item id -> the text it was encoded from
-        self.histories: dict[str, list[str]] | None = None  # user id -> item ids, oldest first
-        self.embeddings: torch.Tensor | None = None
+        self.histories: dict[str, list[str]] = {}  # user id -> item ids, oldest first
+        self.embeddings: torch.Tensor | None = None  # the scorer's item vectors, one row per indexed item
         self.search_index = None
-
-    # Subclasses serving other export kinds (``serving.sequential``) register themselves here, so that
-    # ``Recommender.from_pretrained`` loads any export without this module importing them.
-    _kinds: list[type[Recommender]] = []
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        Recommender._kinds.append(cls)
-
-    @classmethod
-    def handles(cls, model_dir: Path) -> bool:
-        """Whether this class serves the export in ``model_dir`` (subclasses say which exports are theirs)."""
-        return False
-
-    @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str | None = None, index: bool = True,
-                        trust_remote_code: bool = False) -> Recommender:
-        """``trust_remote_code`` is the user's choice, never the export's (``models.safety``)."""
-        if cls is Recommender:
-            for kind in Recommender._kinds:
-                if kind.handles(Path(model_dir)):
-                    return kind.from_pretrained(model_dir, device, index, trust_remote_code)
-        model, tokenizer, cfg, _ = read_export(model_dir, expect="recommend", trust_remote_code=trust_remote_code)
-        rec = cls(model, tokenizer, cfg, Path(model_dir), device)
-        if index:
-            rec.load_index()
-        return rec
+        self._rows: dict[str, int] = {}  # item id, text or title -> index row
 
     # ------------------------------------------------------------------ data the model was trained on
 
@@ -94,48 +81,55 @@ class Recommender:
         """(interactions, items, item text) of the export's data config, read once."""
         if self._source is None:
             inter, items = read_source(self.cfg)
-            text = render_item_texts(items, self.cfg.data)
-            self._source = (chronological_order(inter), items, text)
+            self._source = (chronological_order(inter), items, render_item_texts(items, self.cfg.data))
         return self._source
 
-    def item_titles(self, items: pd.DataFrame, text: pd.Series) -> list[str]:
+    @staticmethod
+    def item_titles(items: pd.DataFrame, text: pd.Series) -> dict[str, str]:
+        ids = items["item_id"].astype(str).tolist()
         for column in ("title", "movie_title", "name"):  # generic tables, MovieLens/RecBole, Amazon-like
             if column in items.columns:
-                return items[column].fillna("").astype(str).tolist()
-        return text.tolist()
+                return dict(zip(ids, items[column].fillna("").astype(str), strict=True))
+        return {i: str(text.get(i, "")) for i in ids}
+
+    def training_titles(self) -> dict[str, str]:
+        try:
+            _, items, text = self.source()
+        except UserError as e:  # the training data is not on this machine: titles are the item texts
+            log.warning("titles from item texts: the training data cannot be read (%s)", e)
+            return {}
+        return self.item_titles(items, text)
 
     # ------------------------------------------------------------------ index
 
-    def encode(self, texts: list[str], tower: str, item_index: np.ndarray | None = None,
-               batch_size: int = 64) -> torch.Tensor:
-        """Vectors of ``texts``; ``item_index``: training catalog positions (-1: new item) for id embeddings."""
-        return encode_texts(lambda batch: self.model(**batch, encode=tower), texts, self.tokenizer,
-                            self.cfg.data.max_length, batch_size=batch_size, device=self.device,
-                            precision=self.precision, extra=None if item_index is None else {"item_index": item_index})
-
     def build_index(self, new_items: pd.DataFrame | None = None) -> None:
-        """Encode the training catalog plus ``new_items`` (item_id + the item text columns) from text alone."""
-        _, items, text = self.source()
-        trained = text[text != ""]
-        position = pd.Series(np.arange(len(trained)), index=trained.index)  # the training catalog order
+        """Encode the training catalog plus ``new_items`` (item_id + the item text columns) from text alone; a
+        re-described item is a new item (its trained id vector no longer fits its text)."""
+        ids, texts = self.scorer.catalog(self.source)
+        positions = list(range(len(ids)))
+        titles = self.training_titles()
         if new_items is not None:
-            new_text = render_item_texts(new_items.astype({"item_id": str}), self.cfg.data)
-            items = pd.concat([items[~items["item_id"].isin(new_items["item_id"].astype(str))], new_items])
-            text = pd.concat([text[~text.index.isin(new_text.index)], new_text])
-            items = items.astype({"item_id": str}).set_index("item_id").loc[text.index].reset_index()
-        keep = (text != "").to_numpy()
-        self.item_ids = text.index.to_numpy()[keep].astype(str)
-        self.titles = [t for t, k in zip(self.item_titles(items, text), keep, strict=True) if k]
-        index = position.reindex(self.item_ids).fillna(-1).to_numpy().astype(np.int64)
-        if new_items is not None:  # a re-described item is a new item: its old id vector no longer fits
-            index[np.isin(self.item_ids, new_items["item_id"].astype(str))] = -1
-        self.embeddings = self.encode(text[keep].tolist(), "items", index)
-        self.texts = dict(zip(self.item_ids.tolist(), text[keep].tolist(), strict=True))
+            new_items = new_items.astype({"item_id": str})
+            new_text = render_item_texts(new_items, self.cfg.data)
+            titles.update(self.item_titles(new_items, new_text))
+            where = {i: p for p, i in enumerate(ids)}
+            for item, text in new_text.items():
+                if item in where:
+                    texts[where[item]], positions[where[item]] = str(text), -1
+                else:
+                    ids, texts, positions = [*ids, item], [*texts, str(text)], [*positions, -1]
+        keep = [k for k, t in enumerate(texts) if t != ""]
+        ids, texts = [ids[k] for k in keep], [texts[k] for k in keep]
+        self.item_ids = np.asarray(ids, dtype=str)
+        self.titles = [titles.get(i) or t for i, t in zip(ids, texts, strict=True)]
+        self.texts = dict(zip(ids, texts, strict=True))
+        self.embeddings = self.scorer.item_vectors(texts, np.asarray([positions[k] for k in keep], dtype=np.int64))
         self.histories = self.known_histories() if self.cfg.index.histories else {}
-        self.search_index = build_vector_index(self.cfg.index.backend, self.embeddings)
+        self.search_index = build_vector_index(self.cfg.index.backend, self.scorer.search_vectors(self.embeddings))
+        self._rows = {}
 
     def known_histories(self) -> dict[str, list[str]]:
-        """Every user's items of the training data (oldest first), restricted to items with text."""
+        """Every user's items of the training data (oldest first), restricted to indexed items."""
         inter = self.source()[0]
         inter = inter[inter["item_id"].isin(list(self.texts))]
         return {str(u): ids.tolist() for u, ids in inter.groupby("user_id", sort=False)["item_id"]}
@@ -147,50 +141,47 @@ class Recommender:
                                                   "histories": index.histories if histories is None else histories})
 
     def save_index(self, out_dir: Path | None = None) -> Path:
+        """Every file through ``safe_io`` (temporary name, rename; no link followed, nothing outside ``out_dir``)."""
         out_dir = Path(out_dir or self.model_dir / INDEX_DIR)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_file({"embeddings": self.embeddings.contiguous()}, str(out_dir / EMBEDDINGS_FILE))
+        write_bytes(out_dir / EMBEDDINGS_FILE, save({"embeddings": self.embeddings.contiguous()}), out_dir)
         ids = self.item_ids.tolist()
         meta = {"item_ids": ids, "titles": self.titles, "texts": [self.texts[i] for i in ids],
                 "histories": self.histories if self.cfg.index.histories else None, "backend": self.cfg.index.backend,
                 "model_fingerprint": model_fingerprint(self.model_dir), "dim": int(self.embeddings.shape[1])}
-        (out_dir / ITEMS_FILE).write_text(json.dumps(meta, ensure_ascii=False))
+        write_json(out_dir / ITEMS_FILE, meta, out_dir, ensure_ascii=False)
         self.search_index.save(out_dir)
         return out_dir
 
-    def read_index(self, index_dir: Path) -> dict | None:
-        """The saved index's metadata (its vectors loaded into ``self.embeddings``), refused when another model
-        wrote it; None when there is none (the caller encodes the catalog)."""
-        if not (index_dir / ITEMS_FILE).is_file():
+    def load_index(self, index_dir: Path | None = None) -> None:
+        """The saved index (refused when another model wrote it or a file is not what translrec writes), or the
+        catalog encoded now when there is none."""
+        index_dir = Path(index_dir or self.model_dir / INDEX_DIR)
+        if not (index_dir / ITEMS_FILE).exists():
             log.warning("no index at %s; encoding the catalog now (run `translrec index --model %s` once to "
                         "save it)", index_dir, self.model_dir)
-            return None
-        meta = json.loads((index_dir / ITEMS_FILE).read_text())
-        if meta.get("model_fingerprint") != model_fingerprint(self.model_dir):
-            raise DataError(f"the index in {index_dir} was built with a different model than {self.model_dir}; "
-                            f"rebuild it: translrec index --model {self.model_dir}")
-        self.embeddings = load_file(str(index_dir / EMBEDDINGS_FILE))["embeddings"]
-        return meta
-
-    def load_index(self, index_dir: Path | None = None) -> None:
-        index_dir = Path(index_dir or self.model_dir / INDEX_DIR)
-        meta = self.read_index(index_dir)
-        if meta is None:
             self.build_index()
             return
+        meta = read_items_file(index_dir / ITEMS_FILE)
+        if meta["model_fingerprint"] != model_fingerprint(self.model_dir):
+            raise DataError(f"the index in {index_dir} was built with a different model than {self.model_dir}; "
+                            f"rebuild it: translrec index --model {self.model_dir}")
+        embeddings = read_embeddings(index_dir / EMBEDDINGS_FILE)
+        expected = (len(meta["item_ids"]), meta["dim"])
+        if tuple(embeddings.shape) != expected or meta["dim"] != self.scorer.dim:
+            raise DataError(f"{index_dir / EMBEDDINGS_FILE}: vectors of shape {tuple(embeddings.shape)}, but "
+                            f"{ITEMS_FILE} lists {expected[0]} items of width {expected[1]} and the model's vectors "
+                            f"have width {self.scorer.dim}; rebuild it: translrec index --model {self.model_dir}")
         self.item_ids, self.titles = np.asarray(meta["item_ids"], dtype=str), meta["titles"]
-        if "texts" in meta:
-            self.texts = dict(zip(meta["item_ids"], meta["texts"], strict=True))
-            self.histories = meta["histories"]
-            self.cfg.index.histories = self.histories is not None
-            self.histories = self.histories or {}
-        else:  # an index written before it kept texts: read them from the training data once
-            log.warning("the index in %s holds no item texts (an older translrec); reading the dataset. Rebuild "
-                        "it (translrec index --model %s) to serve without the dataset", index_dir, self.model_dir)
-            text = self.source()[2]
-            self.texts = {i: text[i] for i in self.item_ids.tolist()}
-            self.histories = self.known_histories()
-        self.search_index = build_vector_index(meta.get("backend", "exact"), self.embeddings, index_dir)
+        self.embeddings = embeddings
+        self.texts = dict(zip(meta["item_ids"], meta["texts"], strict=True))
+        self.cfg.index.histories = meta["histories"] is not None
+        self.histories = meta["histories"] or {}
+        self.search_index = build_vector_index(meta["backend"], self.scorer.search_vectors(embeddings), index_dir)
+        if getattr(self.search_index, "index", None) is not None and self.search_index.index.ntotal != expected[0]:
+            raise DataError(f"{index_dir}: the faiss index holds {self.search_index.index.ntotal} vectors, "
+                            f"{ITEMS_FILE} lists {expected[0]} items; rebuild it: translrec index --model "
+                            f"{self.model_dir}")
+        self._rows = {}
 
     def ensure_index(self) -> None:
         if self.embeddings is None:
@@ -198,50 +189,73 @@ class Recommender:
 
     # ------------------------------------------------------------------ queries
 
+    def rows(self) -> dict[str, int]:
+        """Index row of each item, by id, text or title (how a history may name an item)."""
+        if not self._rows:
+            for row, (i, title) in enumerate(zip(self.item_ids.tolist(), self.titles, strict=True)):
+                for key in (self.texts[i], title, i):
+                    self._rows.setdefault(str(key).strip(), row)
+        return self._rows
+
     def user_history(self, user: str) -> list[str]:
-        """The user's items, oldest first (items with empty text are skipped), from the index."""
+        """The user's items, oldest first, from the index."""
         self.ensure_index()
         history = self.histories.get(str(user))
         if history is None:
             kept = "" if self.cfg.index.histories else " (this index keeps no histories)"
-            raise DataError(f"unknown user {user!r}: not in the model's interactions{kept} "
-                            f"({self.cfg.data.format}: {self.cfg.data.path or 'built-in'}); pass --history instead")
+            raise DataError(f"unknown user {short(user)}: not in the model's interactions{kept}; pass a history "
+                            f"instead")
         if not history:
-            raise DataError(f"user {user!r} has no history with item text to recommend from; pass --history")
+            raise DataError(f"user {short(user)} has no indexed items to recommend from; pass a history")
         return history
 
-    def history_text(self, texts_newest_first: list[str]) -> str:
-        texts = [t.strip() for t in texts_newest_first if t and t.strip()]
-        if not texts:
-            raise DataError("no history: give at least one non-empty item text (--history \"...\") or --user")
-        return render_history(range(len(texts[: self.cfg.data.history_length])), pd.Series(texts), self.cfg.data)
-
-    def recommend(self, user: str | None = None, history: list[str] | None = None, top_k: int = 10,
-                  exclude_seen: bool = False) -> list[dict]:
-        """Top-K items for a known user, or for a history given as item texts (newest first)."""
-        result = self.recommend_batch([{"user": user, "history": history, "top_k": top_k,
-                                        "exclude_seen": exclude_seen}])[0]
-        if isinstance(result, DataError):
-            raise result
-        return result
-
-    def query(self, user: str | None, history: list[str] | None, top_k: int) -> tuple[str, set]:
-        """(the user tower's input text, the items the user has seen)."""
+    def query(self, user: str | None, history: list[str] | None, top_k: int) -> tuple[list[tuple[str, int]], set]:
+        """(the user's history oldest first as (text, index row), the items the user has seen)."""
         if (user is None) == (history is None):
             raise DataError("give either a user id or a history of item texts")
         if top_k < 1:
             raise DataError(f"top-k must be >= 1, got {top_k}")
+        for text in [user] if user is not None else history:
+            if not isinstance(text, str) or not is_text(text):
+                raise DataError(f"{short(text)} is not valid Unicode text (a lone surrogate?)")
+        rows = self.rows()
         if user is not None:
             items = self.user_history(user)
-            return self.history_text([self.texts[i] for i in items[::-1]]), set(items)
-        query = self.history_text(history)
-        wanted = {h.strip() for h in history}  # a history item counts as seen by its full text or title
-        seen = {i for i, t in zip(self.item_ids, self.titles, strict=True) if t in wanted or self.texts[i] in wanted}
-        return query, seen
+            return [(self.texts[i], rows[i]) for i in items], set(items)
+        given = [h.strip() for h in history if h and h.strip()][::-1]
+        if not given:
+            raise DataError("no history: give at least one non-empty item text (--history \"...\") or --user")
+        pairs = [(h, rows.get(h, -1)) for h in given]
+        return pairs, {str(self.item_ids[r]) for _, r in pairs if r >= 0}
 
-    def recommend_batch(self, requests: list[dict]) -> list[list[dict] | DataError]:
-        """Several requests (user/history/top_k/exclude_seen) with one user-tower pass and one search; a bad
-        request yields its DataError in its place and does not fail the others (HTTP micro-batches)."""
+    def recommend(self, user: str | None = None, history: list[str] | None = None, top_k: int = 10,
+                  exclude_seen: bool = False) -> list[dict]:
+        """Top-K items for a known user, or for a history given as item texts, titles or ids (newest first)."""
+        result = self.recommend_batch([{"user": user, "history": history, "top_k": top_k,
+                                        "exclude_seen": exclude_seen}])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def user_vectors(self, histories: list[list[tuple[str, int]]]) -> list[torch.Tensor | Exception]:
+        """One query per history. A batch that fails is retried one history at a time, so a bad history's
+        error is its own (one request must not fail the others of its micro-batch)."""
+        try:
+            return list(self.scorer.user_vectors(histories, self.embeddings))
+        except Exception:  # noqa: BLE001 - which history failed is found below, each alone
+            if len(histories) == 1:
+                raise
+        out: list = []
+        for history in histories:
+            try:
+                out.append(self.scorer.user_vectors([history], self.embeddings)[0])
+            except Exception as e:  # noqa: BLE001 - this request's answer
+                out.append(e)
+        return out
+
+    def recommend_batch(self, requests: list[dict]) -> list[list[dict] | Exception]:
+        """Several requests (user/history/top_k/exclude_seen) with one user-vector pass and one search; a bad
+        request yields its exception in its place and does not fail the others (HTTP micro-batches)."""
         self.ensure_index()
         queries: list = []
         for r in requests:
@@ -249,14 +263,21 @@ class Recommender:
                 queries.append(self.query(r.get("user"), r.get("history"), r.get("top_k", 10)))
             except DataError as e:
                 queries.append(e)
-        good = [i for i, q in enumerate(queries) if not isinstance(q, DataError)]
+        out: list = [q if isinstance(q, Exception) else [] for q in queries]
+        good = [i for i, q in enumerate(queries) if not isinstance(q, Exception)]
         if not good or not len(self.item_ids):
-            return [q if isinstance(q, DataError) else [] for q in queries]
-        vectors = self.encode([queries[i][0] for i in good], "users")
+            return out
+        vectors = self.user_vectors([queries[i][0] for i in good])
+        for i, v in zip(good, vectors, strict=True):
+            if isinstance(v, Exception):
+                out[i] = v
+        good = [i for i, v in zip(good, vectors, strict=True) if not isinstance(v, Exception)]
+        if not good:
+            return out
         wanted = [requests[i].get("top_k", 10) + (len(queries[i][1]) if requests[i].get("exclude_seen") else 0)
                   for i in good]
-        scores, rows = self.search_index.search(vectors, max(wanted))
-        out: list = list(queries)
+        ok = [v for v in vectors if not isinstance(v, Exception)]
+        scores, rows = self.search_index.search(torch.stack(ok), max(wanted))
         for j, i in enumerate(good):
             seen = queries[i][1] if requests[i].get("exclude_seen") else set()
             hits = [(float(s), int(r)) for s, r in zip(scores[j], rows[j], strict=True)
@@ -266,23 +287,83 @@ class Recommender:
         return out
 
     def explain(self, user: str, item: str) -> dict:
-        """How much the score of ``item`` drops when each shown history item is left out (leave-one-out)."""
+        """How much the score of ``item`` drops when each of the user's shown history items is left out
+        (leave-one-out over the most recent items the model reads; position 0 is the newest)."""
         self.ensure_index()
         item = str(item)
-        if self.texts.get(item, "") == "":
-            raise DataError(f"unknown item {item!r} (or its text is empty)")
-        shown = self.user_history(user)[::-1][: self.cfg.data.history_length]
-        variants = [shown] + [shown[:j] + shown[j + 1:] for j in range(len(shown))]
-        text = pd.Series(self.texts)
-        queries = [render_history(v, text, self.cfg.data) if v else "" for v in variants]
-        users = self.encode(queries, "users")
-        scores = (users @ self.encode([text[item]], "items").T)[:, 0].tolist()
-        base = scores[0]
-        titles = dict(zip(self.item_ids.tolist(), self.titles, strict=True))
-        rows = [{"item_id": h, "title": titles.get(h, text[h]), "position": j, "score_without": round(s, 6),
-                 "drop": round(base - s, 6)} for j, (h, s) in enumerate(zip(shown, scores[1:], strict=True))]
-        rows.sort(key=lambda r: -r["drop"])
-        return {"user": str(user), "item": item, "score": round(base, 6), "history": rows}
+        where = {i: r for r, i in enumerate(self.item_ids.tolist())}
+        if item not in where:
+            raise DataError(f"unknown item {short(item)}: not in the index")
+        rows = self.rows()
+        shown = self.user_history(user)[-self.scorer.history_length:]
+        history = [(self.texts[i], rows[i]) for i in shown]
+        variants = [history] + [history[:j] + history[j + 1:] for j in range(len(history))]
+        asked = [v for v in variants if v]
+        users = torch.stack(self.user_vectors(asked)) if asked else None
+        key = self.scorer.search_vectors(self.embeddings[where[item]: where[item] + 1]).float()
+        scores = iter((users.float() @ key.T)[:, 0].tolist())
+        values = [next(scores) if v else None for v in variants]
+        base = values[0]
+        out = [{"item_id": h, "title": self.titles[rows[h]] if h in rows else self.texts[h],
+                "position": len(shown) - 1 - j,
+                "score_without": None if s is None else round(s, 6),
+                "drop": None if s is None else round(base - s, 6)}
+               for j, (h, s) in enumerate(zip(shown, values[1:], strict=True))]
+        out.sort(key=lambda r: (r["drop"] is None, -(r["drop"] or 0.0), r["position"]))
+        return {"user": str(user), "item": item, "score": round(base, 6), "history": out}
+
+
+def read_items_file(path: Path) -> dict:
+    """``items.json`` checked field by field: a crafted or damaged file is refused, naming what is wrong."""
+    check_regular(path, "index file")
+
+    def bad(what: str):
+        return DataError(f"{path}: {what}; rebuild the index: translrec index --model MODEL")
+
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad(f"not JSON ({type(e).__name__})") from None
+    if not isinstance(meta, dict):
+        raise bad("the top level is not an object")
+
+    def strings(key: str) -> list[str]:
+        value = meta.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad(f"'{key}' is not a list of strings")
+        return value
+
+    ids = strings("item_ids")
+    for key in ("titles", "texts"):
+        if len(strings(key)) != len(ids):
+            raise bad(f"'{key}' has {len(meta[key])} entries for {len(ids)} item_ids")
+    if len(set(ids)) != len(ids):
+        raise bad("'item_ids' repeats an id")
+    if meta.get("backend") not in BACKENDS:
+        raise bad(f"'backend' is {short(meta.get('backend'))}, not one of {', '.join(BACKENDS)}")
+    if not isinstance(meta.get("dim"), int) or isinstance(meta["dim"], bool) or meta["dim"] < 1:
+        raise bad("'dim' is not a positive integer")
+    if not isinstance(meta.get("model_fingerprint"), str):
+        raise bad("'model_fingerprint' is not a string")
+    histories = meta.get("histories")
+    if histories is not None:
+        known = set(ids)
+        if not isinstance(histories, dict) or not all(
+                isinstance(h, list) and all(isinstance(i, str) and i in known for i in h) for h in histories.values()):
+            raise bad("'histories' is not a map of user id -> lists of indexed item ids")
+    return meta
+
+
+def read_embeddings(path: Path) -> torch.Tensor:
+    check_regular(path, "index file")
+    try:
+        vectors = load_file(str(path))["embeddings"]
+    except (SafetensorError, KeyError, OSError) as e:
+        raise DataError(f"{path}: not the index's vectors ({type(e).__name__}); rebuild the index: translrec "
+                        f"index --model MODEL") from None
+    if vectors.ndim != 2 or not vectors.is_floating_point() or not torch.isfinite(vectors).all():
+        raise DataError(f"{path}: the vectors are not a finite 2-d float matrix; rebuild the index")
+    return vectors
 
 
 def read_new_items(path: str | Path) -> pd.DataFrame:

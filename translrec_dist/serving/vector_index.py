@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from translrec_dist.errors import ConfigError
+from translrec_dist.errors import ConfigError, DataError
 
 FAISS_FILE = "faiss_hnsw.index"  # the name predates the choice by size: any faiss index type is saved under it
 FLAT_MAX = 50_000
@@ -98,14 +98,33 @@ class FaissIndex:
         return scores, rows
 
     def save(self, directory: Path) -> None:
-        import_faiss().write_index(self.index, str(Path(directory) / FAISS_FILE))
+        from translrec_dist.safe_io import write_bytes  # temporary name + rename, never through a link
+
+        data = import_faiss().serialize_index(self.index)
+        write_bytes(Path(directory) / FAISS_FILE, data.tobytes(), directory)
 
     @classmethod
     def load(cls, directory: Path, embeddings: torch.Tensor, ef_search: int = 128) -> FaissIndex:
         path = Path(directory) / FAISS_FILE
-        if not path.is_file():  # an index written with backend=exact: build the graph now
+        if not path.exists():  # an index written with backend=exact: build the graph now
             return cls(embeddings, ef_search=ef_search)
-        return cls(embeddings, ef_search=ef_search, index=import_faiss().read_index(str(path)))
+        return cls(embeddings, ef_search=ef_search, index=read_faiss(path, embeddings.shape[1]))
+
+
+def read_faiss(path: Path, dim: int):
+    """A saved HNSW graph, refused (DataError naming the file) unless faiss reads it as one of width ``dim``."""
+    from translrec_dist.safe_io import check_regular
+
+    faiss = import_faiss()
+    data = np.frombuffer(check_regular(path, "faiss index").read_bytes(), dtype=np.uint8)
+    try:
+        index = faiss.deserialize_index(data)
+    except RuntimeError:
+        index = None
+    if not isinstance(index, faiss.IndexHNSW) or index.d != dim:
+        raise DataError(f"{path}: not an HNSW index of {dim}-dimensional vectors written by translrec index; "
+                        f"rebuild it: translrec index --model MODEL --backend faiss")
+    return index
 
 
 def import_faiss():

@@ -1,62 +1,53 @@
-"""The ``Task`` protocol and the task registry.
+"""What a task is: three roles, each narrow, and the data it hands the trainer.
 
-A task owns what makes it that task; the trainer, ``translrec export/evaluate/predict``, config validation
-and the planner find it by name (``cfg.task``) through the registry and never ask which task it is.
+A task owns what makes it that task. The program (``translrec_dist.program``) finds it by name in the
+registry (``tasks.registry``) and hands it to the trainer, to export writing and reading, and to serving;
+none of them asks which task it is.
 
-Protocol (subclass ``Task``; every method has the signature below, defaults are noted)::
+**Training** (every task)::
 
     name: str                                         registry key, the value of ``cfg.task``
-    export_kind: str                                  label written to the export ("cross_encoder", ...)
-    serves_recommend: bool = False                    ``translrec index/recommend/explain`` accept its exports
-
     validate(cfg) -> None                             task-specific config checks; raise ConfigError
-                                                      (default: none)
-    build_data(cfg, ctx: DataContext) -> TaskData      tokenizer, train data (map-style Dataset, or ShardedTrain
+    build_data(cfg, ctx: DataContext) -> TaskData     tokenizer, train data (map-style Dataset, or ShardedTrain
                                                       streamed per rank with exact resume), collate fn,
                                                       evaluator; ``ctx`` shares work between ranks
-    prepare_texts(cfg) -> TextSplits                 the example texts ``translrec prepare`` tokenizes into
-                                                      shards (train streamed with data.streaming=true); default:
-                                                      a ConfigError saying the task does not stream
-    prepare_inputs(cfg) -> dict                       the task's settings outside ``data`` that change what
-                                                      prepare writes, hashed into the cache key (default: {})
-    build_model(cfg, tokenizer, data: TaskData | None = None,
-                state_dict: dict | None = None) -> nn.Module
+    prepare_texts(cfg) / prepare_inputs(cfg)          what ``translrec prepare`` shards, and the settings outside
+                                                      ``data`` hashed into its cache key (default: no streaming)
+    build_model(cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None) -> nn.Module
                                                       ``data`` is None when rebuilding from a checkpoint
                                                       (``translrec export``); ``state_dict`` then gives shapes
-    hidden_size(model) -> int                         fills DeepSpeed's "auto" bucket sizes (default: reads
-                                                      ``model.config.hidden_size`` or the first ``.encoder``)
-    loss(model, batch) -> Tensor                      scalar loss of one micro-batch (the model is the
-                                                      prepared/wrapped one: call it, do not reach inside)
-    hooks(cfg, data: TaskData) -> list[Hook]          extra trainer hooks (``training.hooks.Hook``: should_run
-                                                      (step), run(trainer, step)), e.g. refreshing cached
-                                                      catalog vectors every N steps (default: none)
-    write_export(out_dir, state_dict, model) -> None  the weights of ``final/`` from a full state dict
-                                                      (``models.export`` adds the tokenizer and translrec.yaml)
-    write_interop(out_dir, cfg) -> dict               files other tools load beside the export (sentence-transformers,
-                                                      AutoModelForSequenceClassification); what was written, for the
-                                                      model card (default: nothing)
-    usage(cfg, loads) -> list[str]                    the model card's "How to load" lines (markdown)
+    hidden_size(model) -> int                         fills DeepSpeed's "auto" bucket sizes
+    loss(model, batch) -> Tensor                      scalar loss of one micro-batch (the wrapped model: call it)
+    batch_size(batch) -> (tokens, samples)            what the trainer's throughput meter counts (default: the
+                                                      attention mask's ones and its rows; no fake batch keys)
+    hooks(cfg, data: TaskData) -> list[Hook]          extra trainer hooks (default: none)
+
+**Export adapter** (tasks whose runs export: write and read with the config)::
+
+    write_export(out_dir, state_dict, model, cfg, data: TaskData | None) -> None
+                                                      the weights of ``final/`` (``models.export`` adds the
+                                                      tokenizer, translrec.yaml, interop files, the card);
+                                                      ``data`` is the run's when at hand, None from a checkpoint
     read_export(model_dir, cfg) -> nn.Module          the model back from ``write_export``'s files
-    evaluate_export(cfg, model, tokenizer, split, accelerator) -> dict
-                                                      metrics of an export on ``split`` of cfg's data
-    predict(cfg, model, tokenizer, rows, path, batch_size) -> (name, scores)
-                                                      scores for ``translrec predict`` rows (default: a
-                                                      ConfigError saying the task does not score rows)
+    write_interop(out_dir, cfg) -> dict               files other tools load beside the export (default: none)
+    usage(cfg, loads) -> list[str]                    the model card's "How to load" lines (markdown)
+    evaluate_export / predict                         metrics of an export; scores of ``translrec predict`` rows
+
+**Scorer** (tasks that recommend items; ``serves_recommend = True``)::
+
+    scorer(model, tokenizer, cfg, model_dir, device) -> Scorer
+                                                      what ``serving.Recommender`` calls (see ``Scorer``)
 
 ``TaskData.evaluate(model, split, accelerator) -> dict`` is the evaluator used during training; every rank
 calls it (it may run collectives).
-
-Registry: ``register_task(task)`` (a name taken by another task is an error unless ``replace=True``),
-``get_task(name)`` (unknown: a ConfigError with "did you mean"), ``task_names()``.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from translrec_dist.errors import ConfigError
 from translrec_dist.safe_io import write_tree
@@ -78,7 +69,7 @@ class TaskData:
     collate: Callable  # rows -> batch dict of tensors (map-style); ``.arrow`` for Arrow slices / streaming
     evaluate: Callable  # (prepared model, split, accelerator) -> metrics dict; called on every rank
     lengths: np.ndarray | None = None  # tokens per train row: length grouping of map-style data
-    extra: dict = field(default_factory=dict)  # anything else the task keeps (label mean, catalog, ...)
+    extra: Any = None  # what the task keeps for its model and export: each task's own typed dataclass
 
 
 @dataclass
@@ -120,11 +111,35 @@ class DataContext:
         return datasets.load_from_disk(str(path))
 
 
+class Scorer(Protocol):
+    """What serving calls to recommend (``serving.recommender.Recommender``), one per task that recommends, in
+    the spirit of RecBole's ``predict`` / ``full_sort_predict``. Scores are inner products of ``user_vectors``
+    with ``search_vectors(items)``, so one exact or faiss index serves every task.
+
+    A history is a user's items oldest first, each ``(text, row)``: ``row`` is the item's row in the index, or
+    -1 for an item the index does not hold (given as text only)."""
+
+    dim: int  # width of the vectors ``item_vectors`` returns (an index of another width is refused)
+    history_length: int  # the most recent history items a user vector reads
+
+    def catalog(self, source: Callable[[], tuple]) -> tuple[list[str], list[str]]:
+        """(ids, texts) of the training catalog in the model's order; ``source()``: (interactions, items, texts)
+        of the export's data config, for tasks whose export keeps no catalog."""
+
+    def item_vectors(self, texts: list[str], positions: np.ndarray) -> torch.Tensor:
+        """[N x dim] item vectors; ``positions``: training catalog positions, -1 for an item known by text only."""
+
+    def search_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """The index's keys for ``item_vectors`` (what queries are multiplied with)."""
+
+    def user_vectors(self, histories: list[list[tuple[str, int]]], items: torch.Tensor) -> torch.Tensor:
+        """[B x dim'] queries, one per non-empty history; ``items``: the index's item vectors."""
+
+
 class Task:
-    """Base class of a task; see the module docstring for the protocol."""
+    """Base class of a task; see the module docstring for the roles."""
 
     name: str = ""
-    export_kind: str = ""
     serves_recommend: bool = False
 
     def validate(self, cfg) -> None:
@@ -154,10 +169,26 @@ class Task:
     def loss(self, model, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    def planned_parameters(self, cfg, encoder_params: int, encoder_config) -> int:
+        """Parameters the run trains, for ``translrec plan``: the encoder's (counted on the meta device) and what
+        the task builds around it (default: the encoder alone)."""
+        return encoder_params
+
+    def batch_size(self, batch: dict) -> tuple[torch.Tensor | int, int]:
+        """(tokens, samples) of a micro-batch, for the throughput meter."""
+        mask = batch["attention_mask"]
+        return mask.sum(), len(mask)
+
     def hooks(self, cfg, data: TaskData) -> list:
         return []
 
-    def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
+    @property
+    def exports(self) -> bool:
+        """Whether the task has an export adapter (it overrides ``write_export``); a task that only trains
+        leaves no ``final/``."""
+        return type(self).write_export is not Task.write_export
+
+    def write_export(self, out_dir: Path, state_dict: dict, model, cfg, data: TaskData | None = None) -> None:
         raise NotImplementedError
 
     def write_interop(self, out_dir: Path, cfg) -> dict:
@@ -174,6 +205,9 @@ class Task:
     def evaluate_export(self, cfg, model, tokenizer, split: str, accelerator) -> dict:
         raise ConfigError(f"task={self.name} has no export evaluation")
 
+    def scorer(self, model, tokenizer, cfg, model_dir: Path, device: str | None = None) -> Scorer:
+        raise ConfigError(f"{model_dir}: models of task={self.name} do not recommend items")
+
     def predict(self, cfg, model, tokenizer, rows, path: Path, batch_size: int):
         raise ConfigError(f"{path}: models of task={self.name} do not score rows; translrec predict needs a ctr or "
                           f"rating export")
@@ -187,33 +221,3 @@ def only_for(cfg, owner: str, *keys: str) -> None:
             node = getattr(node, part)
         if node:
             raise ConfigError(f"{key}: only applies to task={owner} ({cfg.source})")
-
-
-_REGISTRY: dict[str, Task] = {}
-
-
-def register_task(task: Task, replace: bool = False) -> Task:
-    """Make ``task`` available as ``cfg.task == task.name``."""
-    if not task.name:
-        raise ValueError(f"{type(task).__name__} has no name")
-    if task.name in _REGISTRY and not replace and type(_REGISTRY[task.name]) is not type(task):
-        raise ValueError(f"task {task.name!r} is already registered ({type(_REGISTRY[task.name]).__name__})")
-    _REGISTRY[task.name] = task
-    return task
-
-
-def unregister_task(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def task_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_task(name: str, where: str | None = None) -> Task:
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    close = difflib.get_close_matches(str(name), task_names(), n=1)
-    hint = f" Did you mean task={close[0]}?" if close else ""
-    place = f" ({where})" if where else ""
-    raise ConfigError(f"task: unknown task {name!r}{place}.{hint} Known tasks: {', '.join(task_names())}")

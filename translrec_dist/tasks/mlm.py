@@ -14,12 +14,12 @@ import pandas as pd
 import torch
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
-from translrec_dist.data import build_tokenizer, read_source
 from translrec_dist.data.loader import eval_loader, token_lengths
 from translrec_dist.data.retrieval import catalog_texts
+from translrec_dist.data.stages import build_tokenizer, read_source
 from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import ConfigError
-from translrec_dist.models.mlm import MaskedLM, build_mlm_model
+from translrec_dist.models.mlm.masked_lm import MaskedLM, build_mlm_model
 from translrec_dist.models.pretrained import load_whole
 from translrec_dist.models.transfer import save_encoder
 from translrec_dist.tasks.base import DataContext, Task, TaskData, only_for
@@ -54,7 +54,6 @@ def item_splits(cfg) -> dict[str, pd.DataFrame]:
 
 class MlmTask(Task):
     name = "mlm"
-    export_kind = "masked_lm"
 
     def validate(self, cfg) -> None:
         needs_item_texts(cfg, self.name)
@@ -101,10 +100,17 @@ class MlmTask(Task):
     def hidden_size(self, model) -> int:
         return int(model.lm.config.hidden_size)
 
+    def planned_parameters(self, cfg, encoder_params: int, encoder_config) -> int:
+        import torch
+        from transformers import AutoModelForMaskedLM
+
+        with torch.device("meta"):  # the encoder with its LM head (decoder tied to the embeddings)
+            return sum(p.numel() for p in AutoModelForMaskedLM.from_config(encoder_config).parameters())
+
     def loss(self, model, batch: dict):
         return model(**batch)
 
-    def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
+    def write_export(self, out_dir: Path, state_dict: dict, model, cfg, data=None) -> None:
         save_encoder(out_dir, model.lm, state_dict, "lm.")
 
     def usage(self, cfg, loads: dict) -> list[str]:

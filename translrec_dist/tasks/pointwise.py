@@ -10,6 +10,7 @@ Export: the encoder in plain Hugging Face format plus ``head.safetensors``; the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +19,28 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from translrec_dist.data import build_tokenizer, load_prepared_splits, load_text_splits, read_source
 from translrec_dist.data.collate import PadCollator
 from translrec_dist.data.examples import latest_histories, render_item_texts
 from translrec_dist.data.loader import eval_loader, token_lengths
+from translrec_dist.data.prepared import load_prepared_splits
+from translrec_dist.data.stages import build_tokenizer, load_text_splits, read_source
 from translrec_dist.data.tokenize import tokenize_frame
 from translrec_dist.errors import ConfigError, DataError
 from translrec_dist.evaluation.metrics import binary_metrics, evaluate, predict_scores, regression_metrics
 from translrec_dist.evaluation.predict_checks import refuse_empty_text
-from translrec_dist.models.cross_encoder import HEAD_FILE, CrossEncoder, build_model, load_pretrained_encoder
+from translrec_dist.models.encoders import load_pretrained_encoder
+from translrec_dist.models.pointwise.cross_encoder import HEAD_FILE, CrossEncoder, build_model
 from translrec_dist.models.transfer import save_encoder
 from translrec_dist.tasks.base import DataContext, Task, TaskData, only_for
 
 
+@dataclass
+class PointwiseExtra:
+    label_mean: float | None  # the training labels' mean: the rating head's starting bias
+
 class PointwiseTask(Task):
     """Shared by ctr and rating; subclasses set the loss, the metrics and the prediction's name."""
 
-    export_kind = "cross_encoder"
     prediction_name = "score"
     labels = "click"  # what an example's label is: "click" (0/1 with sampled negatives) or "rating"
     score_expression = "the logit"  # what the text-classification pipeline's score is, for the model card
@@ -70,7 +76,7 @@ class PointwiseTask(Task):
                                  rank=accelerator.process_index, world=accelerator.num_processes)
             return evaluate(model, loader, accelerator, self.metrics)
 
-        return TaskData(tokenizer, splits["train"], collate, evaluate_split, lengths, {"label_mean": label_mean})
+        return TaskData(tokenizer, splits["train"], collate, evaluate_split, lengths, PointwiseExtra(label_mean))
 
     def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None):
         return build_model(cfg, tokenizer, self.initial_bias(data))
@@ -78,7 +84,7 @@ class PointwiseTask(Task):
     def initial_bias(self, data: TaskData | None) -> float | None:
         return None
 
-    def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
+    def write_export(self, out_dir: Path, state_dict: dict, model, cfg, data=None) -> None:
         head = {k[len("head."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("head.")}
         if not head:
             raise RuntimeError("refusing to write an export without the scoring head's weights")
@@ -148,6 +154,9 @@ class CtrTask(PointwiseTask):
             raise ConfigError(f"data.negatives_per_positive: ctr with no negatives and no positive_threshold has "
                               f"only one class; set data.negatives_per_positive>=1 ({cfg.source})")
 
+    def planned_parameters(self, cfg, encoder_params: int, encoder_config) -> int:
+        return encoder_params + encoder_config.hidden_size + 1  # the one-unit head
+
     def loss(self, model, batch: dict) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(model(**batch).float(), batch["labels"])
 
@@ -178,7 +187,7 @@ class RatingTask(PointwiseTask):
 
     def initial_bias(self, data: TaskData | None) -> float | None:
         # Rating regression starts at the mean rating, so early steps learn structure, not the offset.
-        return data.extra["label_mean"] if data is not None else None
+        return data.extra.label_mean if data is not None else None
 
 
 def rows_to_examples(rows: pd.DataFrame, cfg, path: Path) -> pd.DataFrame:

@@ -10,25 +10,34 @@ Export: the (user) encoder in plain Hugging Face format, ``item_encoder/`` when 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from safetensors.torch import load_file, save_file
 
-from translrec_dist.data import TextSplits, build_tokenizer, load_prepared_splits, read_source
 from translrec_dist.data.loader import token_lengths
+from translrec_dist.data.prepared import load_prepared_splits
 from translrec_dist.data.retrieval import (
     RetrievalCollator,
     build_retrieval_data,
     tokenize_catalog,
     tokenize_users,
 )
+from translrec_dist.data.stages import TextSplits, build_tokenizer, read_source
 from translrec_dist.errors import ConfigError
 from translrec_dist.evaluation.ranking import evaluate_on_data, evaluate_ranking
-from translrec_dist.models.bi_encoder import EXTRA_FILE, ITEM_ENCODER_DIR, BiEncoder, build_bi_encoder
-from translrec_dist.models.cross_encoder import load_pretrained_encoder
+from translrec_dist.models.encoders import load_pretrained_encoder
+from translrec_dist.models.retrieval.bi_encoder import EXTRA_FILE, ITEM_ENCODER_DIR, BiEncoder, build_bi_encoder
 from translrec_dist.models.transfer import save_encoder
 from translrec_dist.tasks.base import DataContext, Task, TaskData
+
+
+@dataclass
+class RetrievalExtra:
+    num_items: int  # the training catalog's size: rows of the item-id table
+    catalog: Any  # the catalog's tokenized item texts (what the collator draws item inputs from)
 
 
 def tokenizer_corpus(train_texts, item_text: pd.Series) -> TextSplits:
@@ -56,7 +65,6 @@ def texts_of(data) -> TextSplits:
 
 class RetrievalTask(Task):
     name = "retrieval"
-    export_kind = "bi_encoder"
     serves_recommend = True
 
     def validate(self, cfg) -> None:
@@ -86,20 +94,24 @@ class RetrievalTask(Task):
 
         lengths = token_lengths(users["train"]) if cfg.data.group_by_length and not cfg.data.streaming else None
         return TaskData(tokenizer, users["train"], RetrievalCollator(tokenizer.pad_token_id, catalog), evaluate,
-                        lengths, {"num_items": len(data.item_ids), "catalog": catalog})
+                        lengths, RetrievalExtra(len(data.item_ids), catalog))
 
     def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None):
         if data is not None:
-            num_items = data.extra["num_items"]
+            num_items = data.extra.num_items
         else:  # rebuilt around a checkpoint: the id table's shape says how many items it was trained with
             weight = (state_dict or {}).get("item_ids.weight")
             num_items = weight.shape[0] - 1 if weight is not None else 0
         return build_bi_encoder(cfg, tokenizer, num_items=num_items)
 
+    def planned_parameters(self, cfg, encoder_params: int, encoder_config) -> int:
+        # a second encoder for items unless the towers share one; the item-id table depends on the data's catalog
+        return encoder_params * (1 if cfg.model.share_towers else 2)
+
     def loss(self, model, batch: dict):
         return model(**batch)
 
-    def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
+    def write_export(self, out_dir: Path, state_dict: dict, model, cfg, data=None) -> None:
         save_encoder(out_dir, model.encoder, state_dict, "encoder.")
         if model.item_encoder is not None:
             save_encoder(out_dir / ITEM_ENCODER_DIR, model.item_encoder, state_dict, "item_encoder.")
@@ -134,6 +146,11 @@ class RetrievalTask(Task):
         if extra:
             model.item_ids.load_state_dict({"weight": extra["item_ids.weight"]})
         return model
+
+    def scorer(self, model, tokenizer, cfg, model_dir: Path, device: str | None = None):
+        from translrec_dist.tasks.retrieval_scorer import RetrievalScorer
+
+        return RetrievalScorer(model, tokenizer, cfg, model_dir, device)
 
     def evaluate_export(self, cfg, model, tokenizer, split: str, accelerator) -> dict:
         data = build_retrieval_data(*read_source(cfg), cfg)

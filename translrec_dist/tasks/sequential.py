@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,31 +30,38 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from translrec_dist.data import read_source
 from translrec_dist.data.sequence_shards import load_prepared_windows, window_splits
 from translrec_dist.data.sequences import SequenceData, build_sequence_data, eval_histories, training_windows
+from translrec_dist.data.stages import read_source
 from translrec_dist.errors import ConfigError
 from translrec_dist.evaluation.ranking import all_metrics, target_ranks
 from translrec_dist.models.encoding import encode_texts, eval_mode, pooled_forward, put_in_order, rank_share
-from translrec_dist.models.item_tower import cached_text_vectors
-from translrec_dist.models.sequential import SequenceModel
+from translrec_dist.models.sequential.item_tower import cached_text_vectors
+from translrec_dist.models.sequential.model import SequenceModel
 from translrec_dist.models.transfer import merged_encoder
+from translrec_dist.run_dir import RunDir
 from translrec_dist.safe_io import check_regular
 from translrec_dist.tasks.base import DataContext, Task, TaskData
+from translrec_dist.tasks.sequential_scorer import CATALOG_FILE, SequentialScorer
 from translrec_dist.training.hooks import Hook
 from translrec_dist.training.precision import resolve_precision
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "sequential.safetensors"
-CATALOG_FILE = "catalog.json"
+
+
+@dataclass
+class SequentialExtra:
+    data: SequenceData  # catalog, training sequences and eval rows
+    vectors: torch.Tensor | None  # the catalog's text vectors (None: an ID-only model)
+    run_dir: RunDir | None = None  # where encoder=top_layers|lora caches the frozen lower layers' states
 
 
 class WindowCollator:
-    """Windows as one tensor; ``attention_mask`` marks trained positions, so the trainer's tokens/s meter
-    reports target positions/s, and ``labels`` (the window ids) its samples/s.
+    """Windows as one tensor (what the throughput meter counts: ``SequentialTask.batch_size``).
 
     ``loss: sampled``: the batch's popularity-sampled negatives are drawn here, from a generator seeded by the
     run's seed and the batch's window ids. Ranks hold disjoint windows, so each rank draws its own negatives
@@ -74,8 +82,7 @@ class WindowCollator:
         return self.batch(torch.from_numpy(flat.reshape(len(ids), -1)), ids)
 
     def batch(self, windows: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"windows": windows, "example_id": ids, "labels": ids,
-               "attention_mask": (windows[:, :-1] >= 0) & (windows[:, 1:] >= 0)}
+        out = {"windows": windows, "example_id": ids}
         if self.num_negatives and self.probs is not None:
             out["negatives"] = torch.multinomial(self.probs, self.num_negatives, replacement=True,
                                                  generator=batch_generator(self.seed, ids))
@@ -110,6 +117,8 @@ class RefreshCatalog(Hook):
 
 
 def check_sequence_config(cfg) -> None:
+    """What the schema cannot check alone: how the sequential options combine with each other and the data (each
+    field's own bounds are the schema's, ``config.schema.SequenceConfig``)."""
     s, d, where = cfg.model.sequence, cfg.data, cfg.source
 
     def fail(key: str, msg: str):
@@ -117,25 +126,6 @@ def check_sequence_config(cfg) -> None:
 
     if d.format == "text_label":
         fail("task", "task=sequential needs interactions; use a recommendation format (e.g. synthetic, recbole)")
-    if d.max_history < 1:
-        fail("data.max_history", f"must be >= 1, got {d.max_history}")
-    if not 0 <= d.cold_item_fraction < 1:
-        fail("data.cold_item_fraction", f"must be in [0, 1), got {d.cold_item_fraction}")
-    if s.hidden % s.heads:
-        fail("model.sequence.hidden", f"{s.hidden} is not divisible by model.sequence.heads={s.heads}")
-    for key, value in [("layers", s.layers), ("heads", s.heads), ("hidden", s.hidden), ("inner", s.inner),
-                       ("refresh_every", s.refresh_every), ("adaptor_experts", s.adaptor_experts),
-                       ("window_stride", s.window_stride or 1), ("train_layers", s.train_layers)]:
-        if value < 1:
-            fail(f"model.sequence.{key}", f"must be >= 1, got {value}")
-    for key, value in [("dropout", s.dropout), ("attn_dropout", s.attn_dropout),
-                       ("adaptor_dropout", s.adaptor_dropout), ("id_dropout", s.id_dropout)]:
-        if not 0 <= value < 1:
-            fail(f"model.sequence.{key}", f"must be in [0, 1), got {value}")
-    if s.num_negatives < 0:
-        fail("model.sequence.num_negatives", "must be >= 0")
-    if not s.temperature > 0:
-        fail("model.sequence.temperature", f"must be > 0, got {s.temperature}")
     if s.unknown_id == "learned" and (s.item_repr != "text+id" or s.id_dropout == 0):
         fail("model.sequence.unknown_id", "learned trains on the items whose ID vector id_dropout drops: it needs "
              "item_repr=text+id and id_dropout > 0 (e.g. 0.2)")
@@ -173,7 +163,6 @@ def catalog_tokenizer(cfg, texts: list[str]):
 
 class SequentialTask(Task):
     name = "sequential"
-    export_kind = "sequential"
     serves_recommend = True
 
     def validate(self, cfg) -> None:
@@ -211,15 +200,11 @@ class SequentialTask(Task):
         s = cfg.model.sequence
         collate = WindowCollator(torch.as_tensor(data.popularity, dtype=torch.float64).clamp(min=0).float(),
                                  s.num_negatives if s.loss == "sampled" else 0, cfg.seed)
-        return TaskData(tokenizer, train, collate, evaluate, None, {"data": data, "vectors": vectors,
-                                                                    "run_dir": ctx.run_dir})
+        return TaskData(tokenizer, train, collate, evaluate, None, SequentialExtra(data, vectors, ctx.run_dir))
 
     def build_model(self, cfg, tokenizer, data: TaskData | None = None, state_dict: dict | None = None):
-        from translrec_dist.models.sequential import SequenceModel
         if data is not None:
-            seq = data.extra["data"]
-            model = build_sequential(cfg, seq, data.extra["vectors"], data.extra.get("run_dir"))
-            model.catalog_info = catalog_info(seq)
+            model = build_sequential(cfg, data.extra.data, data.extra.vectors, data.extra.run_dir)
         else:  # rebuilt around a checkpoint: shapes from its weights
             state = state_dict or {}
             text = state.get("items.text")
@@ -227,30 +212,41 @@ class SequentialTask(Task):
             model = SequenceModel(cfg.model.sequence, num_items, cfg.data.max_history,
                                   text.shape[1] if text is not None else 0, cfg.train.gather_negatives)
             if any(k.startswith("text_items.") for k in state):  # the encoder trained: its weights load into it
-                model.catalog_info = catalog_of(cfg)
-                attach_trained_encoder(cfg, model, model.catalog_info["texts"])
-        model.run_cfg = cfg
+                attach_trained_encoder(cfg, model, catalog_of(cfg)["texts"])
         return model
 
     def hidden_size(self, model) -> int:
         return int(model.cfg.hidden)
 
+    def planned_parameters(self, cfg, encoder_params: int, encoder_config) -> int:
+        """The sequence model (item tower, causal transformer; the id table is sized by the data's catalog),
+        plus the item encoder when it trains (encoder=top_layers|full); a frozen encoder only encodes."""
+        s = cfg.model.sequence
+        text_dim = encoder_config.hidden_size if s.item_repr != "id" else 0
+        with torch.device("meta"):
+            model = SequenceModel(s, 1, cfg.data.max_history, text_dim)
+        own = sum(p.numel() for p in model.parameters())
+        return own + (encoder_params if s.encoder != "frozen" and s.item_repr != "id" else 0)
+
     def loss(self, model, batch: dict):
         return model(**batch)
+
+    def batch_size(self, batch: dict):
+        """(target positions, windows): the meter reports trained positions/s."""
+        w = batch["windows"]
+        return ((w[:, :-1] >= 0) & (w[:, 1:] >= 0)).sum(), len(w)
 
     def hooks(self, cfg, data: TaskData) -> list:
         s = cfg.model.sequence
         return [RefreshCatalog(s.refresh_every)] if s.encoder != "frozen" and s.item_repr != "id" else []
 
-    def write_export(self, out_dir: Path, state_dict: dict, model) -> None:
-        cfg = model.run_cfg
+    def write_export(self, out_dir: Path, state_dict: dict, model, cfg, data=None) -> None:
         encoder_state = {k[len("text_items.encoder."):]: v for k, v in state_dict.items()
                          if k.startswith("text_items.encoder.")}
         weights = {k: v.detach().contiguous().cpu() for k, v in state_dict.items() if not k.startswith("text_items.")}
         save_file(weights, str(out_dir / WEIGHTS_FILE))
-        info = getattr(model, "catalog_info", None)
-        if info is None:
-            info = catalog_of(cfg)
+        # The run's catalog when the trainer hands its data; rebuilt from the config's source otherwise.
+        info = catalog_info(data.extra.data) if data is not None else catalog_of(cfg)
         (out_dir / CATALOG_FILE).write_text(json.dumps(info))
         if model.items.use_text:
             encoder, _ = item_encoder(cfg, info["texts"])
@@ -290,9 +286,10 @@ class SequentialTask(Task):
         if missing or unexpected or mismatched:
             refuse_partial(path, "SequenceModel", missing, unexpected, mismatched)
         model.load_state_dict(weights)
-        model.catalog_info = json.loads((Path(model_dir) / CATALOG_FILE).read_text())
-        model.run_cfg = cfg
         return model
+
+    def scorer(self, model, tokenizer, cfg, model_dir: Path, device: str | None = None):
+        return SequentialScorer(model, tokenizer, cfg, model_dir, device)
 
     def evaluate_export(self, cfg, model, tokenizer, split: str, accelerator) -> dict:
         data = read_sequence_data(cfg)
@@ -328,7 +325,7 @@ def item_encoder(cfg: RunConfig, catalog_texts: list[str]):
     """(encoder, tokenizer) of the item tower: ``model.name_or_path``, or a tiny BERT (seeded, with a
     WordPiece vocabulary trained on the catalog's texts) so that export and reload see the same encoder."""
     from translrec_dist.data.tokenize import load_tokenizer, train_wordpiece
-    from translrec_dist.models.cross_encoder import build_encoder
+    from translrec_dist.models.encoders import build_encoder
 
     m = cfg.model
     if m.tiny is None:
@@ -422,8 +419,8 @@ def build_text_encoder(cfg: RunConfig, texts: list[str], run_dir=None):
     from the run directory (``run_dir``; written there when missing) or, without one, computed in memory."""
     from translrec_dist.data.retrieval import tokenize_catalog
     from translrec_dist.models.encoding import as_table
-    from translrec_dist.models.layer_cache import cached_lower_states
-    from translrec_dist.models.trainable_items import TextEncoderItems
+    from translrec_dist.models.sequential.layer_cache import cached_lower_states
+    from translrec_dist.models.sequential.trainable_items import TextEncoderItems
     from translrec_dist.models.transfer import add_top_lora, transformer_layers
 
     s = cfg.model.sequence
@@ -436,7 +433,7 @@ def build_text_encoder(cfg: RunConfig, texts: list[str], run_dir=None):
         frozen = len(transformer_layers(encoder)) - s.train_layers
         cache_dir = run_dir.layer_states if run_dir is not None else None
         if cache_dir is None:
-            from translrec_dist.models.layer_cache import check_layer_split, compute_lower_states
+            from translrec_dist.models.sequential.layer_cache import check_layer_split, compute_lower_states
 
             check_layer_split(encoder, frozen)
             lower = compute_lower_states(encoder, frozen, as_table(tokens), tokenizer.pad_token_id)

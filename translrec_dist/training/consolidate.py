@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
 
-from translrec_dist.config import RunConfig, load_config
+from translrec_dist.config.loader import load_config
+from translrec_dist.config.schema import RunConfig
 from translrec_dist.errors import ConfigError
 from translrec_dist.models.export import write_export
 from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
-from translrec_dist.tasks import get_task
+
+if TYPE_CHECKING:
+    from translrec_dist.tasks.base import Task
 
 log = logging.getLogger(__name__)
 # A checkpoint is consolidated in one process whatever strategy wrote it.
@@ -47,27 +51,26 @@ def run_config_of(checkpoint_dir: Path, trust_remote_code: bool = False) -> RunC
                                     f"model.trust_remote_code={str(trust_remote_code).lower()}"])
 
 
-def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, trust_remote_code: bool = False) -> Path:
-    """Rebuild the run's model through its task, load the consolidated weights, write the export."""
+def export_checkpoint(checkpoint_dir: Path, out_dir: Path, cfg: RunConfig, task: Task) -> Path:
+    """Rebuild the run's model through its task, load the consolidated weights, write the export. ``cfg``: the
+    run's config (``run_config_of``); ``task``: its task (``program.export_checkpoint`` finds it)."""
     from translrec_dist.data.tokenize import load_tokenizer
 
     ckpt, out = Path(checkpoint_dir), Path(out_dir)
     if not RunDir.is_complete(ckpt):
         raise ConfigError(f"{ckpt} is not a complete checkpoint (no {RunDir.state_file(ckpt).name}); pass "
                           f"RUN/checkpoints/step_N")
-    cfg = run_config_of(ckpt, trust_remote_code)
     kind, path = model_source(cfg)
     if kind == "tiny":
         tokenizer = load_tokenizer(str(RunDir(cfg.output_dir).tokenizer))
     else:
         tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
     state_dict = consolidated_state_dict(ckpt)
-    task = get_task(cfg.task)
     model = task.build_model(cfg, tokenizer, None, state_dict)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         raise ConfigError(f"{ckpt} does not match the {cfg.task} model of {cfg.source}: missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]}")
-    write_export(out, model.state_dict(), model, tokenizer, cfg)
+    write_export(out, model.state_dict(), model, tokenizer, cfg, task)
     log.info("exported %s -> %s (%d tensors)", ckpt, out, len(state_dict))
     return out

@@ -24,7 +24,7 @@ from translrec_dist.training.zero_config import (
 )
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from translrec_dist.errors import ConfigError
 from translrec_dist.training.preflight import check_world_size
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 
 def world_size(nproc: int | None) -> tuple[int, str]:

@@ -27,7 +27,7 @@ from translrec_dist.errors import ConfigError
 from translrec_dist.models.source import model_source
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 GB = 1e9
 HEADROOM = 0.9  # CUDA context, allocator fragmentation, communication buffers
@@ -86,16 +86,14 @@ class Estimate:
 
 
 def encoder_config(cfg: RunConfig):
-    from transformers import AutoConfig, BertConfig
+    from transformers import AutoConfig
+
+    from translrec_dist.models.encoders import tiny_bert_config
 
     m = cfg.model
     kind, name = model_source(cfg)
     if kind == "tiny":
-        t = m.tiny
-        return "tiny", BertConfig(vocab_size=t.vocab_size, hidden_size=t.hidden_size,
-                                  num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
-                                  intermediate_size=t.intermediate_size,
-                                  max_position_embeddings=t.max_position_embeddings)
+        return "tiny", tiny_bert_config(cfg)
     try:  # a local directory or the Hugging Face cache; never the network
         return name, AutoConfig.from_pretrained(name, trust_remote_code=m.trust_remote_code, local_files_only=True)
     except (OSError, ValueError):
@@ -108,15 +106,18 @@ def encoder_config(cfg: RunConfig):
                       f"it once (huggingface-cli download {name} config.json) or pass a local model directory")
 
 
-def model_size(cfg: RunConfig) -> ModelSize:
+def model_size(cfg: RunConfig, task=None) -> ModelSize:
+    """Parameters of the run's model: the encoder's, sized on the meta device, plus what the task builds around it
+    (``Task.planned_parameters``; without a task, a cross-encoder's one-unit head)."""
     from transformers import AutoModel
 
-    from translrec_dist.models.cross_encoder import drop_pooler
+    from translrec_dist.models.encoders import drop_pooler
 
     name, config = encoder_config(cfg)
     with torch.device("meta"):  # shapes only: no memory, no download
         encoder = drop_pooler(AutoModel.from_config(config))
-    params = sum(p.numel() for p in encoder.parameters()) + config.hidden_size + 1
+    params = sum(p.numel() for p in encoder.parameters())
+    params = task.planned_parameters(cfg, params, config) if task is not None else params + config.hidden_size + 1
     largest = max(sum(p.numel() for p in mod.parameters(recurse=False)) for mod in encoder.modules())
     return ModelSize(name, params, largest, config.hidden_size, config.num_hidden_layers,
                      config.num_attention_heads)
@@ -163,11 +164,11 @@ def parse_bytes(text: str) -> float:
     return float(m.group(1)) * scale[unit]
 
 
-def plan(cfg: RunConfig, gpus_per_node: int, nodes: int, gpu_mem: float) -> tuple[ModelSize, list[Estimate],
-                                                                                    Estimate | None]:
+def plan(cfg: RunConfig, gpus_per_node: int, nodes: int, gpu_mem: float, task=None) -> tuple[
+        ModelSize, list[Estimate], Estimate | None]:
     if gpus_per_node < 1 or nodes < 1:
         raise ConfigError("plan: --gpus-per-node and --nodes must be >= 1")
-    size = model_size(cfg)
+    size = model_size(cfg, task)
     mixed = cfg.train.precision in ("bf16", "fp16")
     acts = activation_bytes(cfg, size, mixed)
     rows = [estimate(size, d, o, gpus_per_node, nodes, mixed, acts) for d, o in STRATEGIES]
@@ -175,10 +176,11 @@ def plan(cfg: RunConfig, gpus_per_node: int, nodes: int, gpu_mem: float) -> tupl
     return size, rows, best
 
 
-def format_plan(cfg: RunConfig, gpus_per_node: int, nodes: int, gpu_mem: float) -> str:
-    size, rows, best = plan(cfg, gpus_per_node, nodes, gpu_mem)
+def format_plan(cfg: RunConfig, gpus_per_node: int, nodes: int, gpu_mem: float, task=None) -> str:
+    size, rows, best = plan(cfg, gpus_per_node, nodes, gpu_mem, task)
     n = gpus_per_node * nodes
-    lines = [f"model {size.name}: {size.params / 1e6:.1f}M parameters (largest layer {size.largest_layer / 1e6:.1f}M)",
+    lines = [f"model {size.name} (task={cfg.task}): {size.params / 1e6:.1f}M parameters (largest layer "
+             f"{size.largest_layer / 1e6:.1f}M)",
              f"{nodes} node(s) x {gpus_per_node} GPU(s) = {n}, {gpu_mem / GB:.0f} GB each; precision "
              f"{cfg.train.precision}, micro-batch {cfg.train.micro_batch_size}, sequence {cfg.data.max_length}"
              f"{', gradient checkpointing' if cfg.model.gradient_checkpointing else ''}",

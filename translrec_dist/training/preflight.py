@@ -15,7 +15,7 @@ from translrec_dist.errors import ConfigError
 from translrec_dist.training.zero_config import select_deepspeed_json
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 
 def preflight(cfg: RunConfig, world: int) -> None:

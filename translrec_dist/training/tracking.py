@@ -18,7 +18,7 @@ from translrec_dist import safe_io
 from translrec_dist.run_dir import RunDir
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "translrec"

@@ -21,14 +21,15 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from translrec_dist.config import RunConfig, dump_config
+from translrec_dist.config.loader import dump_config
+from translrec_dist.config.schema import RunConfig
 from translrec_dist.console import close_log_files, log_to_file
 from translrec_dist.data.loader import train_loader, train_steps_per_epoch
 from translrec_dist.errors import UserError
 from translrec_dist.models.export import write_export
 from translrec_dist.models.source import model_source
 from translrec_dist.run_dir import RunDir
-from translrec_dist.tasks import DataContext, get_task
+from translrec_dist.tasks.base import DataContext, Task
 from translrec_dist.threads import configure_threads
 from translrec_dist.training.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
 from translrec_dist.training.distributed import (
@@ -86,8 +87,9 @@ class RunResult:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig):
-        self.cfg, self.task, self.run = cfg, get_task(cfg.task, cfg.source), RunDir(cfg.output_dir)
+    def __init__(self, cfg: RunConfig, task: Task):
+        """``task``: the run's task, found and checked where the program is assembled (``program.task_for``)."""
+        self.cfg, self.task, self.run = cfg, task, RunDir(cfg.output_dir)
         self.step = self.steps_this_run = 0
         self.last_checkpoint: str | None = None
         self.bar = self.accelerator = self.opened = None
@@ -184,8 +186,8 @@ class Trainer:
                         self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach())
-            tokens = tokens + batch["attention_mask"].sum()
-            samples += len(batch["labels"])
+            batch_tokens, batch_samples = self.task.batch_size(batch)
+            tokens, samples = tokens + batch_tokens, samples + batch_samples
         return StepOutcome(losses, finite, stop, tokens, samples)
 
     def save_checkpoint(self) -> None:
@@ -242,13 +244,19 @@ class Trainer:
         return RunResult(step, stopped=False, metrics=results, early_stop=self.early_stop)
 
     def export(self) -> None:
-        """``final/``: every rank joins the gather (a collective under ZeRO-3); the main process writes."""
+        """``final/``: every rank joins the gather (a collective under ZeRO-3); the main process writes. A task
+        with no export adapter (training role only) leaves checkpoints and metrics, no ``final/``."""
         acc = self.accelerator
+        if not self.task.exports:
+            log.info("task %s has no export adapter: no %s (its checkpoints hold the weights)", self.task.name,
+                     self.run.final)
+            return
         state_dict = acc.get_state_dict(self.model)
         if acc.is_main_process:
             final, tmp = self.run.final, self.run.final_tmp
             _remove_tree(tmp)
-            write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg, self.run.root)
+            write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg, self.task,
+                         self.data, root=self.run.root)
             _remove_tree(final)  # the old export goes only once the new one is complete
             tmp.rename(final)
             log.info("exported %s", final)
@@ -263,11 +271,11 @@ def _remove_tree(path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def train(cfg: RunConfig) -> RunResult:
+def train(cfg: RunConfig, task: Task) -> RunResult:
     """Train; SIGTERM/SIGUSR1 (scancel, preemption) end the run with a checkpoint at the next step."""
     configure_threads()  # a no-op after the CLI's call; sizes torch's threads for callers from Python
     with stop_signals_requested():
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, task)
         try:
             try:
                 trainer.setup()

@@ -20,7 +20,7 @@ from translrec_dist.errors import ConfigError
 from translrec_dist.training.builtin_configs import builtin_dir, packaged_deepspeed
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 BUILTIN_DIR = builtin_dir("deepspeed")  # inside the package: found by any install (importlib.resources)
 STAGES = {"zero1": 1, "zero2": 2, "zero3": 3}

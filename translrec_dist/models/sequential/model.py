@@ -16,18 +16,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from translrec_dist.models.catalog_softmax import catalog_cross_entropy
-from translrec_dist.models.causal_blocks import CausalTransformer, FastDropout
-from translrec_dist.models.item_tower import ItemTower
+from translrec_dist.models.in_batch_softmax import in_batch_softmax, world
+from translrec_dist.models.sequential.catalog_softmax import catalog_cross_entropy
+from translrec_dist.models.sequential.causal_blocks import CausalTransformer, FastDropout
+from translrec_dist.models.sequential.item_tower import ItemTower
 
 if TYPE_CHECKING:
-    from translrec_dist.config import SequenceConfig
-
-
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    from translrec_dist.config.schema import SequenceConfig
 
 
 class SequenceModel(nn.Module):
@@ -195,48 +190,11 @@ class SequenceModel(nn.Module):
         """Softmax over the (global) batch's targets plus ``negatives``, each logit minus log q(item)
         (the sampling probability of in-batch and popularity-sampled items; Yi et al. 2019)."""
         cand = targets if negatives is None else torch.cat([targets, negatives])
-        cand_vectors = vectors[cand]
-        offset = 0
-        if self.gather_negatives and world()[1] > 1:
-            cand, cand_vectors, offset = gather_ragged(cand, cand_vectors, len(targets))
-        logits = self.score(states, cand_vectors)
-        if self.cfg.logq:
-            logits = logits - self.log_q[cand]
-        own = torch.arange(len(targets), device=logits.device) + offset
-        accidental = targets.unsqueeze(1) == cand.unsqueeze(0)
-        accidental[torch.arange(len(targets)), own] = False
-        logits = logits.masked_fill(accidental, torch.finfo(logits.dtype).min)
-        return F.cross_entropy(logits, own, reduction="none")
+        return in_batch_softmax(states, targets, cand, vectors[cand], self.score, self.gather_negatives,
+                                self.log_q if self.cfg.logq else None)
 
     def sample_negatives(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.multinomial(self.log_q.exp(), n, replacement=True, generator=generator)
-
-
-def gather_ragged(cand: torch.Tensor, cand_vectors: torch.Tensor, n_targets: int):
-    """All ranks' candidates, ordered [targets of rank 0.., then sampled negatives of rank 0..], with the
-    gradient of every rank's loss flowing back to each rank's vectors (torch.distributed.nn.all_gather),
-    and the offset of this rank's targets. Ranks hold different numbers of targets, so tensors are padded
-    to the largest and trimmed."""
-    from torch.distributed.nn.functional import all_gather
-
-    rank, size = world()
-
-    n = torch.tensor([n_targets, len(cand)], device=cand.device)
-    sizes = [torch.zeros_like(n) for _ in range(size)]
-    dist.all_gather(sizes, n)
-    longest = max(int(s[1]) for s in sizes)
-    pad = longest - len(cand)
-    cand_p = torch.cat([cand, cand.new_zeros(pad)])
-    vec_p = torch.cat([cand_vectors, cand_vectors.new_zeros(pad, cand_vectors.shape[1])])
-    all_cand = [torch.zeros_like(cand_p) for _ in range(size)]
-    dist.all_gather(all_cand, cand_p)
-    all_vec = all_gather(vec_p.contiguous())
-    tgt_i = [all_cand[r][: int(sizes[r][0])] for r in range(size)]
-    tgt_v = [all_vec[r][: int(sizes[r][0])] for r in range(size)]
-    neg_i = [all_cand[r][int(sizes[r][0]): int(sizes[r][1])] for r in range(size)]
-    neg_v = [all_vec[r][int(sizes[r][0]): int(sizes[r][1])] for r in range(size)]
-    offset = sum(int(sizes[r][0]) for r in range(rank))
-    return torch.cat(tgt_i + neg_i), torch.cat(tgt_v + neg_v), offset
 
 
 def global_mean(losses: torch.Tensor) -> torch.Tensor:

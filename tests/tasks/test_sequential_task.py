@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import FAST, TINY, run_cli
+from translrec_dist.run_dir import RunDir
 
 SEQUENTIAL = ["task=sequential", "model.sequence.hidden=16", "model.sequence.inner=32", "model.sequence.layers=1",
               "data.max_history=8", "data.cold_item_fraction=0.2", "train.lr=3e-3", "train.epochs=3"]
@@ -23,30 +24,33 @@ def sequential_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # trains through the CLI (serving: tests/serving/test_http.py)
 def test_sequential_trains_exports_and_reports_cold_and_warm(sequential_run: Path):
-    result = json.loads((sequential_run / "eval.json").read_text())
+    result = json.loads(RunDir(sequential_run).eval.read_text())
     assert result["num_items"] == 60 and result["num_examples"] == 80 and result["num_cold"] > 0
     for key in ("ndcg@10_masked", "recall@10", "cold_ndcg@10_masked", "warm_ndcg@10_masked", "warm_recall@10"):
         assert key in result and 0 <= result[key] <= 1
     assert (sequential_run / "item_vectors").is_dir()  # frozen regime: catalog vectors cached in the run dir
-    metrics = [json.loads(line) for line in (sequential_run / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in RunDir(sequential_run).metrics.read_text().splitlines()]
     assert any("tokens_per_s" in m for m in metrics)  # target positions per second
 
 
+@pytest.mark.slow  # trains through the CLI (serving: tests/serving/test_http.py)
 def test_export_reloads_and_recommends_explains_and_indexes_new_items(sequential_run: Path, tmp_path: Path):
-    from translrec_dist.serving import Recommender, SequentialRecommender
+    from translrec_dist.program import load_recommender
+    from translrec_dist.tasks.sequential_scorer import SequentialScorer
 
     final = sequential_run / "final"
-    rec = Recommender.from_pretrained(final)
-    assert isinstance(rec, SequentialRecommender)
+    rec = load_recommender(final)
+    assert isinstance(rec.scorer, SequentialScorer)
     # The reloaded model scores the catalog as the trained one did: its eval figure is reproduced.
-    from translrec_dist.data import read_source
     from translrec_dist.data.sequences import build_sequence_data
+    from translrec_dist.data.stages import read_source
     from translrec_dist.tasks.sequential import evaluate_sequences
 
     data = build_sequence_data(*read_source(rec.cfg), rec.cfg)
-    again = evaluate_sequences(rec.model, data, "test", rec.cfg.data.max_history)
-    saved = json.loads((sequential_run / "eval.json").read_text())
+    again = evaluate_sequences(rec.scorer.model, data, "test", rec.cfg.data.max_history)
+    saved = json.loads(RunDir(sequential_run).eval.read_text())
     assert again["ndcg@10_masked"] == pytest.approx(saved["ndcg@10_masked"], abs=1e-6)
 
     top = rec.recommend(user="0", top_k=5, exclude_seen=True)

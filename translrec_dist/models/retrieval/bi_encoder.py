@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from translrec_dist.models.cross_encoder import build_encoder, load_pretrained_encoder, pool
+from translrec_dist.models.encoders import build_encoder, load_pretrained_encoder, pool
+from translrec_dist.models.in_batch_softmax import in_batch_softmax
 from translrec_dist.models.transfer import apply_transfer_knobs
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 EXTRA_FILE = "bi_encoder.safetensors"
 ITEM_ENCODER_DIR = "item_encoder"
@@ -82,30 +82,8 @@ class BiEncoder(nn.Module):
 
 def in_batch_loss(users: torch.Tensor, items: torch.Tensor, item_index: torch.Tensor, scale: float,
                   gather: bool) -> torch.Tensor:
-    """Mean softmax cross-entropy of each user against every item in the (global) batch.
-
-    With ``gather``, item embeddings of all ranks join the negatives. ``torch.distributed.nn.all_gather``
-    keeps the graph: the local slice carries its gradient, and the backward pass sends each rank the
-    gradient of the other ranks' losses with respect to its items, so the summed gradient equals that of
-    one process holding the concatenated batch.
-    """
-    offset = 0
-    if gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.distributed.nn.functional import all_gather
-
-        offset = dist.get_rank() * len(users)
-        items = torch.cat(all_gather(items.contiguous()))
-        all_index = [torch.empty_like(item_index) for _ in range(dist.get_world_size())]
-        dist.all_gather(all_index, item_index.contiguous())
-        item_index_all = torch.cat(all_index)
-    else:
-        item_index_all = item_index
-    logits = users @ items.T * scale
-    target = torch.arange(len(users), device=users.device) + offset
-    duplicate = item_index.unsqueeze(1) == item_index_all.unsqueeze(0)
-    duplicate[torch.arange(len(users)), target] = False
-    logits = logits.masked_fill(duplicate, torch.finfo(logits.dtype).min)
-    return F.cross_entropy(logits, target)
+    """Mean softmax cross-entropy of each user against every item in the (global) batch (``in_batch_softmax``)."""
+    return in_batch_softmax(users, item_index, item_index, items, lambda q, c: q @ c.T * scale, gather).mean()
 
 
 def build_bi_encoder(cfg: RunConfig, tokenizer, num_items: int = 0) -> BiEncoder:

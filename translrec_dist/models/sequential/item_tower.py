@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from translrec_dist import safe_io
-from translrec_dist.models.causal_blocks import FastDropout
+from translrec_dist.models.sequential.causal_blocks import FastDropout
 
 if TYPE_CHECKING:
-    from translrec_dist.config import SequenceConfig
+    from translrec_dist.config.schema import SequenceConfig
 
 
 log = logging.getLogger(__name__)

@@ -1,17 +1,13 @@
-"""Cross-encoder recommender: any Hugging Face encoder + pooling + a one-unit head.
-
-The export (``tasks.pointwise``, ``models.export``) is the encoder in plain Hugging Face format plus
-``head.safetensors``; the score is ``head(pool(encoder(x)))``.
-"""
+"""Encoders every task builds on: a pretrained Hugging Face encoder (refusing remote code unless the user
+allows it), the tiny random-init BERT of ``model.tiny`` (one ``BertConfig`` for every task and the planner),
+the pooler dropped, and pooling of the last hidden state."""
 
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig
 
@@ -20,12 +16,9 @@ from translrec_dist.models.encoder_options import apply_memory_options, attentio
 from translrec_dist.models.pretrained import load_whole
 from translrec_dist.models.safety import refuse_remote_code
 from translrec_dist.models.source import model_source
-from translrec_dist.models.transfer import apply_transfer_knobs
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
-
-HEAD_FILE = "head.safetensors"
+    from translrec_dist.config.schema import RunConfig
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -33,26 +26,6 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
         return hidden[:, 0]
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-
-class CrossEncoder(nn.Module):
-    def __init__(self, encoder: nn.Module, pooling: str = "cls", head_dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.pooling = pooling
-        self.dropout = nn.Dropout(head_dropout)
-        self.head = nn.Linear(encoder.config.hidden_size, 1)
-        # accelerate fills DeepSpeed's hidden-size based "auto" buckets from model.config
-        self.config = encoder.config
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None, **_unused) -> torch.Tensor:
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        pooled = pool(hidden, attention_mask, self.pooling).float()
-        # The head runs in fp32 under bf16 autocast: a bf16 logit keeps ~3 significant digits, which the loss
-        # and the ranking metrics (AUC ties) would see; one [B x H] x [H x 1] product costs nothing.
-        with torch.autocast(pooled.device.type, enabled=False):
-            return self.head(self.dropout(pooled)).squeeze(-1)
 
 
 def load_pretrained_encoder(path: str, attn_implementation: str, trust_remote_code: bool) -> nn.Module:
@@ -107,15 +80,3 @@ def _build_encoder(cfg: RunConfig, vocab_size: int | None = None) -> nn.Module:
     if m.random_init:  # the pretrained architecture and tokenizer, random weights: the "from scratch" baseline
         return drop_pooler(AutoModel.from_config(config, attn_implementation=m.attn_implementation))
     return load_pretrained_encoder(path, m.attn_implementation, m.trust_remote_code)
-
-
-def build_model(cfg: RunConfig, tokenizer, label_mean: float | None = None) -> CrossEncoder:
-    encoder = apply_transfer_knobs(build_encoder(cfg, vocab_size=len(tokenizer)), cfg)
-    model = CrossEncoder(encoder, cfg.model.pooling, cfg.model.head_dropout)
-    if cfg.model.init_from and (Path(cfg.model.init_from) / HEAD_FILE).is_file():
-        model.head.load_state_dict(load_file(str(Path(cfg.model.init_from) / HEAD_FILE)))
-    elif label_mean is not None:
-        # Rating regression starts at the mean rating, so early steps learn structure, not the offset.
-        with torch.no_grad():
-            model.head.bias.fill_(label_mean)
-    return model

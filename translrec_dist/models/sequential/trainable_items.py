@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from translrec_dist.data.collate import PadCollator
-from translrec_dist.models.cross_encoder import pool
+from translrec_dist.models.encoders import pool
 from translrec_dist.models.encoding import (
     as_table,
     encode_tokenized,
@@ -34,7 +34,7 @@ from translrec_dist.models.encoding import (
     put_in_order,
     rank_share,
 )
-from translrec_dist.models.layer_cache import LowerStates, run_layers
+from translrec_dist.models.sequential.layer_cache import LowerStates, run_layers
 from translrec_dist.models.transfer import transformer_layers
 from translrec_dist.training.precision import autocast
 

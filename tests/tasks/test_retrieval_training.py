@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST, TINY, accelerate_launch, run_cli
+from translrec_dist.run_dir import RunDir
+
+pytestmark = pytest.mark.slow  # trains through the CLI (serving: tests/serving/test_http.py)
 
 RETRIEVAL = ["task=retrieval", "model.pooling=mean", "model.temperature=0.2"]
 
@@ -23,7 +26,7 @@ def retrieval_run(tmp_path_factory) -> Path:
 
 
 def test_retrieval_trains_and_reports_full_catalog_metrics(retrieval_run: Path):
-    result = json.loads((retrieval_run / "eval.json").read_text())
+    result = json.loads(RunDir(retrieval_run).eval.read_text())
     for key in ("ndcg@10", "recall@10", "ndcg@50", "recall@50", "mrr", "ndcg@10_masked", "mrr_masked", "num_cold"):
         assert key in result
     assert ("cold_ndcg@10" in result) == (result["num_cold"] > 0)  # cold_* only when there are cold targets
@@ -46,7 +49,7 @@ def test_two_processes_with_gathered_negatives_evaluate_like_one(tmp_path: Path)
             f"output_dir={out}"]
     run_cli(args, launcher=accelerate_launch(2, 29913, "--multi_gpu"),
             env={"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"})
-    distributed = json.loads((out / "eval.json").read_text())
+    distributed = json.loads(RunDir(out).eval.read_text())
     # the same export scored by one process: the catalog slices of the two ranks were put back in order
     proc = run_cli(["evaluate", str(TINY), *FAST, *RETRIEVAL, f"output_dir={out}"])
     single = json.loads(proc.stdout)

@@ -12,15 +12,15 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM
 
-from translrec_dist.models.cross_encoder import tiny_bert_config
 from translrec_dist.models.encoder_options import apply_memory_options
+from translrec_dist.models.encoders import tiny_bert_config
 from translrec_dist.models.pretrained import load_whole
 from translrec_dist.models.safety import refuse_remote_code
 from translrec_dist.models.source import model_source
 from translrec_dist.models.transfer import apply_transfer_knobs
 
 if TYPE_CHECKING:
-    from translrec_dist.config import RunConfig
+    from translrec_dist.config.schema import RunConfig
 
 
 class MaskedLM(nn.Module):

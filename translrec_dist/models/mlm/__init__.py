@@ -1,0 +1,1 @@
+"""Models of the mlm task: a masked language model for domain-adaptive pretraining."""

@@ -1,0 +1,1 @@
+"""Models of the pointwise tasks (ctr, rating): the cross-encoder."""

@@ -1,0 +1,1 @@
+"""Models of the retrieval task: the bi-encoder (user and item towers)."""
