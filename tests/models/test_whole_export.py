@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import run_cli
 from tests.tiny_exports import write_export
 from translrec_dist.errors import ConfigError
-from translrec_dist.models.export import read_export
+from translrec_dist.program import read_export
 
 
 @pytest.fixture(scope="module")

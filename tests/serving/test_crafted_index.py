@@ -68,7 +68,7 @@ def garbage(name: str, data: bytes):
     (rewrite(histories={"u": ["no-such-item"]}), "items.json", "'histories'"),
     (garbage("items.json", b"\x00\xff not json"), "items.json", "not JSON"),
     (garbage("item_embeddings.safetensors", b"garbage" * 10), "item_embeddings.safetensors", "not the index's vectors"),
-    (garbage("faiss_hnsw.index", b"IHNf" + b"\x07" * 200), "faiss_hnsw.index", "not an HNSW index"),
+    (garbage("faiss_hnsw.index", b"IHNf" + b"\x07" * 200), "faiss_hnsw.index", "not a faiss index"),
 ])
 def test_a_crafted_index_is_refused_naming_the_file(indexed: Path, tmp_path: Path, capsys, change, where, what):
     model = crafted(indexed, tmp_path, change)

@@ -13,7 +13,7 @@ from pathlib import Path
 from accelerate.state import AcceleratorState
 
 from tests.conftest import FAST, TINY
-from tests.training.test_sequential_task import SEQUENTIAL
+from tests.tasks.test_sequential_task import SEQUENTIAL
 from translrec_dist.cli import setup_logging
 from translrec_dist.config.loader import load_config
 from translrec_dist.training import trainer

@@ -108,11 +108,12 @@ class FaissIndex:
         path = Path(directory) / FAISS_FILE
         if not path.exists():  # an index written with backend=exact: build the graph now
             return cls(embeddings, ef_search=ef_search)
-        return cls(embeddings, ef_search=ef_search, index=read_faiss(path, embeddings.shape[1]))
+        return cls(embeddings, ef_search=ef_search, index=read_faiss(path, embeddings.shape[1], embeddings.shape[0]))
 
 
-def read_faiss(path: Path, dim: int):
-    """A saved HNSW graph, refused (DataError naming the file) unless faiss reads it as one of width ``dim``."""
+def read_faiss(path: Path, dim: int, rows: int):
+    """A saved faiss index, refused (DataError naming the file) unless faiss reads it as one of the types
+    ``faiss_index_for`` writes (or an HNSW graph), over inner product, ``dim`` wide and holding ``rows`` items."""
     from translrec_dist.safe_io import check_regular
 
     faiss = import_faiss()
@@ -121,8 +122,10 @@ def read_faiss(path: Path, dim: int):
         index = faiss.deserialize_index(data)
     except RuntimeError:
         index = None
-    if not isinstance(index, faiss.IndexHNSW) or index.d != dim:
-        raise DataError(f"{path}: not an HNSW index of {dim}-dimensional vectors written by translrec index; "
+    kinds = (faiss.IndexFlatIP, faiss.IndexIVFFlat, faiss.IndexIVFPQ, faiss.IndexHNSW)
+    if (not isinstance(index, kinds) or index.d != dim or index.ntotal != rows
+            or index.metric_type != faiss.METRIC_INNER_PRODUCT):
+        raise DataError(f"{path}: not a faiss index of {rows} {dim}-dimensional vectors written by translrec index; "
                         f"rebuild it: translrec index --model MODEL --backend faiss")
     return index
 
