@@ -109,7 +109,7 @@ def test_separate_item_tower_is_a_second_sentence_transformer(tmp_path):
     final, _ = retrieval_export(tmp_path, "dot", "model.share_towers=false")
     items = SentenceTransformer(str(final / "item_encoder"), device="cpu").encode(ITEMS, convert_to_tensor=True)
     rec = Recommender.from_pretrained(final, device="cpu", index=False)
-    torch.testing.assert_close(items, rec.encode(ITEMS, "items"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(items, rec.scorer.encode(ITEMS, "items"), atol=1e-5, rtol=0)
 
 
 def pointwise_export(tmp_path: Path, task: str) -> tuple[Path, object]:
