@@ -13,7 +13,7 @@ from accelerate.state import AcceleratorState
 
 from tests.conftest import FAST, TINY
 from tests.training.cli_hooks import sgd_optimizer
-from translrec_dist.config.loader import load_config
+from translrec_dist.program import load_run
 from translrec_dist.training import trainer
 from translrec_dist.training.distributed import shutdown_process_group
 from translrec_dist.training.optim import build_optimizer
@@ -41,10 +41,10 @@ def main(strategy: str, root: Path) -> None:
     # One process group for all the tasks: each run's end (trainer.end_run) would leave it.
     trainer.end_run = lambda accelerator: None
     for task, extra in TASKS.items():
-        cfg = load_config(TINY, [*FAST, f"task={task}", *extra, *STEPS, f"train.distributed={strategy}",
-                                 f"output_dir={root / task}"])
+        cfg, run_task = load_run(TINY, [*FAST, f"task={task}", *extra, *STEPS, f"train.distributed={strategy}",
+                                        f"output_dir={root / task}"])
         trainer.build_optimizer = sgd_optimizer if task in PLAIN_SGD else build_optimizer
-        trainer.train(cfg)
+        trainer.train(cfg, run_task)
         AcceleratorState._reset_state()  # the next task gets its own Accelerator and DeepSpeed plugin
     shutdown_process_group()
 
