@@ -189,7 +189,7 @@ def python_blocks(card: str) -> list[str]:
 @pytest.mark.parametrize("name", list(TASK_RUNS))
 def test_every_python_snippet_in_the_card_runs(tmp_path, name):
     from translrec_dist.config.loader import load_config
-    from translrec_dist.training.trainer import train
+    from translrec_dist.program import train
 
     cfg = load_config(TINY, [*FAST, *TASK_RUNS[name], "train.max_steps=2", f"output_dir={tmp_path / 'run'}"])
     train(cfg)

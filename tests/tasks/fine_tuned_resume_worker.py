@@ -15,7 +15,7 @@ from accelerate.state import AcceleratorState
 from tests.conftest import FAST, TINY
 from tests.tasks.test_sequential_task import SEQUENTIAL
 from translrec_dist.cli import setup_logging
-from translrec_dist.config.loader import load_config
+from translrec_dist.program import load_run
 from translrec_dist.training import trainer
 from translrec_dist.training.distributed import shutdown_process_group
 
@@ -34,7 +34,7 @@ def main(root: Path) -> None:
     trainer.end_run = lambda accelerator: None  # one process group for the three runs
     results = []
     for out, extra in (("full", []), ("cut", [f"train.stop_after_steps={STOP}"]), ("cut", ["train.resume_from=auto"])):
-        results.append(trainer.train(load_config(TINY, [*common(), f"output_dir={root / out}", *extra])).summary())
+        results.append(trainer.train(*load_run(TINY, [*common(), f"output_dir={root / out}", *extra])).summary())
         AcceleratorState._reset_state()
     if int(os.environ.get("RANK", "0")) == 0:
         (root / "results.json").write_text(json.dumps(results))
