@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST, REPO, TINY, run_cli
-from tests.run_files import losses
+from tests.run_files import metric_rows
 from tests.training.cli_hooks import PAUSE_MARKER
 from translrec_dist.run_dir import RunDir
 
@@ -29,7 +29,8 @@ ARGS = [str(TINY), *FAST, f"train.max_steps={STEPS}", "train.checkpoint_every=2"
 
 
 def logged_steps(out: Path) -> list[int]:
-    return list(losses(out))
+    """Every logged training step in file order: a resumed run repeats the steps after its checkpoint."""
+    return [r["step"] for r in metric_rows(out) if "loss" in r]
 
 
 @pytest.fixture(scope="module")
