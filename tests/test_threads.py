@@ -76,7 +76,10 @@ def test_configure_threads_respects_the_user_and_recomputes_for_a_child(monkeypa
     env = {"LOCAL_WORLD_SIZE": "2", "OMP_WAIT_POLICY": "ACTIVE"}
     plan = configure_threads(env)
     assert plan.threads == 4 and env["OMP_NUM_THREADS"] == "4"
-    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env["KMP_BLOCKTIME"] == "0"  # the user's policy kept
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and "KMP_BLOCKTIME" not in env  # the user's policy kept
+    opted = {"LOCAL_WORLD_SIZE": "2", "OMP_WAIT_POLICY": "ACTIVE", "TRANSLREC_SLEEPING_WAITS": "1"}
+    configure_threads(opted)
+    assert opted["OMP_WAIT_POLICY"] == "ACTIVE" and opted["KMP_BLOCKTIME"] == "0"  # still the user's policy
     # A child of that process (a launcher's rank) inherits OMP_NUM_THREADS=4 but it was ours: recompute.
     child = {**env, "LOCAL_WORLD_SIZE": "8"}
     assert configure_threads(child).threads == 1 and child["OMP_NUM_THREADS"] == "1"
@@ -99,7 +102,10 @@ def test_cli_sets_threads_before_torch_starts_openmp(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "LOCAL_WORLD_SIZE": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     planned, actual, policy = out.split()
-    assert planned == actual and policy == "PASSIVE"
+    assert planned == actual and policy == "unset"  # sleeping waits are opt-in
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "TRANSLREC_SLEEPING_WAITS": "1"}, check=True).stdout
+    assert out.split()[2] == "PASSIVE"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**env, "OMP_NUM_THREADS": "1"}, check=True).stdout
     assert out.split() == ["None", "1", "unset"]  # the user's OMP_NUM_THREADS: no plan, no wait policy imposed

@@ -5,8 +5,9 @@ processes hold the cores (a shared workstation, a non-exclusive SLURM partition,
 each op waits for its descheduled thread: on 2 cores at load 4 the tiny quick start ran 28x slower than idle.
 So the count is the smaller of the CPUs in the affinity mask (taskset, SLURM's cpuset binding) and the cgroup CPU
 quota (containers, ``--cpus-per-task`` under cgroup enforcement), divided among this node's ranks
-(``LOCAL_WORLD_SIZE``), and OpenMP threads sleep instead of spinning at a barrier (``OMP_WAIT_POLICY=PASSIVE``),
-which only takes effect when set before the OpenMP runtime starts, i.e. before torch is imported: call
+(``LOCAL_WORLD_SIZE``). With ``TRANSLREC_SLEEPING_WAITS=1`` (shared cores) OpenMP threads also sleep instead of
+spinning at a barrier (``OMP_WAIT_POLICY=PASSIVE``); it is off by default because it slowed the idle quick start
+1.76x. Either only takes effect when set before the OpenMP runtime starts, i.e. before torch is imported: call
 ``configure_threads`` first thing.
 
 The load of the machine does not lower the count. Measured beside two busy loops on the shared 2-core VM
@@ -35,6 +36,7 @@ CHOSEN = "TRANSLREC_CHOSEN_THREADS"
 _configured: ThreadPlan | None = None  # this process's plan, returned by a second call
 # Sleep at OpenMP barriers instead of spinning: GNU libgomp (torch's pip wheels) and Intel/LLVM libomp.
 WAIT_SETTINGS = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+WAIT_SWITCH = "TRANSLREC_SLEEPING_WAITS"  # =1: OpenMP threads sleep at barriers (shared cores)
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,11 @@ def configure_threads(environ=os.environ) -> ThreadPlan | None:
     if "OMP_NUM_THREADS" in environ and environ["OMP_NUM_THREADS"] != environ.get(CHOSEN):
         return None
     plan = plan_threads(usable_cpus(), local_processes(environ))
-    for name, value in WAIT_SETTINGS.items():
-        environ.setdefault(name, value)
+    # Sleeping waits are opt-in: on an idle 2-core machine they made the quick start 1.76x slower (104 s against
+    # 59 s, measured after the merge), while they win beside other jobs (docs/benchmarks.md).
+    if environ.get(WAIT_SWITCH, "0").strip().lower() in ("1", "true", "yes", "on"):
+        for name, value in WAIT_SETTINGS.items():
+            environ.setdefault(name, value)
     environ["OMP_NUM_THREADS"] = environ[CHOSEN] = str(plan.threads)
     torch = sys.modules.get("torch")
     if environ is os.environ:
