@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
+import faiss  # noqa: F401  (the [dev] extra installs faiss-cpu: a missing faiss fails, never skips)
 import numpy as np
 import pytest
 import torch
 
 from translrec_dist.serving import vector_index
 from translrec_dist.serving.vector_index import ExactIndex, FaissIndex
-
-pytest.importorskip("faiss")
 
 
 def clustered(n, dim=32, seed=0):
