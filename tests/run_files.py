@@ -4,10 +4,11 @@ one module that names them), so no test spells "metrics.jsonl" or "eval.json".""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import FAST, TINY, run_cli
+from tests.conftest import FAST, REPO, TINY, accelerate_launch, run_cli
 from translrec_dist.run_dir import RunDir
 
 
@@ -32,3 +33,16 @@ def losses(run: Path) -> dict[int, float]:
 
 def eval_result(run: Path) -> dict:
     return json.loads(RunDir(run).eval.read_text())
+
+
+def launch_two(worker: Path, out: Path, port: int) -> str:
+    """``worker OUT`` in 2 CPU processes under accelerate (DDP); its output, after checking it exited 0."""
+    log = out / "launch.log"
+    cmd = accelerate_launch(2, port, "--multi_gpu") + [str(worker), str(out)]
+    with open(log, "w") as f:  # a file, not a pipe: a full pipe would stall one rank inside a collective
+        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=600,
+                              env={**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
+                                   "PYTHONPATH": str(REPO)})
+    text = log.read_text()
+    assert proc.returncode == 0, text[-6000:]
+    return text

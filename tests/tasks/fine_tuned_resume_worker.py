@@ -5,19 +5,12 @@ runs' summaries to ROOT/results.json. Used by test_fine_tuned_resume.py."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
-from accelerate.state import AcceleratorState
-
-from tests.conftest import FAST, TINY
+from tests.conftest import FAST
+from tests.tasks.sequential_stream_worker import main as run_full_cut_resume
 from tests.tasks.test_sequential_task import SEQUENTIAL
-from translrec_dist.cli import setup_logging
-from translrec_dist.program import load_run
-from translrec_dist.training import trainer
-from translrec_dist.training.distributed import shutdown_process_group
 
 STOP = 5
 FINE_TUNED = ["model.sequence.item_repr=text+id", "model.sequence.encoder=top_layers", "model.sequence.train_layers=1",
@@ -30,15 +23,7 @@ def common() -> list[str]:
 
 
 def main(root: Path) -> None:
-    setup_logging(debug=False)
-    trainer.end_run = lambda accelerator: None  # one process group for the three runs
-    results = []
-    for out, extra in (("full", []), ("cut", [f"train.stop_after_steps={STOP}"]), ("cut", ["train.resume_from=auto"])):
-        results.append(trainer.train(*load_run(TINY, [*common(), f"output_dir={root / out}", *extra])).summary())
-        AcceleratorState._reset_state()
-    if int(os.environ.get("RANK", "0")) == 0:
-        (root / "results.json").write_text(json.dumps(results))
-    shutdown_process_group()
+    run_full_cut_resume(root, common(), STOP)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,16 @@ def common(root: Path) -> list[str]:
             "data.num_shards=4", "data.shuffle_buffer=16", "data.record_example_ids=true", "eval.splits=[test]"]
 
 
-def main(root: Path) -> None:
+def main(root: Path, overrides: list[str] | None = None, stop: int = STOP) -> None:
+    """Three runs in one process group: uninterrupted (``full``), stopped at step ``stop`` and resumed (``cut``);
+    their summaries go to ``root/results.json``. ``overrides``: default this module's streamed settings."""
     setup_logging(debug=False)
     # One process group for the three runs: each run's end (trainer.end_run) would leave it.
     trainer.end_run = lambda accelerator: None
     results = []
-    for out, extra in (("full", []), ("cut", [f"train.stop_after_steps={STOP}"]), ("cut", ["train.resume_from=auto"])):
-        cfg, task = load_run(TINY, [*common(root), f"output_dir={root / out}", *extra])
+    for out, extra in (("full", []), ("cut", [f"train.stop_after_steps={stop}"]), ("cut", ["train.resume_from=auto"])):
+        cfg, task = load_run(TINY, [*(common(root) if overrides is None else overrides), f"output_dir={root / out}",
+                                    *extra])
         results.append(trainer.train(cfg, task).summary())
         AcceleratorState._reset_state()
     if int(os.environ.get("RANK", "0")) == 0:

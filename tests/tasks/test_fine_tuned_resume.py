@@ -5,15 +5,14 @@ included, and the resumed run reads the lower layers' states its first part cach
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY, accelerate_launch
-from tests.data.test_streaming_ddp import ENV, weights
+from tests.conftest import REPO, TINY
+from tests.data.test_streaming_ddp import weights
+from tests.run_files import launch_two
 from tests.tasks.fine_tuned_resume_worker import STOP, common
 from translrec_dist.config.loader import load_config
 from translrec_dist.run_dir import RunDir
@@ -23,14 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_fine_tuned_sequential_run_resumes_to_the_uninterrupted_weights(tmp_path):
-    log = tmp_path / "launch.log"
-    cmd = accelerate_launch(2, 29753, "--multi_gpu") + [str(REPO / "tests/tasks/fine_tuned_resume_worker.py"),
-                                                        str(tmp_path)]
-    with open(log, "w") as f:  # a file, not a pipe: a full pipe would stall one rank inside a collective
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=600,
-                              env={**os.environ, **ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    text = log.read_text()
-    assert proc.returncode == 0, text[-6000:]
+    text = launch_two(REPO / "tests/tasks/fine_tuned_resume_worker.py", tmp_path, 29753)
     full_result, stopped, resumed = json.loads((tmp_path / "results.json").read_text())
     assert stopped == {"stopped": True, "step": STOP} and "ndcg@10_masked" in resumed
     cut = tmp_path / "cut"

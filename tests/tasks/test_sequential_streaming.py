@@ -7,15 +7,13 @@ The three runs share one launch (tests/tasks/sequential_stream_worker.py) to kee
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from tests.conftest import REPO, TINY
-from tests.data.test_streaming_ddp import ENV, trace, weights
+from tests.data.test_streaming_ddp import trace, weights
+from tests.run_files import launch_two
 from tests.tasks.sequential_stream_worker import STEPS_PER_EPOCH, STOP, common
 from translrec_dist.cli import main
 from translrec_dist.config.loader import load_config
@@ -28,15 +26,7 @@ pytestmark = pytest.mark.slow
 def test_sequential_streams_disjoint_per_rank_and_resumes_exactly(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(["prepare", str(TINY), *common(tmp_path), f"output_dir={full}"]) == 0  # the runs reuse it
-    log = tmp_path / "launch.log"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--main_process_port", "29751", str(REPO / "tests/tasks/sequential_stream_worker.py"),
-           str(tmp_path)]
-    with open(log, "w") as f:  # a file, not a pipe: a full pipe would stall one rank inside a collective
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=600,
-                              env={**os.environ, **ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    text = log.read_text()
-    assert proc.returncode == 0, text[-6000:]
+    text = launch_two(REPO / "tests/tasks/sequential_stream_worker.py", tmp_path, 29751)
     full_result, stopped, resumed_result = json.loads((tmp_path / "results.json").read_text())
     assert stopped == {"stopped": True, "step": STOP} and "ndcg@10_masked" in resumed_result
     assert text.count("prepared data is up to date") == 3  # every run streamed the shards prepare wrote
