@@ -35,10 +35,11 @@ def eval_result(run: Path) -> dict:
     return json.loads(RunDir(run).eval.read_text())
 
 
-def launch_two(worker: Path, out: Path, port: int) -> str:
-    """``worker OUT`` in 2 CPU processes under accelerate (DDP); its output, after checking it exited 0."""
-    log = out / "launch.log"
-    cmd = accelerate_launch(2, port, "--multi_gpu") + [str(worker), str(out)]
+def launch_two(worker: Path, arg: Path, port: int, log: Path | None = None) -> str:
+    """``worker ARG`` in 2 CPU processes under accelerate (DDP); its output (kept in ``log``, default
+    ``ARG/launch.log``), after checking it exited 0."""
+    log = log or arg / "launch.log"
+    cmd = accelerate_launch(2, port, "--multi_gpu") + [str(worker), str(arg)]
     with open(log, "w") as f:  # a file, not a pipe: a full pipe would stall one rank inside a collective
         proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=600,
                               env={**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, accelerate_launch
+from tests.conftest import REPO
+from tests.run_files import launch_two
 from translrec_dist.models.retrieval.bi_encoder import in_batch_loss
 
 
@@ -31,11 +30,7 @@ def test_in_batch_loss_masks_duplicates_of_the_positive():
 @pytest.mark.slow
 def test_gather_negatives_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path: Path):
     out = tmp_path / "result.safetensors"
-    cmd = accelerate_launch(2, 29911, "--multi_gpu") + [str(REPO / "tests" / "models" / "gather_negatives_worker.py"),
-                                                         str(out)]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    launch_two(REPO / "tests" / "models" / "gather_negatives_worker.py", out, 29911, tmp_path / "launch.log")
     r = load_file(str(out))
     assert r["loss"].item() == pytest.approx(r["ref_loss"].item(), rel=1e-5)
     # a rank's own loss differs (its rows only): the comparison is not trivially satisfied

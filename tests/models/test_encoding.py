@@ -152,19 +152,14 @@ def test_prefetched_keeps_order_raises_the_producers_error_and_stops_its_thread_
 
 @pytest.mark.slow
 def test_two_ranks_split_the_frozen_catalog_encoding_and_gather_what_one_process_encodes(tmp_path):
-    import os
-    import subprocess
 
     from safetensors.torch import load_file
 
-    from tests.conftest import REPO, accelerate_launch
+    from tests.conftest import REPO
+    from tests.run_files import launch_two
 
     out = tmp_path / "result.safetensors"
-    cmd = accelerate_launch(2, 29937, "--multi_gpu") + [str(REPO / "tests" / "models" / "split_encoding_worker.py"),
-                                                         str(out)]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    launch_two(REPO / "tests" / "models" / "split_encoding_worker.py", out, 29937, tmp_path / "launch.log")
     r, other = load_file(str(out)), load_file(str(out.with_suffix(".rank1")))
     assert r["alone"].shape[0] == 83 and r["alone"].abs().sum() > 0
     torch.testing.assert_close(r["split"], r["alone"], rtol=1e-4, atol=1e-5)

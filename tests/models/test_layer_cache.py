@@ -141,19 +141,14 @@ def test_cache_key_follows_the_frozen_weights_and_the_texts_not_the_trained_laye
 
 @pytest.mark.slow
 def test_two_processes_fine_tuning_the_top_layer_equal_one_process_on_the_concatenated_batch(tmp_path):
-    import os
-    import subprocess
 
     from safetensors.torch import load_file
 
-    from tests.conftest import REPO, accelerate_launch
+    from tests.conftest import REPO
+    from tests.run_files import launch_two
 
     out = tmp_path / "result.safetensors"
-    cmd = accelerate_launch(2, 29941, "--multi_gpu") + [str(REPO / "tests" / "models" / "fine_tuned_ddp_worker.py"),
-                                                         str(out)]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    launch_two(REPO / "tests" / "models" / "fine_tuned_ddp_worker.py", out, 29941, tmp_path / "launch.log")
     r = load_file(str(out))
     for kind in ("all", "sample"):
         # a rank's own loss differs from the global batch's: the comparison is not trivially satisfied

@@ -90,19 +90,14 @@ def test_adaptors_train(adaptor):
 
 @pytest.mark.slow
 def test_two_processes_with_gathered_negatives_equal_one_process_on_the_concatenated_batch(tmp_path):
-    import os
-    import subprocess
 
     from safetensors.torch import load_file
 
-    from tests.conftest import REPO, accelerate_launch
+    from tests.conftest import REPO
+    from tests.run_files import launch_two
 
     out = tmp_path / "result.safetensors"
-    cmd = accelerate_launch(2, 29931, "--multi_gpu") + [str(REPO / "tests" / "models" / "sequential_gather_worker.py"),
-                                                         str(out)]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    launch_two(REPO / "tests" / "models" / "sequential_gather_worker.py", out, 29931, tmp_path / "launch.log")
     r = load_file(str(out))
     for kind in ("sampled", "full"):
         assert r[f"{kind}_loss"].item() == pytest.approx(r[f"{kind}_ref_loss"].item(), rel=1e-5)
