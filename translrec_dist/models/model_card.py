@@ -145,7 +145,7 @@ def eval_results(cfg: RunConfig, results: dict[str, dict], pipeline_tag: str | N
             if is_metric(k, v) and not k.startswith(SUBSET_PREFIXES)]
 
 
-def card_config(cfg: RunConfig) -> dict:
+def card_config(cfg: RunConfig, base: str | None) -> dict:
     """The settings that differ from the defaults, without the sections other tasks read and with paths
     shortened to their last part (the full config is ``translrec.yaml`` beside the card)."""
     ours = export_config(cfg).to_dict()
@@ -163,8 +163,7 @@ def card_config(cfg: RunConfig) -> dict:
             _drop(ours, key)
     for key in PATH_KEYS:
         _shorten(ours, key)
-    base = base_model_id(cfg)
-    ours["model"]["name_or_path"] = base if cfg.model.name_or_path else None
+    ours["model"]["name_or_path"] = base if cfg.model.name_or_path else None  # the hub id, never a local path
     kept = diff(ours, defaults)
     kept = {} if kept is _SAME else kept
     return {"task": cfg.task, **kept}
@@ -209,7 +208,7 @@ def build_model_card(cfg: RunConfig, usage: list[str], loads: dict):
         license=license_, datasets=[data["name"]] if data["name"] != "synthetic" else None, tags=tags,
         eval_results=eval_results(cfg, results, pipeline_tag) or None)
     sources = "".join(f"\n  - `{s['path']}` ({s['bytes']} bytes, blake2b `{s['blake2b']}`)" for s in data["sources"])
-    config_yaml = yaml.safe_dump(card_config(cfg), sort_keys=False)
+    config_yaml = yaml.safe_dump(card_config(cfg, base), sort_keys=False)
     body = "\n".join([
         f"# translrec {cfg.task} model", "",
         f"- base model: {describe_base(cfg, base)}",
