@@ -115,7 +115,7 @@ def discard_fresh(run: RunDir, opened: Opened | None) -> None:
     if opened is None or not opened.fresh or not run.root.is_dir():
         return
     for path in [*run.outputs(), run.tracker_run, run.tensorboard, run.marker]:
-        _remove(run.root, path)
+        remove_layout_path(run.root, path)
     if opened.created is not None:
         folder = run.root.absolute()
         try:
@@ -158,7 +158,7 @@ def clear_for_fresh_start(train_cfg, run: RunDir) -> list[Path]:
     directory that ``claim`` accepted (marked, or about to be)."""
     removed = []
     for path in run.outputs() if train_cfg.overwrite else run.results():
-        if _remove(run.root, path):
+        if remove_layout_path(run.root, path):
             removed.append(path)
     if removed:
         why = "train.overwrite=true" if train_cfg.overwrite else "no checkpoint to resume from"
@@ -166,7 +166,8 @@ def clear_for_fresh_start(train_cfg, run: RunDir) -> list[Path]:
     return removed
 
 
-def _remove(root: Path, path: Path) -> bool:
+def remove_layout_path(root: Path, path: Path) -> bool:
+    """Remove a file or folder the layout names under ``root``; a link there is removed, never followed."""
     if not path.resolve().is_relative_to(root.resolve()) and not path.is_symlink():
         raise ConfigError(f"{path} resolves outside output_dir={root}; not removing it. Remove it yourself")
     if path.is_symlink() or path.is_file():

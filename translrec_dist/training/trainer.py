@@ -13,7 +13,6 @@ import itertools
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -50,7 +49,7 @@ from translrec_dist.training.hooks import (
 )
 from translrec_dist.training.nonfinite import NonFiniteLossGuard
 from translrec_dist.training.optim import build_optimizer, build_scheduler
-from translrec_dist.training.output_dir import discard_fresh, open_run_dir
+from translrec_dist.training.output_dir import discard_fresh, open_run_dir, remove_layout_path
 from translrec_dist.training.preemption import stop_signal, stop_signals_requested
 from translrec_dist.training.resume import check_enough_data, check_resume_compatible, trainer_state
 from translrec_dist.training.tracking import init_tracking
@@ -254,21 +253,13 @@ class Trainer:
         state_dict = acc.get_state_dict(self.model)
         if acc.is_main_process:
             final, tmp = self.run.final, self.run.final_tmp
-            _remove_tree(tmp)
+            remove_layout_path(self.run.root, tmp)
             write_export(tmp, state_dict, acc.unwrap_model(self.model), self.data.tokenizer, self.cfg, self.task,
                          self.data, root=self.run.root)
-            _remove_tree(final)  # the old export goes only once the new one is complete
+            remove_layout_path(self.run.root, final)  # the old export goes only once the new one is complete
             tmp.rename(final)
             log.info("exported %s", final)
         acc.wait_for_everyone()
-
-
-def _remove_tree(path) -> None:
-    # a link planted there is removed, never followed (rmtree refuses links, and would fail silently here)
-    if path.is_symlink():
-        path.unlink()
-    else:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def train(cfg: RunConfig, task: Task) -> RunResult:
